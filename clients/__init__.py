@@ -1,0 +1,1 @@
+"""Client side: library, daemon and sender CLI. (Built in the relay issue.)"""

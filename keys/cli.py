@@ -1,0 +1,459 @@
+"""``keys``: key ceremonies for the network root, authorities and relays.
+
+Every refusal prints one plain line on stderr (``keys: error: ...``) and exits non-zero;
+secrets never reach the terminal. Passphrases come from ``--passphrase-file``, the
+environment variable named by ``--passphrase-env``, or a terminal prompt, in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, get_args
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from keys.directory import (
+    Directory,
+    DirectoryPin,
+    load_entries_file,
+    root_public_key,
+    sign_directory,
+)
+from keys.encoding import AUTHORITY_ID_PATTERN, b64d, b64e, fingerprint, key_id, now_ms
+from keys.errors import KeysError
+from keys.identity import DAY_MS, Identity, IdentityKind
+from keys.keystore import (
+    PASSPHRASE_ENV,
+    KdfStrength,
+    load_keystore,
+    resolve_passphrase,
+    save_keystore,
+    update_keystore,
+    write_private_file,
+)
+from keys.models import PublicKeys
+
+EXIT_REFUSED = 1
+
+
+class _Ctx:
+    def __init__(self, passphrase_file: str | None, passphrase_env: str) -> None:
+        self.passphrase_file = passphrase_file
+        self.passphrase_env = passphrase_env
+
+    def passphrase(self, *, confirm: bool = False) -> str:
+        return resolve_passphrase(
+            env=self.passphrase_env, file=self.passphrase_file, confirm=confirm
+        )
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--passphrase-file",
+    type=click.Path(dir_okay=False),
+    help="Read the keystore passphrase from this file (first line).",
+)
+@click.option(
+    "--passphrase-env",
+    default=PASSPHRASE_ENV,
+    show_default=True,
+    help="Environment variable that holds the keystore passphrase.",
+)
+@click.pass_context
+def cli(ctx: click.Context, passphrase_file: str | None, passphrase_env: str) -> None:
+    """Key ceremonies for the Cultural Property Alert Relay.
+
+    Create the network root and authority identities, export public entries, sign the
+    directory of competent authorities, rotate and revoke keys, and verify directory
+    files. Private keys live in argon2id-encrypted keystores with mode 0600.
+    """
+    ctx.obj = _Ctx(passphrase_file, passphrase_env)
+
+
+_KDF = click.option(
+    "--kdf",
+    type=click.Choice(["moderate", "interactive", "test"]),
+    default="moderate",
+    show_default=True,
+    help="argon2id cost: moderate (256 MiB) for real keystores, test only for test suites.",
+)
+
+
+# --- root -------------------------------------------------------------------------
+
+
+@cli.group()
+def root() -> None:
+    """The network root key, which signs every directory version."""
+
+
+@root.command("create")
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="Keystore to write."
+)
+@click.option(
+    "--pub-out",
+    type=click.Path(dir_okay=False),
+    help="Also write the root public key (base64url) here, for clients to pin.",
+)
+@_KDF
+@click.pass_obj
+def root_create(obj: _Ctx, out: str, pub_out: str | None, kdf: KdfStrength) -> None:
+    """Create a new network root key in an encrypted keystore."""
+    identity = Identity.generate("root", kind="root", now=now_ms())
+    save_keystore(out, identity, obj.passphrase(confirm=True), strength=kdf)
+    key = identity.signing_key()
+    if pub_out:
+        Path(pub_out).write_text(b64e(key.public) + "\n", encoding="ascii")
+    console = _out()
+    console.print(f"Created network root in {out}")
+    console.print(f"  public key:  {b64e(key.public)}")
+    console.print(f"  fingerprint: [bold]{key.fingerprint}[/bold]")
+    console.print("Distribute the public key to every client and confirm the fingerprint by phone.")
+
+
+# --- identities ---------------------------------------------------------------------
+
+
+@cli.group()
+def identity() -> None:
+    """Authority and relay identities: create, export, show."""
+
+
+@identity.command("create")
+@click.option("--id", "ident", required=True, help="Authority id, e.g. it-tpc (a-z, 0-9, . _ -).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Keystore to write.")
+@click.option(
+    "--kind",
+    type=click.Choice([k for k in get_args(IdentityKind) if k != "root"]),
+    default="authority",
+    show_default=True,
+    help="An authority gets an encryption key too; a relay only signs.",
+)
+@click.option(
+    "--validity-days",
+    type=click.IntRange(1, 3650),
+    default=365,
+    show_default=True,
+    help="Lifetime of the first encryption key.",
+)
+@_KDF
+@click.pass_obj
+def identity_create(
+    obj: _Ctx, ident: str, out: str, kind: IdentityKind, validity_days: int, kdf: KdfStrength
+) -> None:
+    """Create an authority (or relay) identity in an encrypted keystore."""
+    if not _valid_id(ident):
+        raise KeysError(f"invalid authority id {ident!r}: use 2-63 of a-z 0-9 . _ - (lower case)")
+    new = Identity.generate(
+        ident, kind=kind, now=now_ms(), encryption_validity_ms=validity_days * DAY_MS
+    )
+    save_keystore(out, new, obj.passphrase(confirm=True), strength=kdf)
+    console = _out()
+    console.print(f"Created {kind} identity {ident} in {out}")
+    console.print(f"  signing key fingerprint: [bold]{new.signing_key().fingerprint}[/bold]")
+
+
+def _valid_id(ident: str) -> bool:
+    return bool(re.match(AUTHORITY_ID_PATTERN, ident))
+
+
+@identity.command("export")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@click.pass_obj
+def identity_export(obj: _Ctx, keystore: str, out: str | None) -> None:
+    """Export an identity's public keys as JSON, for the directory keeper."""
+    ident = load_keystore(keystore, obj.passphrase())
+    text = ident.public_keys().model_dump_json(indent=2) + "\n"
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        _out().print(f"Wrote public keys of {ident.id} to {out}")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("rotate")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--signing", is_flag=True, help="Rotate the signing key instead of the encryption key."
+)
+@click.option(
+    "--grace-days",
+    type=click.IntRange(0, 365),
+    default=14,
+    show_default=True,
+    help="How long the old key stays valid beside the new one.",
+)
+@click.pass_obj
+def rotate(obj: _Ctx, keystore: str, signing: bool, grace_days: int) -> None:
+    """Add a new key; the old one stays valid for the grace period. Re-export afterwards."""
+    passphrase = obj.passphrase()
+    ident = load_keystore(keystore, passphrase)
+    now = now_ms()
+    if signing:
+        ident = ident.rotate_signing(now=now, grace_ms=grace_days * DAY_MS)
+    else:
+        ident = ident.rotate_encryption(now=now, grace_ms=grace_days * DAY_MS)
+    update_keystore(keystore, ident, passphrase)
+    kind = "signing" if signing else "encryption"
+    newest = ident.signing_keys[-1] if signing else ident.encryption_keys[-1]
+    _out().print(
+        f"Rotated the {kind} key of {ident.id}: new key {newest.kid} "
+        f"({newest.fingerprint}); old keys valid {grace_days} more days. "
+        "Export and send the new public keys to the directory keeper."
+    )
+
+
+@cli.command("revoke")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--kid", required=True, help="Key id to revoke (see 'keys fingerprint').")
+@click.pass_obj
+def revoke(obj: _Ctx, keystore: str, kid: str) -> None:
+    """Revoke one key now. Messages signed or sealed with it are refused from then on."""
+    passphrase = obj.passphrase()
+    ident = load_keystore(keystore, passphrase).revoke(kid, now=now_ms())
+    update_keystore(keystore, ident, passphrase)
+    _out().print(f"Revoked key {kid} of {ident.id}. Export and republish the directory.")
+
+
+@cli.command("fingerprint")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def fingerprint_cmd(obj: _Ctx, path: str, as_json: bool) -> None:
+    """Show key ids and fingerprints of a keystore, a public-key export or a root .pub file."""
+    rows = _key_rows(obj, Path(path))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"Keys in {path}")
+    for col in ("owner", "use", "kid", "fingerprint", "valid from", "valid until", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["owner"],
+            r["use"],
+            r["kid"],
+            r["fingerprint"],
+            _when(r["nbf"]) if r["nbf"] else "-",
+            _when(r["exp"]) if r["exp"] else "-",
+            r["status"],
+        )
+    _out().print(table)
+
+
+def _key_rows(obj: _Ctx, path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    if text.startswith("{") and '"cpar-keystore"' in text:
+        public = load_keystore(path, obj.passphrase()).public_keys()
+    elif text.startswith("{"):
+        try:
+            public = PublicKeys.model_validate_json(text)
+        except ValueError as exc:
+            raise KeysError(f"{path} is not a keystore, public-key export or root key") from exc
+    else:
+        pk = root_public_key(text)
+        return [
+            {
+                "owner": "root",
+                "use": "signing",
+                "kid": key_id(pk),
+                "fingerprint": fingerprint(pk),
+                "nbf": 0,
+                "exp": 0,
+                "status": "pinned",
+            }
+        ]
+    rows: list[dict[str, Any]] = []
+    now = now_ms()
+    for use, keys in (("signing", public.signing_keys), ("encryption", public.encryption_keys)):
+        for k in keys:
+            status = "revoked" if k.revoked else ("valid" if k.nbf <= now <= k.exp else "expired")
+            rows.append(
+                {
+                    "owner": public.id,
+                    "use": use,
+                    "kid": k.kid,
+                    "fingerprint": fingerprint(_pk(k.pk)),
+                    "nbf": k.nbf,
+                    "exp": k.exp,
+                    "status": status,
+                }
+            )
+    return rows
+
+
+def _pk(b64: str) -> bytes:
+    return b64d(b64)
+
+
+# --- directory ----------------------------------------------------------------------
+
+
+@cli.group()
+def directory() -> None:
+    """The signed directory of competent authorities."""
+
+
+@directory.command("build")
+@click.option("--root-keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--entries",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="TOML or YAML file listing the authorities (see docs/PROTOCOL.md).",
+)
+@click.option(
+    "--previous",
+    type=click.Path(dir_okay=False, exists=True),
+    help="The current directory version; the new one chains to it.",
+)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the new version."
+)
+@click.pass_obj
+def directory_build(
+    obj: _Ctx, root_keystore: str, entries: str, previous: str | None, out: str
+) -> None:
+    """Build the next directory version from an entries file and sign it with the root."""
+    network, authorities = load_entries_file(entries)
+    root_id = load_keystore(root_keystore, obj.passphrase())
+    prev = None
+    if previous:
+        prev = Directory.verify(Path(previous).read_text().strip(), [root_id.signing_key().public])
+    signed = sign_directory(
+        root_id, network=network, authorities=authorities, previous=prev, now=now_ms()
+    )
+    Path(out).write_text(signed.token + "\n", encoding="ascii")
+    _out().print(
+        f"Signed directory {network} version {signed.version} with {len(authorities)} "
+        f"authorities to {out} (hash {signed.hash[:16]}…)"
+    )
+
+
+@directory.command("verify")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--root-key", help="Pinned root public key (base64url).")
+@click.option(
+    "--root-key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="File holding the pinned root public key.",
+)
+@click.option(
+    "--pin",
+    "pin_file",
+    type=click.Path(dir_okay=False),
+    help="Pin file of accepted versions; refuses rollback and forks, and is updated.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def directory_verify(
+    files: Sequence[str],
+    root_key: str | None,
+    root_key_file: str | None,
+    pin_file: str | None,
+    as_json: bool,
+) -> None:
+    """Verify one or more directory versions (oldest first) against the pinned root."""
+    if bool(root_key) == bool(root_key_file):
+        raise click.UsageError("give exactly one of --root-key or --root-key-file")
+    pk = root_public_key(root_key or Path(root_key_file or "").read_text())
+    pin = DirectoryPin([pk])
+    if pin_file and Path(pin_file).exists():
+        pin = DirectoryPin.load([pk], Path(pin_file).read_text())
+    tokens = [Path(f).read_text(encoding="ascii", errors="replace").strip() for f in files]
+    current = pin.accept_history(tokens) if len(tokens) > 1 else pin.accept(tokens[0])
+    if pin_file:
+        write_private_file(Path(pin_file), pin.dump().encode())
+    doc = current.document
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "network": doc.network,
+                    "version": doc.version,
+                    "hash": current.hash,
+                    "prev": doc.prev,
+                    "issued": doc.issued,
+                    "authorities": [
+                        {
+                            "id": a.id,
+                            "name": a.name,
+                            "country": a.country,
+                            "role": a.role,
+                            "fingerprint": fingerprint(_pk(a.signing_keys[-1].pk)),
+                        }
+                        for a in doc.authorities
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    console = _out()
+    console.print(
+        f"[green]OK[/green] directory {doc.network} version {doc.version}, issued {_when(doc.issued)}, "
+        f"signed by root {fingerprint(pk)}"
+    )
+    table = Table()
+    for col in ("id", "name", "country", "role", "signing fingerprint", "enc keys", "escalation"):
+        table.add_column(col)
+    for a in doc.authorities:
+        esc = a.escalation
+        chain = ", ".join(
+            [*(f"deputy {d}" for d in esc.deputies)]
+            + ([f"desk {esc.duty_desk}"] if esc.duty_desk else [])
+            + ([f"supervisor {esc.supervisor}"] if esc.supervisor else [])
+        )
+        table.add_row(
+            a.id,
+            a.name,
+            a.country,
+            a.role,
+            fingerprint(_pk(a.signing_keys[-1].pk)),
+            str(len(a.encryption_keys)),
+            chain or "-",
+        )
+    console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 refused, 2 usage)."""
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="keys", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        click.echo("keys: error: aborted", err=True)
+        return EXIT_REFUSED
+    except click.ClickException as exc:
+        click.echo(f"keys: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except KeysError as exc:
+        click.echo(f"keys: error: {exc}", err=True)
+        return EXIT_REFUSED
+    except OSError as exc:
+        click.echo(
+            f"keys: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True
+        )
+        return EXIT_REFUSED
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,316 @@
+"""The signed directory of competent authorities, and the pin that refuses forks.
+
+A directory version is a compact JWS (``typ: cpar-directory+jws``) signed by the
+network root key. Its payload is a :class:`~keys.models.DirectoryDocument`; its hash is
+``SHA-256(payload bytes)``, and each version after the first carries the hash of the
+one before in ``prev``. A client pins the root public key and remembers the hash of
+every version it has accepted (:class:`DirectoryPin`), so it refuses:
+
+* a bad signature, or a signature by any key but the pinned root;
+* a version older than the newest it has accepted (rollback);
+* a version number seen before with different content, or a ``prev`` that does not
+  match what it saw (fork);
+* a jump over versions it has not seen, unless it is given the history (gap).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from keys.encoding import b64d, dumps, key_id, sha256_hex
+from keys.errors import (
+    DirectoryForkError,
+    DirectoryGapError,
+    DirectoryInvalidError,
+    DirectoryRollbackError,
+    DirectorySignatureError,
+    EncodingError,
+    KeysError,
+    TamperedError,
+    UnknownRootError,
+)
+from keys.identity import Identity, verify_encryption_key
+from keys.jws import parse_compact, sign_compact, verify_compact
+from keys.models import (
+    TYP_DIRECTORY,
+    DirectoryDocument,
+    DirectoryEntry,
+    JwsHeader,
+    PublicKeys,
+    SigningKeyInfo,
+)
+
+MAX_DIRECTORY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    """A verified directory version, with lookups used on every message."""
+
+    token: str
+    document: DirectoryDocument
+    hash: str
+    root_kid: str
+    _by_id: dict[str, DirectoryEntry] = field(repr=False)
+    _by_kid: dict[str, tuple[DirectoryEntry, SigningKeyInfo]] = field(repr=False)
+
+    @property
+    def version(self) -> int:
+        return self.document.version
+
+    @property
+    def network(self) -> str:
+        return self.document.network
+
+    @property
+    def authorities(self) -> list[DirectoryEntry]:
+        return self.document.authorities
+
+    def get(self, authority_id: str) -> DirectoryEntry | None:
+        return self._by_id.get(authority_id)
+
+    def signer(self, kid: str) -> tuple[DirectoryEntry, SigningKeyInfo] | None:
+        """Which entry owns signing key ``kid``, if any."""
+        return self._by_kid.get(kid)
+
+    def relays(self) -> list[DirectoryEntry]:
+        return [a for a in self.document.authorities if a.role == "relay"]
+
+    @classmethod
+    def verify(cls, token: str | bytes, roots: Iterable[bytes]) -> Directory:
+        """Verify one directory JWS against the pinned root public key(s)."""
+        try:
+            jws = parse_compact(token, what="directory", max_bytes=MAX_DIRECTORY_BYTES)
+            header = JwsHeader.model_validate_json(jws.protected)
+        except (EncodingError, TamperedError, ValidationError) as exc:
+            raise DirectoryInvalidError(f"directory is malformed: {_first_error(exc)}") from exc
+        if header.typ != TYP_DIRECTORY:
+            raise DirectoryInvalidError(f"not a directory (typ {header.typ!r})")
+        by_kid = {key_id(pk): pk for pk in roots}
+        root_pk = by_kid.get(header.kid)
+        if root_pk is None:
+            raise UnknownRootError(
+                f"directory is signed by key {header.kid}, which is not the pinned network root"
+            )
+        try:
+            verify_compact(jws, root_pk, what="directory")
+        except TamperedError as exc:
+            raise DirectorySignatureError("directory signature does not verify") from exc
+        try:
+            document = DirectoryDocument.model_validate_json(jws.payload)
+        except ValidationError as exc:
+            raise DirectoryInvalidError(
+                f"directory content is invalid: {_first_error(exc)}"
+            ) from exc
+        return cls._index(
+            token if isinstance(token, str) else token.decode(), document, jws.payload, header.kid
+        )
+
+    @classmethod
+    def _index(
+        cls, token: str, document: DirectoryDocument, payload: bytes, root_kid: str
+    ) -> Directory:
+        by_id: dict[str, DirectoryEntry] = {}
+        by_kid: dict[str, tuple[DirectoryEntry, SigningKeyInfo]] = {}
+        for entry in document.authorities:
+            by_id[entry.id] = entry
+            for sk in entry.signing_keys:
+                if sk.kid in by_kid:
+                    raise DirectoryInvalidError(f"signing key {sk.kid} is listed twice")
+                by_kid[sk.kid] = (entry, sk)
+            for ek in entry.encryption_keys:
+                signer = entry.signing_key(ek.signer)
+                if signer is None or signer.revoked is not None:
+                    raise DirectoryInvalidError(
+                        f"{entry.id}: encryption key {ek.kid} is signed by no valid key of its own"
+                    )
+                if not verify_encryption_key(entry.id, ek, signer):
+                    raise DirectoryInvalidError(
+                        f"{entry.id}: encryption key {ek.kid} carries a bad signature"
+                    )
+        return cls(
+            token=token,
+            document=document,
+            hash=sha256_hex(payload),
+            root_kid=root_kid,
+            _by_id=by_id,
+            _by_kid=by_kid,
+        )
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "document"
+        return f"{loc}: {err['msg']}"
+    return str(exc)
+
+
+def sign_directory(
+    root: Identity,
+    *,
+    network: str,
+    authorities: Sequence[DirectoryEntry],
+    previous: Directory | None,
+    now: int,
+) -> Directory:
+    """Build and sign the next directory version (version 1 if ``previous`` is None)."""
+    if root.kind != "root":
+        raise KeysError(f"{root.id} is not a network root identity")
+    if previous is not None and previous.network != network:
+        raise KeysError(f"previous directory is for network {previous.network!r}, not {network!r}")
+    try:
+        document = DirectoryDocument(
+            network=network,
+            version=1 if previous is None else previous.version + 1,
+            prev=None if previous is None else previous.hash,
+            issued=now,
+            authorities=list(authorities),
+        )
+    except ValidationError as exc:
+        raise DirectoryInvalidError(f"directory content is invalid: {_first_error(exc)}") from exc
+    signing = root.signing_key(now)
+    header = dumps({"alg": "Ed25519", "typ": TYP_DIRECTORY, "kid": signing.kid})
+    payload = document.model_dump_json(by_alias=True).encode()
+    token = sign_compact(header, payload, signing.secret)
+    return Directory.verify(token, [signing.public])
+
+
+class DirectoryPin:
+    """Remembers every accepted version's hash; refuses rollbacks, forks and gaps.
+
+    ``state`` maps version -> hash. Persist it with :meth:`dump` / :meth:`load` so a
+    restarted client cannot be rolled back either.
+    """
+
+    def __init__(self, roots: Iterable[bytes], state: dict[int, str] | None = None) -> None:
+        self.roots = list(roots)
+        self.state: dict[int, str] = dict(state or {})
+        self.current: Directory | None = None
+
+    @property
+    def latest(self) -> int:
+        return max(self.state, default=0)
+
+    def accept(self, token: str | bytes) -> Directory:
+        """Verify ``token`` and make it the current directory, or raise."""
+        directory = Directory.verify(token, self.roots)
+        v = directory.version
+        seen = self.state.get(v)
+        if seen is not None and seen != directory.hash:
+            raise DirectoryForkError(
+                f"directory version {v} differs from the version {v} accepted before (fork)"
+            )
+        if v < self.latest:
+            raise DirectoryRollbackError(
+                f"directory version {v} is older than version {self.latest} already accepted"
+            )
+        if seen is None and self.state:
+            if v > self.latest + 1:
+                raise DirectoryGapError(
+                    f"directory version {v} skips versions after {self.latest}; fetch the history"
+                )
+            if directory.document.prev != self.state[self.latest]:
+                raise DirectoryForkError(
+                    f"directory version {v} does not follow version {self.latest} (fork)"
+                )
+        self.state[v] = directory.hash
+        self.current = directory
+        return directory
+
+    def accept_history(self, tokens: Iterable[str | bytes]) -> Directory:
+        """Accept a run of versions in order; returns the newest."""
+        verified = sorted(
+            (Directory.verify(t, self.roots) for t in tokens), key=lambda d: d.version
+        )
+        if not verified:
+            raise DirectoryInvalidError("empty directory history")
+        result = verified[0]
+        for d in verified:
+            if d.version < self.latest and self.state.get(d.version) == d.hash:
+                continue  # already known, consistent
+            result = self.accept(d.token)
+        return result
+
+    def dump(self) -> str:
+        return json.dumps({"versions": {str(k): v for k, v in sorted(self.state.items())}})
+
+    @classmethod
+    def load(cls, roots: Iterable[bytes], text: str) -> DirectoryPin:
+        try:
+            raw = json.loads(text)["versions"]
+            state = {int(k): str(v) for k, v in raw.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DirectoryInvalidError("directory pin file is corrupt") from exc
+        return cls(roots, state)
+
+
+# --- entries files (the directory keeper's input) -----------------------------------
+
+
+def load_entries_file(path: str | os.PathLike[str]) -> tuple[str, list[DirectoryEntry]]:
+    """Read a TOML or YAML list of authorities and merge in their exported public keys.
+
+    Each authority names ``keys``: the path (relative to the entries file) of the JSON
+    that ``keys identity export`` wrote. Returns ``(network, entries)``.
+    """
+    src = Path(path)
+    try:
+        text = src.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise KeysError(f"cannot read entries file {src}: {exc.strerror}") from exc
+    try:
+        raw: Any = yaml.safe_load(text) if src.suffix in {".yaml", ".yml"} else tomllib.loads(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise KeysError(
+            f"{src} is not valid {'YAML' if src.suffix != '.toml' else 'TOML'}"
+        ) from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("authorities"), list):
+        raise KeysError(f"{src}: expected a 'network' name and a list of 'authorities'")
+    network = raw.get("network")
+    if not isinstance(network, str) or not network:
+        raise KeysError(f"{src}: 'network' must be a non-empty string")
+    entries: list[DirectoryEntry] = []
+    for i, item in enumerate(raw["authorities"]):
+        if not isinstance(item, dict) or not isinstance(item.get("keys"), str):
+            raise KeysError(f"{src}: authorities[{i}] needs a 'keys' path to an exported key file")
+        keys_path = (src.parent / item["keys"]).resolve()
+        try:
+            public = PublicKeys.model_validate_json(keys_path.read_bytes())
+        except OSError as exc:
+            raise KeysError(f"{src}: authorities[{i}]: cannot read {keys_path}") from exc
+        except ValidationError as exc:
+            raise KeysError(f"{keys_path}: not a public key export: {_first_error(exc)}") from exc
+        if public.id != item.get("id"):
+            raise KeysError(
+                f"{src}: authorities[{i}] is {item.get('id')!r} but {keys_path.name} holds "
+                f"keys for {public.id!r}"
+            )
+        fields = {k: v for k, v in item.items() if k != "keys"}
+        fields["signing_keys"] = public.signing_keys
+        fields["encryption_keys"] = public.encryption_keys
+        try:
+            entries.append(DirectoryEntry.model_validate(fields))
+        except ValidationError as exc:
+            raise KeysError(f"{src}: authorities[{i}]: {_first_error(exc)}") from exc
+    return network, entries
+
+
+def root_public_key(text: str) -> bytes:
+    """Parse a pinned root key given as unpadded base64url (32 bytes)."""
+    try:
+        raw = b64d(text.strip(), what="root key")
+    except EncodingError as exc:
+        raise UnknownRootError(f"root key is not base64url: {exc}") from exc
+    if len(raw) != 32:
+        raise UnknownRootError("root key must be 32 bytes of base64url")
+    return raw

@@ -1,0 +1,88 @@
+"""JWS compact serialisation (RFC 7515) with Ed25519 only (RFC 9864 ``Ed25519``).
+
+Every signed object in the protocol (envelope, receipt, directory) is a compact JWS:
+``BASE64URL(protected) '.' BASE64URL(payload) '.' BASE64URL(signature)``. The signature
+covers the ASCII bytes of the first two parts exactly as transmitted, so nothing is
+ever canonicalised. We emit ``alg: "Ed25519"`` and accept ``"EdDSA"`` on input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nacl.bindings
+import nacl.exceptions
+
+from keys.encoding import b64d, b64e
+from keys.errors import EncodingError, TamperedError
+
+ACCEPTED_ALGS = frozenset({"Ed25519", "EdDSA"})
+SIGNATURE_BYTES = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CompactJWS:
+    """A compact JWS split into its parts; nothing has been verified yet."""
+
+    protected_b64: str
+    payload_b64: str
+    signature: bytes
+    protected: bytes
+    payload: bytes
+
+    @property
+    def signing_input(self) -> bytes:
+        return f"{self.protected_b64}.{self.payload_b64}".encode("ascii")
+
+
+def ed25519_sign(secret_key: bytes, message: bytes) -> bytes:
+    """Detached Ed25519 signature with a 64-byte libsodium secret key."""
+    return nacl.bindings.crypto_sign(message, secret_key)[:SIGNATURE_BYTES]
+
+
+def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    if len(signature) != SIGNATURE_BYTES or len(public_key) != 32:
+        return False
+    try:
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
+    except nacl.exceptions.BadSignatureError:
+        return False
+    return True
+
+
+def sign_compact(protected: bytes, payload: bytes, secret_key: bytes) -> str:
+    """Produce ``protected.payload.signature`` from raw header JSON and payload bytes."""
+    head = b64e(protected)
+    body = b64e(payload)
+    signing_input = f"{head}.{body}".encode("ascii")
+    return f"{head}.{body}.{b64e(ed25519_sign(secret_key, signing_input))}"
+
+
+def parse_compact(token: str | bytes, *, what: str, max_bytes: int | None = None) -> CompactJWS:
+    """Split and base64url-decode a compact JWS. Raises :class:`EncodingError`."""
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise EncodingError(f"{what} is not ASCII") from exc
+    if max_bytes is not None and len(token) > max_bytes:
+        raise EncodingError(f"{what} is larger than {max_bytes} bytes")
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise EncodingError(f"{what} is not a compact JWS (expected 3 dot-separated parts)")
+    head, body, sig = parts
+    signature = b64d(sig, what=f"{what} signature")
+    if len(signature) != SIGNATURE_BYTES:
+        raise TamperedError(f"{what} signature has the wrong length")
+    return CompactJWS(
+        protected_b64=head,
+        payload_b64=body,
+        signature=signature,
+        protected=b64d(head, what=f"{what} protected header"),
+        payload=b64d(body, what=f"{what} payload"),
+    )
+
+
+def verify_compact(jws: CompactJWS, public_key: bytes, *, what: str) -> None:
+    if not ed25519_verify(public_key, jws.signing_input, jws.signature):
+        raise TamperedError(f"{what} signature does not verify")

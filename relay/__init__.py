@@ -1,0 +1,1 @@
+"""The relay: the aiohttp server between authorities. (Built in the relay issue.)"""
