@@ -55,7 +55,8 @@ class _Ctx:
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Wide enough for the tables when piped into a log; a terminal uses its own width.
+    return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 def _when(ms: int) -> str:
@@ -411,8 +412,13 @@ def directory_verify(
         f"signed by root {fingerprint(pk)}"
     )
     table = Table()
-    for col in ("id", "name", "country", "role", "signing fingerprint", "enc keys", "escalation"):
-        table.add_column(col)
+    table.add_column("id", no_wrap=True)
+    table.add_column("name", max_width=28, overflow="ellipsis", no_wrap=True)
+    table.add_column("country")
+    table.add_column("role", no_wrap=True)
+    table.add_column("signing fingerprint", no_wrap=True, min_width=19)
+    table.add_column("enc keys")
+    table.add_column("escalation")
     for a in doc.authorities:
         esc = a.escalation
         chain = ", ".join(

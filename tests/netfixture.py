@@ -40,9 +40,11 @@ class Network:
         pub = ident.public_keys()
         esc = EscalationChain()
         hours = None
-        if ident.id == "fr-oclcc":
+        if ident.id == "fr-oclcc" and {"fr-deputy", "fr-desk", "fr-ca"} <= set(self.ids):
             esc = EscalationChain(deputies=["fr-deputy"], duty_desk="fr-desk", supervisor="fr-ca")
-            hours = WorkingHours(tz="Europe/Paris", days=[1, 2, 3, 4, 5], start="08:00", end="18:00")
+            hours = WorkingHours(
+                tz="Europe/Paris", days=[1, 2, 3, 4, 5], start="08:00", end="18:00"
+            )
         return DirectoryEntry(
             id=ident.id,
             name=name,
@@ -56,9 +58,9 @@ class Network:
 
     def entries(self) -> list[DirectoryEntry]:
         out = [self.entry(self.relay, "relay", "Relay", "EU")]
-        for aid, (name, country, role) in AUTHORITIES.items():
-            if aid in self.ids:
-                out.append(self.entry(self.ids[aid], role, name, country))
+        for aid, ident in self.ids.items():
+            name, country, role = AUTHORITIES.get(aid, (aid.upper(), "XX", "national_body"))
+            out.append(self.entry(ident, role, name, country))
         return out
 
     def republish(self, *, now: int = NOW, replace: Iterable[Identity] = ()) -> Directory:
