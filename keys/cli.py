@@ -33,6 +33,7 @@ from keys.keystore import (
     PASSPHRASE_ENV,
     KdfStrength,
     load_keystore,
+    read_keystore_header,
     resolve_passphrase,
     save_keystore,
     update_keystore,
@@ -52,6 +53,12 @@ class _Ctx:
         return resolve_passphrase(
             env=self.passphrase_env, file=self.passphrase_file, confirm=confirm
         )
+
+
+def _open_keystore(obj: _Ctx, path: str | Path) -> Identity:
+    """Check the file (permissions, format) before asking for any passphrase."""
+    read_keystore_header(path)
+    return load_keystore(path, obj.passphrase())
 
 
 def _out() -> Console:
@@ -180,7 +187,7 @@ def _valid_id(ident: str) -> bool:
 @click.pass_obj
 def identity_export(obj: _Ctx, keystore: str, out: str | None) -> None:
     """Export an identity's public keys as JSON, for the directory keeper."""
-    ident = load_keystore(keystore, obj.passphrase())
+    ident = _open_keystore(obj, keystore)
     text = ident.public_keys().model_dump_json(indent=2) + "\n"
     if out:
         Path(out).write_text(text, encoding="utf-8")
@@ -204,6 +211,7 @@ def identity_export(obj: _Ctx, keystore: str, out: str | None) -> None:
 @click.pass_obj
 def rotate(obj: _Ctx, keystore: str, signing: bool, grace_days: int) -> None:
     """Add a new key; the old one stays valid for the grace period. Re-export afterwards."""
+    read_keystore_header(keystore)
     passphrase = obj.passphrase()
     ident = load_keystore(keystore, passphrase)
     now = now_ms()
@@ -227,6 +235,7 @@ def rotate(obj: _Ctx, keystore: str, signing: bool, grace_days: int) -> None:
 @click.pass_obj
 def revoke(obj: _Ctx, keystore: str, kid: str) -> None:
     """Revoke one key now. Messages signed or sealed with it are refused from then on."""
+    read_keystore_header(keystore)
     passphrase = obj.passphrase()
     ident = load_keystore(keystore, passphrase).revoke(kid, now=now_ms())
     update_keystore(keystore, ident, passphrase)
@@ -245,7 +254,7 @@ def fingerprint_cmd(obj: _Ctx, path: str, as_json: bool) -> None:
         return
     table = Table(title=f"Keys in {path}")
     for col in ("owner", "use", "kid", "fingerprint", "valid from", "valid until", "status"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in {"kid", "fingerprint"})
     for r in rows:
         table.add_row(
             r["owner"],
@@ -262,7 +271,7 @@ def fingerprint_cmd(obj: _Ctx, path: str, as_json: bool) -> None:
 def _key_rows(obj: _Ctx, path: Path) -> list[dict[str, Any]]:
     text = path.read_text(encoding="utf-8", errors="replace").strip()
     if text.startswith("{") and '"cpar-keystore"' in text:
-        public = load_keystore(path, obj.passphrase()).public_keys()
+        public = _open_keystore(obj, path).public_keys()
     elif text.startswith("{"):
         try:
             public = PublicKeys.model_validate_json(text)
@@ -334,7 +343,7 @@ def directory_build(
 ) -> None:
     """Build the next directory version from an entries file and sign it with the root."""
     network, authorities = load_entries_file(entries)
-    root_id = load_keystore(root_keystore, obj.passphrase())
+    root_id = _open_keystore(obj, root_keystore)
     prev = None
     if previous:
         prev = Directory.verify(Path(previous).read_text().strip(), [root_id.signing_key().public])

@@ -234,12 +234,13 @@ class DirectoryPin:
         )
         if not verified:
             raise DirectoryInvalidError("empty directory history")
-        result = verified[0]
-        for d in verified:
-            if d.version < self.latest and self.state.get(d.version) == d.hash:
-                continue  # already known, consistent
-            result = self.accept(d.token)
-        return result
+        for d in verified[:-1]:
+            if d.version <= self.latest and self.state.get(d.version) == d.hash:
+                continue  # already known and consistent
+            self.accept(d.token)
+        # The newest given version must itself be acceptable as current: a history that
+        # ends below the pinned version is a rollback, whatever it contains.
+        return self.accept(verified[-1].token)
 
     def dump(self) -> str:
         return json.dumps({"versions": {str(k): v for k, v in sorted(self.state.items())}})

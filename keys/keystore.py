@@ -167,7 +167,10 @@ def _write(target: Path, identity: Identity, passphrase: str, ops: int, mem: int
 def write_private_file(target: Path, data: bytes) -> None:
     """Atomically replace ``target`` with ``data``, created 0600 from the first byte."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise KeystoreError(f"cannot write {target}: {exc.strerror}") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
