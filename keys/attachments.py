@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 import nacl.bindings as sodium
 import nacl.exceptions
+from pydantic import ValidationError
 
 from keys.encoding import b64d, b64e
 from keys.errors import AttachmentError
@@ -35,6 +36,19 @@ TAG_FINAL = sodium.crypto_secretstream_xchacha20poly1305_TAG_FINAL
 def ciphertext_size(plain_size: int) -> int:
     chunks = max(1, -(-plain_size // CHUNK_BYTES))
     return HEADER_BYTES + plain_size + chunks * ABYTES
+
+
+def _read_full(src: BinaryIO, n: int) -> bytes:
+    """Read exactly ``n`` bytes unless the stream ends first (pipes return short reads)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        part = src.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
 
 
 def encrypt_stream(
@@ -53,9 +67,9 @@ def encrypt_stream(
     dst.write(header)
     total_c = len(header)
     total_p = 0
-    chunk = src.read(CHUNK_BYTES)
+    chunk = _read_full(src, CHUNK_BYTES)
     while True:
-        nxt = src.read(CHUNK_BYTES) if len(chunk) == CHUNK_BYTES else b""
+        nxt = _read_full(src, CHUNK_BYTES) if len(chunk) == CHUNK_BYTES else b""
         tag = TAG_FINAL if not nxt else TAG_MESSAGE
         c = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, None, tag)
         digest.update(c)
@@ -65,9 +79,12 @@ def encrypt_stream(
         if tag == TAG_FINAL:
             break
         chunk = nxt
-    return AttachmentManifestEntry(
-        h=digest.hexdigest(), n=total_c, key=b64e(key), name=name, type=media_type, size=total_p
-    )
+    try:
+        return AttachmentManifestEntry(
+            h=digest.hexdigest(), n=total_c, key=b64e(key), name=name, type=media_type, size=total_p
+        )
+    except ValidationError as exc:
+        raise AttachmentError(f"attachment {name[:40]!r}: {exc.errors()[0]['msg']}") from exc
 
 
 def decrypt_stream(src: BinaryIO, dst: BinaryIO, entry: AttachmentManifestEntry) -> int:
@@ -87,7 +104,7 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, entry: AttachmentManifestEntry)
         raise AttachmentError(f"attachment {entry.name} has an unusable key") from exc
     total_c, total_p = HEADER_BYTES, 0
     while True:
-        c = src.read(CHUNK_BYTES + ABYTES)
+        c = _read_full(src, CHUNK_BYTES + ABYTES)
         if not c:
             raise AttachmentError(f"attachment {entry.name} is truncated (no final chunk)")
         digest.update(c)

@@ -74,7 +74,7 @@ def _when(ms: int) -> str:
 @click.option(
     "--passphrase-file",
     type=click.Path(dir_okay=False),
-    help="Read the keystore passphrase from this file (first line).",
+    help="Read the keystore passphrase from this file (its whole content, trailing newline removed).",
 )
 @click.option(
     "--passphrase-env",
@@ -178,7 +178,7 @@ def identity_create(
 
 
 def _valid_id(ident: str) -> bool:
-    return bool(re.match(AUTHORITY_ID_PATTERN, ident))
+    return re.fullmatch(AUTHORITY_ID_PATTERN.strip("^$"), ident) is not None
 
 
 @identity.command("export")

@@ -60,7 +60,7 @@ KEY_BYTES = 32
 DEFAULT_TTL_MS = 7 * 86_400_000
 MAX_CLOCK_SKEW_MS = 5 * 60_000
 MAX_ENVELOPE_BYTES = 4 * 1024 * 1024
-"""Largest envelope accepted (the base64url of a 1 MiB payload with headroom)."""
+"""Largest envelope accepted: room for a 1 MiB binary payload carried as base64 in JSON."""
 
 
 def envelope_hash(token: str | bytes) -> str:
@@ -135,8 +135,9 @@ def seal(
 ) -> SealedEnvelope:
     """Sign and encrypt ``content`` from ``sender`` to ``to`` (and ``fallback``).
 
-    ``rng`` is for deterministic test vectors only; production uses libsodium's own
-    randomness (``None``).
+    ``rng`` is for deterministic test vectors only; production (``None``) draws the
+    content key, nonce and id from ``os.urandom`` and the sealed-box ephemeral key
+    from libsodium.
     """
     random: Rng = rng or os.urandom
     signing = sender.signing_key(now)

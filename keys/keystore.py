@@ -49,6 +49,10 @@ _KDF_LIMITS: dict[str, tuple[int, int]] = {
 }
 
 
+_MAX_OPS = 16
+_MAX_MEM = 2 * 1024 * 1024 * 1024  # a crafted file must not make opening it unbounded
+
+
 class _Kdf(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     alg: Literal["argon2id13"]
@@ -218,6 +222,8 @@ def load_keystore(path: str | os.PathLike[str], passphrase: str) -> Identity:
         raise KeystoreError(f"{file} is corrupt") from exc
     if len(salt) != argon2id.SALTBYTES or len(nonce) != 24:
         raise KeystoreError(f"{file} is corrupt")
+    if not (1 <= doc.kdf.ops <= _MAX_OPS and 8192 <= doc.kdf.mem <= _MAX_MEM):
+        raise KeystoreError(f"{file} asks for argon2id parameters outside the accepted range")
     try:
         key = _derive(passphrase, salt, doc.kdf.ops, doc.kdf.mem)
     except (nacl.exceptions.CryptoError, ValueError) as exc:
@@ -232,7 +238,7 @@ def load_keystore(path: str | os.PathLike[str], passphrase: str) -> Identity:
         ) from exc
     try:
         return _identity_from(doc.kind, doc.id, json.loads(plain))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, EncodingError) as exc:
         raise KeystoreError(f"{file} decrypted but its content is invalid") from exc
 
 

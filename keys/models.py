@@ -57,7 +57,8 @@ ReceiptStatus = Literal["accepted", "delivered", "acknowledged", "rejected", "ex
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: a JSON integer must be an integer (not "1" or 1.0); unknown fields refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # --- keys -------------------------------------------------------------------------
@@ -225,7 +226,7 @@ class AttachmentRef(_Model):
     """A pointer the relay can see: the SHA-256 and length of an attachment's ciphertext."""
 
     h: Sha256Hex
-    n: Annotated[int, Field(ge=24, le=2**40)]
+    n: Annotated[int, Field(ge=41, le=2**40)]
 
 
 class EnvelopeHeader(_Model):
@@ -255,12 +256,14 @@ class EnvelopeHeader(_Model):
             raise ValueError("a recipient appears twice in to")
         if self.from_ in self.to:
             raise ValueError("the sender cannot be a recipient")
+        if len({r.aid for r in self.rcpt}) != len(self.rcpt):
+            raise ValueError("rcpt wraps the content key for one authority more than once")
         wrapped_to = {r.aid for r in self.rcpt if r.role == "to"}
         if wrapped_to != set(self.to):
             raise ValueError("rcpt must wrap the content key for exactly the recipients in to")
         fallbacks = [r.aid for r in self.rcpt if r.role == "fallback"]
-        if len(set(fallbacks)) != len(fallbacks) or set(fallbacks) & set(self.to):
-            raise ValueError("fallback recipients must be distinct and not in to")
+        if set(fallbacks) & set(self.to) or self.from_ in fallbacks:
+            raise ValueError("fallback recipients must be distinct, not in to, and not the sender")
         if len({a.h for a in self.att}) != len(self.att):
             raise ValueError("an attachment appears twice")
         return self
@@ -274,7 +277,7 @@ class AttachmentManifestEntry(_Model):
     """Inside the encrypted payload: how to find, check and decrypt one attachment."""
 
     h: Sha256Hex
-    n: Annotated[int, Field(ge=24, le=2**40)]
+    n: Annotated[int, Field(ge=41, le=2**40)]
     key: B64Key32
     name: ShortText
     type: ShortText = "application/octet-stream"
