@@ -31,7 +31,16 @@ Messages are one plain sentence, and never contain key material or plaintext.
     │   ├── KeystorePermissionError   readable by group or others
     │   ├── WrongPassphraseError      the passphrase does not open it
     │   └── PassphraseUnavailableError no passphrase from env, file or prompt
-    └── RecipientKeyError             no usable encryption key for a recipient
+    ├── RecipientKeyError             no usable encryption key for a recipient
+    └── RequestAuthError              an HTTP request signature (RFC 9421) is refused
+        ├── MissingSignatureError     Signature, Signature-Input or Content-Digest absent
+        ├── BadSignatureInputError    the headers are not the cpar-v1 profile
+        ├── SignatureExpiredError     outside its created/expires window
+        ├── ReplayedNonceError        the nonce was already used while still valid
+        ├── NonceCacheFullError       too many unexpired nonces to remember another
+        ├── UnknownRequestKeyError    the keyid names no known signing key
+        ├── DigestMismatchError       Content-Digest is not the SHA-256 of the body
+        └── BadRequestSignatureError  the Ed25519 signature does not verify
 """
 
 from __future__ import annotations
@@ -141,3 +150,41 @@ class PassphraseUnavailableError(KeystoreError):
 
 class RecipientKeyError(KeysError):
     code = "no_recipient_key"
+
+
+class RequestAuthError(KeysError):
+    """A signed HTTP request (RFC 9421 profile ``cpar-v1``) was refused."""
+
+    code = "request_auth_failed"
+
+
+class MissingSignatureError(RequestAuthError):
+    code = "missing_signature"
+
+
+class BadSignatureInputError(RequestAuthError):
+    code = "bad_signature_input"
+
+
+class SignatureExpiredError(RequestAuthError):
+    code = "signature_expired"
+
+
+class ReplayedNonceError(RequestAuthError):
+    code = "replayed_nonce"
+
+
+class NonceCacheFullError(RequestAuthError):
+    code = "nonce_cache_full"
+
+
+class UnknownRequestKeyError(RequestAuthError):
+    code = "unknown_key"
+
+
+class DigestMismatchError(RequestAuthError):
+    code = "digest_mismatch"
+
+
+class BadRequestSignatureError(RequestAuthError):
+    code = "bad_request_signature"

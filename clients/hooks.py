@@ -1,0 +1,513 @@
+"""Delivery hooks: hand each stored message to local systems, with retries.
+
+Three kinds of hook, configured as :data:`HookConfig` (discriminated by ``type``):
+
+``file``
+    writes ``<directory>/<msg_id>.json`` atomically (temporary file, fsync, rename),
+    mode 0600. Writing it again replaces it, so a retried job is harmless.
+``command``
+    runs ``argv`` directly (never through a shell) with the message JSON on stdin;
+    success is exit status 0. On timeout the command's whole process group is killed.
+    It gets a minimal environment (``PATH``, locale, ``CPAR_MESSAGE_ID``, ``CPAR_HOOK``
+    and the configured ``env``), never the daemon's, which may hold the keystore
+    passphrase. Its stdout is discarded; its stderr is the daemon's.
+``webhook``
+    POSTs the message JSON to ``url``; success is a 2xx status. Redirects are not
+    followed. Only loopback hosts (``127.0.0.0/8``, ``::1``, ``localhost``) are allowed
+    unless ``allow_remote: true``, and a remote URL must then be https.
+
+**Handling codes.** ``shares_onward`` says whether a hook passes the message outside
+the authority's own secure systems. The defaults are conservative: ``false`` for
+``file`` (a folder on this machine), ``true`` for ``command`` and ``webhook`` (they may
+forward anywhere); set ``shares_onward: false`` only for a command or webhook known to
+stay in-house. A message whose handling codes forbid onward sharing
+(``no-onward-sharing``, ``originator-consent-required``, or any code this software does
+not know) is never given to a hook with ``shares_onward: true``: the job is finished
+as *skipped*, with the reason, and never retried.
+
+**Retries.** A failed attempt is retried after ``backoff_base * 2**(n-1)`` seconds
+(n = attempts so far), capped at 300 s, with jitter (between half and all of that);
+after ``max_attempts`` the job is given up (``failed``). Jobs live in the inbox, so
+they survive restarts.
+
+**Privacy.** Logs and stored errors name the message id, the hook and what went wrong
+(exit status, HTTP status, error class); never the message content.
+
+The JSON handed to hooks (``format: cpar-hook-message``, ``v: 1``): ``id``, ``sender``,
+``to``, ``role``, ``priority``, ``created``, ``expires``, ``received_at``, ``ack_by``,
+``envelope_hash``, ``handling`` (list of ``{code, meaning}``), ``kind``, ``content``,
+``attachments`` (list of ``{name, type, size, path}``; ``path`` is null until the
+attachment has been downloaded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import signal
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Annotated, Any, Literal, Self, TypeAlias
+from urllib.parse import urlsplit
+
+import aiohttp
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    field_validator,
+    model_validator,
+)
+
+from clients.inbox import HookJob, Inbox, InboxMessage
+from clients.kinds import HANDLING_CODES, onward_sharing_restrictions
+
+__all__ = [
+    "MAX_BACKOFF_S",
+    "CommandHook",
+    "FileHook",
+    "HookConfig",
+    "HookError",
+    "HookRunner",
+    "WebhookHook",
+    "backoff_ms",
+    "hook_payload",
+    "parse_hooks",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+HookName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_ENV_NAME = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+_PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "SYSTEMROOT")
+
+
+class _Hook(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: HookName
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 8
+    backoff_base: Annotated[float, Field(gt=0, le=MAX_BACKOFF_S)] = 2.0
+    """Seconds before the first retry; doubled for each further one, capped at 300 s."""
+    timeout: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    """Seconds one attempt may take (command and webhook)."""
+
+
+class FileHook(_Hook):
+    type: Literal["file"]
+    directory: Path
+    shares_onward: bool = False
+
+    @field_validator("directory")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("the directory must be an absolute path")
+        return value
+
+
+class CommandHook(_Hook):
+    type: Literal["command"]
+    argv: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    env: dict[_ENV_NAME, str] = Field(default_factory=dict)
+    """Extra environment for the command (the daemon's own is not passed on)."""
+    shares_onward: bool = True
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class WebhookHook(_Hook):
+    type: Literal["webhook"]
+    url: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    allow_remote: bool = False
+    headers: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$")], str] = Field(
+        default_factory=dict
+    )
+    """Extra request headers, e.g. an ``Authorization`` the local service expects."""
+    shares_onward: bool = True
+
+    @model_validator(mode="after")
+    def _check_url(self) -> WebhookHook:
+        try:
+            parts = urlsplit(self.url)
+            host = (parts.hostname or "").lower()
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"webhook url is not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not host:
+            raise ValueError("webhook url must be an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("webhook url must not carry credentials; use headers")
+        if not _is_loopback(host):
+            if not self.allow_remote:
+                raise ValueError(
+                    f"webhook host {host} is not loopback (127.0.0.1, ::1, localhost); "
+                    "set allow_remote: true to send messages off this machine"
+                )
+            if parts.scheme != "https":
+                raise ValueError("a remote webhook must use https")
+        return self
+
+
+HookConfig: TypeAlias = Annotated[FileHook | CommandHook | WebhookHook, Field(discriminator="type")]
+_HOOKS: TypeAdapter[list[HookConfig]] = TypeAdapter(list[HookConfig])
+
+
+def parse_hooks(raw: Sequence[Any]) -> list[HookConfig]:
+    """Validate a list of hook configurations (e.g. from the daemon's config file).
+
+    Raises ``ValueError`` (pydantic's ``ValidationError``) on a bad entry or a
+    repeated name.
+    """
+    hooks = _HOOKS.validate_python(list(raw))
+    _check_unique(hooks)
+    return hooks
+
+
+def _check_unique(hooks: Sequence[HookConfig]) -> None:
+    names = [h.name for h in hooks]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"hook names must be unique: {', '.join(dupes)}")
+
+
+def backoff_ms(hook: HookConfig, attempts: int, rand: float) -> int:
+    """Delay before the next attempt after ``attempts`` failures; ``rand`` is in [0, 1)."""
+    ceiling = min(MAX_BACKOFF_S, hook.backoff_base * 2 ** max(0, min(attempts - 1, 30)))
+    return int(ceiling * (0.5 + 0.5 * rand) * 1000)
+
+
+def hook_payload(
+    msg: InboxMessage, attachment_paths: dict[str, Path | None] | None = None
+) -> dict[str, Any]:
+    """The JSON object a hook receives for ``msg``.
+
+    ``attachment_paths`` maps an attachment name to its local file, if downloaded.
+    """
+    paths = attachment_paths or {}
+    return {
+        "format": "cpar-hook-message",
+        "v": 1,
+        "id": msg.id,
+        "sender": msg.sender,
+        "to": list(msg.to),
+        "role": msg.role,
+        "priority": msg.priority,
+        "created": msg.created,
+        "expires": msg.expires,
+        "received_at": msg.received_at,
+        "ack_by": msg.ack_by,
+        "envelope_hash": msg.envelope_hash,
+        "handling": [
+            {
+                "code": code,
+                "meaning": HANDLING_CODES.get(code, "unknown handling code: treat as restricted"),
+            }
+            for code in msg.handling
+        ],
+        "kind": msg.kind,
+        "content": msg.content,
+        "attachments": [
+            {
+                "name": a.name,
+                "type": a.type,
+                "size": a.size,
+                "path": None if paths.get(a.name) is None else str(paths[a.name]),
+            }
+            for a in msg.attachments
+        ],
+    }
+
+
+class HookError(Exception):
+    """One attempt of a hook failed. The message is safe to log: it never quotes content."""
+
+
+# --- the three deliveries ----------------------------------------------------------------
+
+
+def _write_file(directory: Path, msg_id: str, data: bytes) -> Path:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = directory / f"{msg_id}.json"
+    fd, tmp = tempfile.mkstemp(prefix=f".{msg_id}.", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+async def _run_file(hook: FileHook, msg_id: str, data: bytes) -> None:
+    try:
+        await asyncio.to_thread(_write_file, hook.directory, msg_id, data)
+    except OSError as exc:
+        raise HookError(
+            f"cannot write to {hook.directory}: {exc.strerror or type(exc).__name__}"
+        ) from None
+
+
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+async def _run_command(hook: CommandHook, msg_id: str, data: bytes) -> None:
+    env = {k: v for k, v in os.environ.items() if k in _PASSED_ENV}
+    env.update(hook.env)
+    env.update(CPAR_MESSAGE_ID=msg_id, CPAR_HOOK=hook.name)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *hook.argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # its own process group, so a timeout kills it all
+        )
+    except OSError as exc:
+        raise HookError(
+            f"cannot start {hook.argv[0]}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    try:
+        async with asyncio.timeout(hook.timeout):
+            await proc.communicate(data)
+    except TimeoutError:
+        _kill_group(proc)
+        await proc.wait()
+        raise HookError(f"timed out after {hook.timeout:g} s and was killed") from None
+    except BaseException:
+        _kill_group(proc)
+        await proc.wait()
+        raise
+    if proc.returncode != 0:
+        raise HookError(f"exited with status {proc.returncode}")
+
+
+async def _run_webhook(
+    hook: WebhookHook, msg_id: str, data: bytes, session: aiohttp.ClientSession
+) -> None:
+    headers = {
+        **hook.headers,
+        "Content-Type": "application/json",
+        "Idempotency-Key": msg_id,
+        "X-Cpar-Message-Id": msg_id,
+    }
+    try:
+        async with session.post(
+            hook.url,
+            data=data,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=hook.timeout),
+        ) as resp:
+            status = resp.status  # the body is not needed; leaving the block releases it
+    except TimeoutError:
+        raise HookError(f"timed out after {hook.timeout:g} s") from None
+    except aiohttp.ClientError as exc:
+        raise HookError(f"request failed: {type(exc).__name__}") from None
+    if not 200 <= status < 300:
+        raise HookError(f"answered HTTP {status}")
+
+
+# --- the runner --------------------------------------------------------------------------
+
+
+class HookRunner:
+    """Runs due hook jobs from an inbox.
+
+    Use as ``async with HookRunner(...) as runner`` (it owns an aiohttp session for
+    webhooks), or call :meth:`run_forever`, which opens and closes its own.
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        hooks: Sequence[HookConfig],
+        *,
+        clock: Callable[[], int],
+        concurrency: int = 8,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        _check_unique(hooks)
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.inbox = inbox
+        self.hooks: dict[str, HookConfig] = {h.name: h for h in hooks}
+        self._clock = clock
+        self._rand = rand
+        self._limit = asyncio.Semaphore(concurrency)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def hook_names(self) -> list[str]:
+        """Names to pass as ``hooks=`` when storing a message, so its jobs are created."""
+        return list(self.hooks)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No proxies from the environment: a loopback webhook must stay on this machine.
+            self._session = aiohttp.ClientSession(trust_env=False)
+        return self._session
+
+    async def run_due(self) -> int:
+        """Run every job due now, once; returns how many were handled (run or skipped).
+
+        A failing job never stops the others: it is logged (without content) and
+        rescheduled, or given up after its hook's ``max_attempts``.
+        """
+        now = self._clock()
+        jobs = await self.inbox.hook_jobs_due(now, hooks=self.hooks.keys())
+        if not jobs:
+            return 0
+        async with asyncio.TaskGroup() as tg:
+            for job in jobs:
+                tg.create_task(self._guarded(job))
+        return len(jobs)
+
+    async def run_forever(self, stop: asyncio.Event, interval: float) -> None:
+        """Run due jobs every ``interval`` seconds until ``stop`` is set.
+
+        An error in one round is logged and the loop goes on. Jobs in hand when ``stop``
+        is set are finished (each is bounded by its timeout).
+        """
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_due()
+                except Exception:
+                    log.exception("hook round failed; trying again in %.1f s", interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await stop.wait()
+        finally:
+            await self.aclose()
+
+    async def _guarded(self, job: HookJob) -> None:
+        async with self._limit:
+            try:
+                await self._run_job(job)
+            except Exception:
+                log.exception("hook %s: bookkeeping for message %s failed", job.hook, job.msg_id)
+
+    async def _run_job(self, job: HookJob) -> None:
+        hook = self.hooks[job.hook]
+        msg = await self.inbox.get(job.msg_id)
+        if msg is None:  # pragma: no cover - a foreign key makes this impossible
+            await self.inbox.finish_hook(
+                job.msg_id,
+                job.hook,
+                ok=False,
+                error=None,
+                next_attempt_at=None,
+                skipped="the message is no longer in the inbox",
+            )
+            return
+        if hook.shares_onward:
+            blocking = onward_sharing_restrictions(msg.handling)
+            if blocking:
+                reason = (
+                    f"handling code {', '.join(blocking)} forbids giving the message to "
+                    f"hook {hook.name}, which shares onward"
+                )
+                log.info("hook %s skipped for message %s: %s", hook.name, msg.id, reason)
+                await self.inbox.finish_hook(
+                    msg.id, hook.name, ok=False, error=None, next_attempt_at=None, skipped=reason
+                )
+                return
+        try:
+            await self._deliver(hook, msg)
+        except HookError as exc:
+            error = str(exc)
+        except Exception as exc:
+            error = f"unexpected {type(exc).__name__}"
+        else:
+            await self.inbox.finish_hook(
+                msg.id, hook.name, ok=True, error=None, next_attempt_at=None
+            )
+            log.info("hook %s delivered message %s", hook.name, msg.id)
+            return
+        attempts = job.attempts + 1
+        if attempts >= hook.max_attempts:
+            log.warning(
+                "hook %s gave up on message %s after %d attempts: %s",
+                hook.name,
+                msg.id,
+                attempts,
+                error,
+            )
+            await self.inbox.finish_hook(
+                msg.id, hook.name, ok=False, error=error, next_attempt_at=None
+            )
+            return
+        due = self._clock() + backoff_ms(hook, attempts, self._rand())
+        log.warning(
+            "hook %s failed for message %s (attempt %d of %d): %s; retrying",
+            hook.name,
+            msg.id,
+            attempts,
+            hook.max_attempts,
+            error,
+        )
+        await self.inbox.finish_hook(msg.id, hook.name, ok=False, error=error, next_attempt_at=due)
+
+    async def _deliver(self, hook: HookConfig, msg: InboxMessage) -> None:
+        paths = await asyncio.to_thread(self._downloaded, msg)
+        data = json.dumps(hook_payload(msg, paths), ensure_ascii=False).encode("utf-8")
+        match hook:
+            case FileHook():
+                await _run_file(hook, msg.id, data)
+            case CommandHook():
+                await _run_command(hook, msg.id, data)
+            case WebhookHook():
+                await _run_webhook(hook, msg.id, data, self._http())
+
+    def _downloaded(self, msg: InboxMessage) -> dict[str, Path | None]:
+        out: dict[str, Path | None] = {}
+        for a in msg.attachments:
+            path = self.inbox.attachment_path(msg.id, a.name)
+            out[a.name] = path if path.is_file() else None
+        return out

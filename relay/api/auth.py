@@ -1,0 +1,90 @@
+"""Request authentication: every ``/v1/`` request carries an RFC 9421 signature.
+
+The key id must name a usable signing key of an authority in the current directory
+(relays cannot call the API as authorities). The authenticated authority id is put in
+``request[AUTHORITY]``; handlers never look at anything else to decide who is asking.
+Attachment uploads are streamed to disk first, and their SHA-256 stands in for the
+body in the Content-Digest check, so a large upload is never held in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+
+from keys.encoding import b64d
+from keys.errors import NonceCacheFullError, RequestAuthError
+from keys.httpsig import verify_request
+from relay.api.handlers import stream_body_to_file
+from relay.api.problems import Handler, problem
+from relay.api.state import AUTHORITY, CLOCK, DIRECTORY, NONCES, SETTINGS
+
+_UPLOAD = re.compile(r"^/v1/attachments/[0-9a-f]{64}$")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith("/v1/"):
+        return await handler(request)
+    app = request.app
+    now_ms = app[CLOCK]()
+    directory = app[DIRECTORY].current
+    who: list[str] = []
+
+    def resolve(kid: str) -> bytes | None:
+        found = directory.signer(kid)
+        if found is None:
+            return None
+        entry, key = found
+        if entry.role == "relay" or not key.usable_at(now_ms):
+            return None
+        who.append(entry.id)
+        return b64d(key.pk)
+
+    body: bytes | None = None
+    digest: bytes | None = None
+    upload = request.method == "PUT" and _UPLOAD.match(request.path) is not None
+    if upload:
+        settings = app[SETTINGS]
+        tmp, hexdigest, size = await stream_body_to_file(
+            request, settings.data_dir / "attachments" / "incoming", settings.max_attachment_bytes
+        )
+        request["cpar.body_file"], request["cpar.body_sha256"] = tmp, hexdigest
+        request["cpar.body_size"] = size
+        digest = bytes.fromhex(hexdigest)
+    else:
+        body = await request.read()
+    try:
+        verify_request(
+            method=request.method,
+            authority=request.host,
+            path=request.rel_url.raw_path,
+            query=request.rel_url.raw_query_string,
+            headers=request.headers,
+            body=body,
+            body_sha256=digest,
+            resolve_key=resolve,
+            nonces=app[NONCES],
+            now=now_ms // 1000,
+            scheme=request.scheme,
+        )
+    except NonceCacheFullError as exc:
+        await _discard(request)
+        return problem(503, exc.code, "Temporarily unavailable", str(exc), **{"Retry-After": "5"})
+    except RequestAuthError as exc:
+        await _discard(request)
+        code = exc.code if exc.code != "request_auth_failed" else "unauthenticated"
+        return problem(401, code, "Request signature refused", str(exc))
+    request[AUTHORITY] = who[-1]
+    try:
+        return await handler(request)
+    finally:
+        await _discard(request)
+
+
+async def _discard(request: web.Request) -> None:
+    tmp = request.get("cpar.body_file")
+    if tmp is not None:
+        await asyncio.to_thread(tmp.unlink, True)

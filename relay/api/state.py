@@ -1,0 +1,21 @@
+"""Typed application state keys (aiohttp ``web.AppKey``): no string keys, no globals."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from keys.httpsig import NonceCache
+from relay.core.directory import DirectoryHolder
+from relay.core.relay import Clock, RelayCore
+from relay.settings import RelaySettings
+from relay.store.base import Store
+
+SETTINGS = web.AppKey("settings", RelaySettings)
+CORE = web.AppKey("core", RelayCore)
+STORE = web.AppKey("store", Store)
+DIRECTORY = web.AppKey("directory", DirectoryHolder)
+NONCES = web.AppKey("nonces", NonceCache)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+AUTHORITY = "cpar.authority"
+"""request[AUTHORITY]: the authenticated authority id (set by the auth middleware)."""

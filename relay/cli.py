@@ -1,0 +1,128 @@
+"""``relay``: run and inspect the relay.
+
+``relay serve`` runs the server until SIGTERM or SIGINT, then shuts down gracefully:
+it stops accepting connections, tells connected daemons it is going away, lets requests
+in flight finish within ``shutdown_grace_s``, and closes the store. ``relay
+check-config`` validates the configuration and exits 0 or 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import click
+from aiohttp import web
+
+from relay.app import StartupError, create_app
+from relay.settings import ConfigError, RelaySettings, load_settings
+
+EXIT_CONFIG = 2
+EXIT_STARTUP = 1
+log = logging.getLogger("relay")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def cli() -> None:
+    """The Cultural Property Alert Relay server.
+
+    Configuration comes from RELAY_* environment variables and an optional TOML file
+    (--config or RELAY_CONFIG); see docs/OPERATIONS.md for every setting.
+    """
+
+
+_CONFIG = click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    envvar="RELAY_CONFIG",
+    help="TOML configuration file (environment variables take precedence).",
+)
+
+
+@cli.command()
+@_CONFIG
+@click.option("--host", help="Override the listen address.")
+@click.option("--port", type=int, help="Override the listen port (0 picks a free one).")
+def serve(config: str | None, host: str | None, port: int | None) -> None:
+    """Run the relay until SIGTERM/SIGINT, then shut down gracefully."""
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = load_settings(config, **overrides)
+    _setup_logging(settings.log_level)
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: RelaySettings) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, shutdown_timeout=settings.shutdown_grace_s, handle_signals=False, access_log=None
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    for addr in runner.addresses:
+        host, port = addr[0], addr[1]
+        log.info("relay listening on http://%s:%d", host, port)
+        print(f"relay listening on http://{host}:{port}", flush=True)
+    try:
+        await stop.wait()
+        log.info("shutting down: closing connections, finishing requests in flight")
+    finally:
+        await runner.cleanup()
+        log.info("relay stopped")
+
+
+@cli.command("check-config")
+@_CONFIG
+def check_config(config: str | None) -> None:
+    """Validate the configuration (settings, root key, keystore path) and exit."""
+    settings = load_settings(config)
+    settings.root_public_key()
+    click.echo(
+        f"configuration OK: {settings.store} store in {settings.data_dir}, "
+        f"listening on {settings.host}:{settings.port}, directory from {settings.directory_dir}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="relay", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        return 1
+    except click.ClickException as exc:
+        click.echo(f"relay: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except ConfigError as exc:
+        click.echo(f"relay: error: {exc}", err=True)
+        return EXIT_CONFIG
+    except StartupError as exc:
+        click.echo(f"relay: error: cannot start: {exc}", err=True)
+        return EXIT_STARTUP
+    except OSError as exc:
+        click.echo(f"relay: error: {exc.strerror or exc}", err=True)
+        return EXIT_STARTUP
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

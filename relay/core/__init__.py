@@ -1,0 +1,1 @@
+"""The relay's domain core. It imports no aiohttp and takes the time from a clock."""

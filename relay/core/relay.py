@@ -1,0 +1,374 @@
+"""The relay's domain logic: accept, route, receipt, deliver. No aiohttp here.
+
+Transports (HTTP handlers, the WebSocket handler, long-poll) call :class:`RelayCore`
+with an already-authenticated authority id and translate :class:`RelayError` into
+problem+json. Time comes from the injected clock (integer milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from keys.directory import Directory
+from keys.encoding import b64d
+from keys.envelope import VerifiedEnvelope, verify_envelope
+from keys.errors import KeysError
+from keys.identity import Identity
+from keys.receipts import sign_receipt, verify_receipt
+from relay.core.errors import (
+    ConflictError,
+    ForbiddenError,
+    MalformedError,
+    NotFoundError,
+    RejectedError,
+    RelayError,
+    UnavailableError,
+    from_keys_error,
+)
+from relay.store.base import (
+    AcceptResult,
+    MessageRecord,
+    NewMessage,
+    QueueItem,
+    ReceiptRecord,
+    Store,
+    StoreError,
+)
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+T = TypeVar("T")
+RECIPIENT_RECEIPTS = frozenset({"delivered", "acknowledged", "rejected"})
+THREAD_VERIFY_MIN = 8
+"""Batches at least this large are verified in a worker thread (libsodium drops the GIL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_envelope_bytes: int = 4 * 1024 * 1024
+    max_batch: int = 100
+    max_message_lifetime_ms: int = 90 * 86_400_000
+    clock_skew_ms: int = 5 * 60_000
+    delivery_window: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    id: str
+    receipt: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    record: MessageRecord
+    header: dict[str, Any]
+    receipts: list[str]
+
+
+@dataclass(eq=False)
+class Session:
+    """One connected daemon (a WebSocket, or a long-poll waiter)."""
+
+    authority: str
+    send: Callable[[QueueItem], Awaitable[None]] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    last_sent: int = 0
+    inflight: set[int] = field(default_factory=set)
+    connected_at: int = 0
+
+
+class Hub:
+    """Who is connected, and waking their delivery loops when something is queued."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, set[Session]] = {}
+        self.last_seen: dict[str, int] = {}
+
+    def attach(self, session: Session) -> None:
+        self.sessions.setdefault(session.authority, set()).add(session)
+
+    def detach(self, session: Session, now: int) -> None:
+        group = self.sessions.get(session.authority)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self.sessions[session.authority]
+        self.last_seen[session.authority] = now
+
+    def notify(self, authorities: Sequence[str]) -> None:
+        for aid in authorities:
+            for session in self.sessions.get(aid, ()):
+                session.wake.set()
+
+    def connected(self, authority: str) -> bool:
+        return bool(self.sessions.get(authority))
+
+    def count(self) -> int:
+        return sum(len(s) for s in self.sessions.values())
+
+
+class RelayCore:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        identity: Identity,
+        directory: Callable[[], Directory],
+        clock: Clock,
+        limits: Limits | None = None,
+    ) -> None:
+        self.store = store
+        self.identity = identity
+        self._directory = directory
+        self.clock = clock
+        self.limits = limits or Limits()
+        self.hub = Hub()
+
+    @property
+    def directory(self) -> Directory:
+        return self._directory()
+
+    # -- submit ---------------------------------------------------------------------
+
+    async def submit(self, authority: str, tokens: Sequence[str]) -> list[Submitted | RelayError]:
+        """Verify, commit and queue envelopes from ``authority``; one outcome per token.
+
+        Returns only after the accepted ones are committed: the receipts in the result
+        are the durable promise.
+        """
+        if len(tokens) > self.limits.max_batch:
+            raise MalformedError(f"a batch holds at most {self.limits.max_batch} envelopes")
+        now = self.clock()
+        directory = self.directory
+        if len(tokens) >= THREAD_VERIFY_MIN:
+            checked = await asyncio.to_thread(self._check_all, authority, tokens, directory, now)
+        else:
+            checked = self._check_all(authority, tokens, directory, now)
+        fresh = [c for c in checked if isinstance(c, NewMessage)]
+        for msg in fresh:
+            if msg.attachments:
+                for digest in msg.attachments:
+                    if not await self._store(self.store.attachment_known(digest)):
+                        idx = checked.index(msg)
+                        checked[idx] = RejectedError(
+                            f"attachment {digest} has not been uploaded",
+                            code="attachment_missing",
+                        )
+                        break
+        fresh = [c for c in checked if isinstance(c, NewMessage)]
+        results: dict[str, AcceptResult] = {}
+        if fresh:
+            for res in await self._store(self.store.accept(fresh)):
+                results.setdefault(res.id, res)
+            self.hub.notify(sorted({r for m in fresh for r in m.to}))
+        out: list[Submitted | RelayError] = []
+        seen: set[str] = set()
+        for item in checked:
+            if isinstance(item, RelayError):
+                out.append(item)
+                continue
+            res = results[item.id]
+            first = item.id not in seen
+            seen.add(item.id)
+            if res.outcome == "conflict":
+                out.append(
+                    ConflictError(f"message id {item.id} was accepted with another envelope")
+                )
+            else:
+                assert res.receipt is not None
+                dup = res.outcome == "duplicate" or not first
+                out.append(Submitted(item.id, res.receipt, dup))
+        return out
+
+    def _check_all(
+        self, authority: str, tokens: Sequence[str], directory: Directory, now: int
+    ) -> list[NewMessage | RelayError]:
+        out: list[NewMessage | RelayError] = []
+        for token in tokens:
+            try:
+                out.append(self._check(authority, token, directory, now))
+            except RelayError as exc:
+                out.append(exc)
+        return out
+
+    def _check(self, authority: str, token: str, directory: Directory, now: int) -> NewMessage:
+        if not isinstance(token, str):
+            raise MalformedError("an envelope must be a string (compact JWS)")
+        try:
+            env: VerifiedEnvelope = verify_envelope(
+                token,
+                directory,
+                now=now,
+                max_skew_ms=self.limits.clock_skew_ms,
+                max_bytes=self.limits.max_envelope_bytes,
+            )
+        except KeysError as exc:
+            raise from_keys_error(exc) from exc
+        h = env.header
+        if h.from_ != authority:
+            raise ForbiddenError(
+                f"envelope is from {h.from_} but the request is signed by {authority}",
+                code="sender_mismatch",
+            )
+        if h.expires - h.created > self.limits.max_message_lifetime_ms:
+            raise RejectedError(
+                f"message lifetime exceeds {self.limits.max_message_lifetime_ms // 86_400_000} days",
+                code="lifetime_too_long",
+            )
+        for r in h.rcpt:
+            entry = directory.get(r.aid)
+            if entry is None or entry.role == "relay":
+                raise RejectedError(
+                    f"recipient {r.aid} is not in the directory", code="unknown_recipient"
+                )
+            if not any(k.kid == r.kid and k.revoked is None for k in entry.encryption_keys):
+                raise RejectedError(
+                    f"message is sealed to key {r.kid}, which {r.aid} does not hold",
+                    code="unknown_recipient_key",
+                )
+        receipt = sign_receipt(
+            self.identity, msg_id=h.id, envelope_hash=env.hash, status="accepted", now=now
+        )
+        return NewMessage(
+            id=h.id,
+            sender=h.from_,
+            to=tuple(h.to),
+            fallbacks=tuple(h.fallbacks),
+            envelope=token,
+            env_hash=env.hash,
+            created=h.created,
+            expires=h.expires,
+            priority=h.prio,
+            ack_by=h.ack_by,
+            accepted_at=now,
+            accepted_receipt=receipt,
+            attachments=tuple(a.h for a in h.att),
+        )
+
+    async def _store(self, aw: Awaitable[T]) -> T:
+        try:
+            return await aw
+        except StoreError as exc:
+            raise UnavailableError(f"the message store is unavailable: {exc}") from exc
+
+    # -- receipts -------------------------------------------------------------------
+
+    async def submit_receipt(self, authority: str, token: str) -> bool:
+        """Verify and store a recipient's receipt, and queue it for the sender.
+
+        Returns True if it was new, False for a repeat.
+        """
+        if not isinstance(token, str):
+            raise MalformedError("a receipt must be a string (compact JWS)")
+        now = self.clock()
+        try:
+            receipt = verify_receipt(token, self.directory, now=now)
+        except KeysError as exc:
+            raise from_keys_error(exc) from exc
+        body = receipt.body
+        if body.by != authority:
+            raise ForbiddenError(
+                f"receipt is by {body.by} but the request is signed by {authority}",
+                code="signer_mismatch",
+            )
+        if body.status not in RECIPIENT_RECEIPTS:
+            raise RejectedError(
+                f"an authority cannot send a {body.status} receipt", code="status_not_allowed"
+            )
+        record = await self._store(self.store.get_message(body.msg))
+        if record is None or authority not in (*record.to, *record.fallbacks):
+            raise NotFoundError(
+                f"no message {body.msg} addressed to {authority}", code="unknown_message"
+            )
+        if body.env != record.env_hash:
+            raise RejectedError("receipt is about another envelope", code="receipt_mismatch")
+        stored = ReceiptRecord(
+            msg_id=body.msg,
+            status=body.status,
+            signer=authority,
+            at=body.at,
+            token=token,
+            received_at=now,
+        )
+        new = await self._store(self.store.add_receipt(stored, notify=record.sender))
+        if new:
+            self.hub.notify([record.sender])
+        return new
+
+    async def timeline(self, authority: str, msg_id: str) -> Timeline:
+        record = await self._store(self.store.get_message(msg_id))
+        if record is None or record.sender != authority:
+            raise NotFoundError(f"no message {msg_id} sent by {authority}", code="unknown_message")
+        receipts = await self._store(self.store.receipts(msg_id))
+        header = json.loads(b64d(record.envelope.split(".", 1)[0]))
+        return Timeline(record, header, [record.accepted_receipt, *(r.token for r in receipts)])
+
+    # -- delivery -------------------------------------------------------------------
+
+    async def pump(self, session: Session) -> None:
+        """Push queued items to one session until cancelled, within the in-flight window."""
+        assert session.send is not None
+        window = self.limits.delivery_window
+        while True:
+            session.wake.clear()
+            room = window - len(session.inflight)
+            if room > 0:
+                items = await self._store(
+                    self.store.pending(
+                        session.authority, after=session.last_sent, limit=min(room, 500)
+                    )
+                )
+                if items:
+                    for item in items:
+                        session.inflight.add(item.seq)
+                        await session.send(item)
+                    session.last_sent = items[-1].seq
+                    continue
+            await session.wake.wait()
+
+    async def ack(self, session: Session | None, authority: str, seqs: Sequence[int]) -> int:
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):
+            raise MalformedError("seqs must be a list of integers")
+        removed = await self._store(self.store.ack(authority, seqs))
+        if session is not None:
+            session.inflight.difference_update(seqs)
+            session.wake.set()
+        return removed
+
+    async def poll(
+        self, authority: str, *, after: int, wait_s: float, limit: int
+    ) -> list[QueueItem]:
+        """Long-poll: items after ``after``, waiting up to ``wait_s`` for the first one."""
+        items = await self._store(self.store.pending(authority, after=after, limit=limit))
+        if items or wait_s <= 0:
+            return items
+        waiter = Session(authority=authority)
+        self.hub.attach(waiter)
+        try:
+            try:
+                await asyncio.wait_for(waiter.wake.wait(), timeout=wait_s)
+            except TimeoutError:
+                return []
+            return await self._store(self.store.pending(authority, after=after, limit=limit))
+        finally:
+            self.hub.detach(waiter, self.clock())
+
+
+def item_json(item: QueueItem) -> dict[str, Any]:
+    """The wire form of a queued item (docs/API.md, "Inbox delivery")."""
+    if item.type == "envelope":
+        return {
+            "seq": item.seq,
+            "type": "envelope",
+            "id": item.msg_id,
+            "envelope": item.payload,
+            "reminder": item.reminder,
+        }
+    return {"seq": item.seq, "type": "receipt", "id": item.msg_id, "receipt": item.payload}

@@ -1,0 +1,134 @@
+"""Relay configuration: ``RELAY_*`` environment variables and an optional TOML file.
+
+Precedence (highest first): explicit keyword arguments, environment variables, the
+TOML file named by ``RELAY_CONFIG`` (or ``relay serve --config``), then defaults.
+Everything is validated at start; a bad value stops the relay with one line naming
+the setting (:func:`load_settings` raises :class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid. The message names it, on one line."""
+
+
+class RelaySettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RELAY_", extra="forbid", frozen=True, validate_default=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("var/relay")
+    """Holds the SQLite database, attachments and the directory pin."""
+
+    store: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    directory_dir: Path = Path("var/directory")
+    """Folder of signed directory versions (``*.jws``), re-read when files change."""
+    root_key: str = ""
+    """The network root public key (base64url) every directory must be signed by."""
+    root_key_file: Path | None = None
+
+    keystore: Path = Path("var/relay.ks")
+    """The relay's own identity (``keys identity create --kind relay``)."""
+    keystore_passphrase_file: Path | None = None
+    keystore_passphrase_env: str = "RELAY_KEYSTORE_PASSPHRASE"  # noqa: S105 - a name
+
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=4096)
+    max_envelope_bytes: int = Field(4 * 1024 * 1024, ge=4096)
+    max_batch: int = Field(100, ge=1, le=10_000)
+    max_attachment_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    max_message_lifetime_ms: int = Field(90 * 86_400_000, ge=60_000)
+    clock_skew_ms: int = Field(5 * 60_000, ge=0, le=3_600_000)
+
+    ws_heartbeat_s: float = Field(30.0, gt=0)
+    delivery_window: int = Field(1000, ge=1)
+    """Most items pushed to one daemon and not yet acknowledged."""
+    longpoll_max_wait_s: float = Field(30.0, gt=0, le=120)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("root_key")
+    @classmethod
+    def _root_key_shape(cls, value: str) -> str:
+        if value:
+            from keys.directory import root_public_key
+            from keys.errors import KeysError
+
+            try:
+                root_public_key(value)
+            except KeysError as exc:
+                raise ValueError("must be a 32-byte base64url Ed25519 public key") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _root_given(self) -> RelaySettings:
+        if not self.root_key and self.root_key_file is None:
+            raise ValueError(
+                "root_key (RELAY_ROOT_KEY) or root_key_file (RELAY_ROOT_KEY_FILE) is required"
+            )
+        return self
+
+    def root_public_key(self) -> bytes:
+        from keys.directory import root_public_key
+
+        if self.root_key:
+            return root_public_key(self.root_key)
+        assert self.root_key_file is not None
+        return root_public_key(self.root_key_file.read_text(encoding="ascii"))
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "relay.sqlite3"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file (if any) is set per load by load_settings(); env beats the file.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> RelaySettings:
+    """Build settings, turning any validation problem into one :class:`ConfigError` line."""
+    config_file = config_file or os.environ.get("RELAY_CONFIG") or None
+    cls: type[RelaySettings] = RelaySettings
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        config = SettingsConfigDict(**{**RelaySettings.model_config, "toml_file": path})
+        cls = type("RelaySettingsFromFile", (RelaySettings,), {"model_config": config})
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        env = f"RELAY_{name.upper()}" if err["loc"] else ""
+        where = f"{name} ({env})" if env else name
+        raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc
+    except ValueError as exc:  # e.g. a TOML syntax error
+        raise ConfigError(f"invalid configuration: {exc}") from exc

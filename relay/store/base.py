@@ -1,0 +1,155 @@
+"""The storage contract every backend implements (SQLite now, Redis for scale-out).
+
+The domain core (:mod:`relay.core`) talks only to :class:`Store`. Every method is a
+coroutine and never blocks the event loop. "Committed" means durable under the
+backend's policy: a write that returned has survived ``kill -9`` of the relay.
+One parametrized contract suite (``tests/test_store_contract.py``) runs against every
+backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+MessageState = Literal["accepted", "delivered", "acknowledged", "rejected", "expired"]
+ItemType = Literal["envelope", "receipt"]
+
+
+class StoreError(Exception):
+    """Base class of storage failures."""
+
+
+class StoreUnavailableError(StoreError):
+    """The backend cannot be reached or refused the write; nothing was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A verified envelope ready to be committed, with its pre-signed accepted receipt."""
+
+    id: str
+    sender: str
+    to: tuple[str, ...]
+    fallbacks: tuple[str, ...]
+    envelope: str
+    env_hash: str
+    created: int
+    expires: int
+    priority: str
+    ack_by: int | None
+    accepted_at: int
+    accepted_receipt: str
+    attachments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    id: str
+    outcome: Literal["accepted", "duplicate", "conflict"]
+    receipt: str | None
+    """The accepted receipt: the new one, or the original for a duplicate."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    id: str
+    sender: str
+    to: tuple[str, ...]
+    fallbacks: tuple[str, ...]
+    envelope: str
+    env_hash: str
+    created: int
+    expires: int
+    priority: str
+    ack_by: int | None
+    accepted_at: int
+    accepted_receipt: str
+    state: MessageState
+    attachments: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRecord:
+    msg_id: str
+    status: str
+    signer: str
+    at: int
+    token: str
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    """One thing waiting for an authority: an envelope for it, or a receipt for its message."""
+
+    seq: int
+    recipient: str
+    type: ItemType
+    msg_id: str
+    payload: str
+    enqueued_at: int
+    reminder: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    recipient: str
+    depth: int
+    oldest_enqueued_at: int | None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state of one relay network."""
+
+    async def start(self) -> None:
+        """Open connections and apply schema migrations."""
+
+    async def close(self) -> None:
+        """Finish in-flight writes and release resources."""
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the backend answers."""
+
+    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
+        """Commit new messages and queue them for their ``to`` recipients, atomically.
+
+        An id already stored with the same envelope hash is a ``duplicate`` (nothing is
+        written; the original receipt is returned); with another hash, a ``conflict``.
+        """
+        ...
+
+    async def get_message(self, msg_id: str) -> MessageRecord | None: ...
+
+    async def add_receipt(self, receipt: ReceiptRecord, *, notify: str) -> bool:
+        """Store a receipt (idempotent on msg_id, signer, status), queue it for ``notify``,
+        and advance the message state. Returns False if it was already stored."""
+        ...
+
+    async def receipts(self, msg_id: str) -> list[ReceiptRecord]:
+        """Every receipt of a message, in the order received (accepted first)."""
+        ...
+
+    async def pending(self, recipient: str, *, after: int, limit: int) -> list[QueueItem]:
+        """Unacknowledged items for ``recipient`` with ``seq > after``, oldest first."""
+        ...
+
+    async def ack(self, recipient: str, seqs: Sequence[int]) -> int:
+        """Remove acknowledged items; returns how many were removed."""
+        ...
+
+    async def queue_stats(self) -> list[QueueStats]:
+        """Depth and age of the oldest item, per authority with anything queued."""
+        ...
+
+    async def put_attachment(self, digest: str, *, uploader: str, size: int, at: int) -> bool:
+        """Record an uploaded attachment's metadata; False if it was already known."""
+        ...
+
+    async def attachment_known(self, digest: str) -> bool: ...
+
+    async def may_read_attachment(self, digest: str, authority: str) -> bool:
+        """The uploader, or a recipient of a message that references it."""
+        ...
