@@ -75,7 +75,7 @@ def create_app(
     app[SOCKETS] = set()
     app[DIRECTORY] = DirectoryHolder(
         settings.directory_dir,
-        [settings.root_public_key()],
+        lambda: [settings.root_public_key()],
         settings.data_dir / "directory-pin.json",
     )
     app.router.add_routes(routes)

@@ -19,7 +19,16 @@ from keys.errors import NonceCacheFullError, RequestAuthError
 from keys.httpsig import verify_request
 from relay.api.handlers import stream_body_to_file
 from relay.api.problems import Handler, problem
-from relay.api.state import AUTHORITY, CLOCK, DIRECTORY, NONCES, SETTINGS
+from relay.api.state import (
+    AUTHORITY,
+    CLOCK,
+    DIRECTORY,
+    NONCES,
+    SETTINGS,
+    UPLOAD_FILE,
+    UPLOAD_SHA256,
+    UPLOAD_SIZE,
+)
 
 _UPLOAD = re.compile(r"^/v1/attachments/[0-9a-f]{64}$")
 
@@ -51,8 +60,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         tmp, hexdigest, size = await stream_body_to_file(
             request, settings.data_dir / "attachments" / "incoming", settings.max_attachment_bytes
         )
-        request["cpar.body_file"], request["cpar.body_sha256"] = tmp, hexdigest
-        request["cpar.body_size"] = size
+        request[UPLOAD_FILE], request[UPLOAD_SHA256], request[UPLOAD_SIZE] = tmp, hexdigest, size
         digest = bytes.fromhex(hexdigest)
     else:
         body = await request.read()
@@ -85,6 +93,6 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 async def _discard(request: web.Request) -> None:
-    tmp = request.get("cpar.body_file")
+    tmp = request.get(UPLOAD_FILE)
     if tmp is not None:
         await asyncio.to_thread(tmp.unlink, True)

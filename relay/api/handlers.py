@@ -15,7 +15,18 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from relay.api.problems import relay_error_body
-from relay.api.state import AUTHORITY, CLOCK, CORE, DIRECTORY, SETTINGS, SOCKETS, STORE
+from relay.api.state import (
+    AUTHORITY,
+    CLOCK,
+    CORE,
+    DIRECTORY,
+    SETTINGS,
+    SOCKETS,
+    STORE,
+    UPLOAD_FILE,
+    UPLOAD_SHA256,
+    UPLOAD_SIZE,
+)
 from relay.core.errors import MalformedError, NotFoundError, RelayError, TooLargeError
 from relay.core.relay import Session, Submitted, item_json
 from relay.store.base import QueueItem
@@ -210,12 +221,17 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _send_error(ws: web.WebSocketResponse, exc: RelayError) -> None:
+async def _send_error(ws: web.WebSocketResponse, exc: RelayError, ref: Any = None) -> None:
+    """An error frame; ``ref`` echoes the client's correlation value, if it sent one."""
     if not ws.closed:
-        await ws.send_str(json.dumps({"type": "error", "problem": relay_error_body(exc)}))
+        frame: dict[str, Any] = {"type": "error", "problem": relay_error_body(exc)}
+        if ref is not None:
+            frame["ref"] = ref
+        await ws.send_str(json.dumps(frame))
 
 
 async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: str) -> None:
+    frame: Any = None
     try:
         try:
             frame = json.loads(data)
@@ -243,7 +259,7 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
         else:
             raise MalformedError(f"unknown frame type {str(kind)[:40]!r}")
     except RelayError as exc:
-        await _send_error(ws, exc)
+        await _send_error(ws, exc, frame.get("ref") if isinstance(frame, dict) else None)
     except ConnectionResetError:
         pass
 
@@ -262,9 +278,9 @@ async def put_attachment(request: web.Request) -> web.Response:
         raise MalformedError(
             "attachments are addressed by the lowercase hex SHA-256 of their ciphertext"
         )
-    body_hash: str = request["cpar.body_sha256"]
-    size: int = request["cpar.body_size"]
-    tmp: Path = request["cpar.body_file"]
+    body_hash = request[UPLOAD_SHA256]
+    size = request[UPLOAD_SIZE]
+    tmp = request[UPLOAD_FILE]
     if body_hash != digest:
         raise MalformedError(
             "the body's SHA-256 does not match the address", code="digest_mismatch"

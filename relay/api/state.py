@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aiohttp import web
 
 from keys.httpsig import NonceCache
@@ -17,5 +19,8 @@ DIRECTORY = web.AppKey("directory", DirectoryHolder)
 NONCES = web.AppKey("nonces", NonceCache)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
-AUTHORITY = "cpar.authority"
+AUTHORITY = web.RequestKey("authority", str)
 """request[AUTHORITY]: the authenticated authority id (set by the auth middleware)."""
+UPLOAD_FILE = web.RequestKey("upload_file", Path)
+UPLOAD_SHA256 = web.RequestKey("upload_sha256", str)
+UPLOAD_SIZE = web.RequestKey("upload_size", int)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from keys.directory import Directory, DirectoryPin
@@ -27,24 +28,28 @@ class DirectoryHolder:
     thread (``asyncio.to_thread``) once the loop runs.
     """
 
-    def __init__(self, folder: Path, roots: list[bytes], pin_file: Path) -> None:
+    def __init__(self, folder: Path, roots: Callable[[], list[bytes]], pin_file: Path) -> None:
         self.folder = folder
         self.pin_file = pin_file
-        self.roots = roots
-        self.pin = DirectoryPin(roots)
-        if pin_file.exists():
-            self.pin = DirectoryPin.load(roots, pin_file.read_text(encoding="utf-8"))
+        self._roots = roots
+        self.roots: list[bytes] = []
+        self.pin: DirectoryPin | None = None
         self.history: list[Directory] = []
         self._seen: tuple[tuple[str, float], ...] = ()
 
     @property
     def current(self) -> Directory:
-        if self.pin.current is None:
+        if self.pin is None or self.pin.current is None:
             raise KeysError("no directory loaded")
         return self.pin.current
 
     def load(self) -> bool:
         """(Re)read the folder. Returns True when a new version became current."""
+        if self.pin is None:
+            self.roots = self._roots()
+            self.pin = DirectoryPin(self.roots)
+            if self.pin_file.exists():
+                self.pin = DirectoryPin.load(self.roots, self.pin_file.read_text(encoding="utf-8"))
         files = sorted(self.folder.glob("*.jws"), key=_natural)
         stamp = tuple((f.name, f.stat().st_mtime) for f in files)
         if stamp == self._seen and self.pin.current is not None:

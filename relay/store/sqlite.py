@@ -159,8 +159,10 @@ class SQLiteStore:
             await loop.run_in_executor(self._writer, self._wconn.close)
         if self._rconn is not None:
             await loop.run_in_executor(self._reader, self._rconn.close)
-        self._writer.shutdown(wait=True)
-        self._reader.shutdown(wait=True)
+        # The connections were closed inside the threads; the threads are idle, so there
+        # is nothing to wait for (and joining would block the loop).
+        self._writer.shutdown(wait=False)
+        self._reader.shutdown(wait=False)
 
     async def ping(self) -> None:
         try:

@@ -1,0 +1,113 @@
+"""Client-side configuration (the daemon and the ``notice`` CLI share it).
+
+Sources, highest first: keyword arguments, ``CPAR_*`` environment variables, the TOML
+file given by ``--config`` (or ``CPAR_CONFIG``). A bad value raises
+:class:`ConfigError` naming the setting, on one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from clients.hooks import HookConfig
+
+
+class ConfigError(Exception):
+    """A client setting is missing or invalid."""
+
+
+class ClientSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CPAR_", extra="forbid", frozen=True)
+
+    relay_url: str = "http://127.0.0.1:8080"
+    keystore: Path = Path("authority.ks")
+    passphrase_file: Path | None = None
+    passphrase_env: str = "CPAR_KEYSTORE_PASSPHRASE"  # noqa: S105 - a variable name
+    root_key: str = ""
+    """The network root public key (base64url), pinned: every directory must be signed by it."""
+    root_key_file: Path | None = None
+    data_dir: Path = Path("var/authority")
+    """The inbox database, the directory pin and downloaded attachments."""
+
+    transport: Literal["websocket", "longpoll"] = "websocket"
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+    directory_refresh_s: float = Field(300.0, gt=0)
+    hook_interval_s: float = Field(1.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    hooks: list[HookConfig] = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> ClientSettings:
+        if not self.root_key and self.root_key_file is None:
+            raise ValueError(
+                "root_key (CPAR_ROOT_KEY) or root_key_file (CPAR_ROOT_KEY_FILE) is required"
+            )
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        if not self.relay_url.startswith(("http://", "https://")):
+            raise ValueError("relay_url must start with http:// or https://")
+        names = [h.name for h in self.hooks]
+        if len(set(names)) != len(names):
+            raise ValueError("two hooks have the same name")
+        return self
+
+    def root_public_key(self) -> bytes:
+        from keys.directory import root_public_key
+
+        if self.root_key:
+            return root_public_key(self.root_key)
+        assert self.root_key_file is not None
+        return root_public_key(self.root_key_file.read_text(encoding="ascii"))
+
+    @property
+    def inbox_path(self) -> Path:
+        return self.data_dir / "inbox.sqlite3"
+
+    @property
+    def pin_path(self) -> Path:
+        return self.data_dir / "directory-pin.json"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def load_client_settings(
+    config_file: str | os.PathLike[str] | None = None, **overrides: Any
+) -> ClientSettings:
+    config_file = config_file or os.environ.get("CPAR_CONFIG") or None
+    cls: type[ClientSettings] = ClientSettings
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        config = SettingsConfigDict(**{**ClientSettings.model_config, "toml_file": path})
+        cls = type("ClientSettingsFromFile", (ClientSettings,), {"model_config": config})
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = f"{name} (CPAR_{name.split('.')[0].upper()})" if err["loc"] else name
+        raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,428 @@
+"""The authority's daemon: always on, outbound only, exactly-once into the local inbox.
+
+For every envelope pushed by the relay it verifies and decrypts (off the event loop),
+deduplicates by message id, commits it to the local inbox, and only then returns a
+signed ``delivered`` receipt and acknowledges the item. A crash anywhere in between
+means the relay pushes the item again; the inbox sees the id, keeps one copy, and the
+receipt is sent again (the relay ignores the repeat). Receipts about messages this
+authority sent are verified and recorded in the inbox.
+
+The connection is a WebSocket (or long-poll), reconnected with exponential backoff and
+full jitter. SIGTERM sets the stop event: the batch in hand is finished and
+acknowledged, then the connection is closed; nothing accepted is lost, because what is
+not acknowledged is redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from clients.client import RelayClient
+from clients.config import ClientSettings
+from clients.errors import ClientError, RelayProblem
+from clients.hooks import HookRunner
+from clients.inbox import Inbox
+from keys.attachments import decrypt_file
+from keys.directory import Directory, DirectoryPin
+from keys.encoding import b64d, now_ms
+from keys.envelope import OpenedEnvelope, envelope_hash, open_envelope
+from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
+from keys.identity import Identity
+from keys.keystore import write_private_file
+from keys.receipts import sign_receipt, verify_receipt
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], int]
+RECEIPT_REPLY_TIMEOUT_S = 30.0
+STALE_DIRECTORY_ERRORS = (UnknownSenderError, UnknownSigningKeyError)
+
+
+@dataclass
+class Stats:
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    receipts: int = 0
+    connects: int = 0
+    batches: int = 0
+
+
+@dataclass
+class _Processed:
+    """The outcome of one batch: what to send back and what to acknowledge."""
+
+    receipts: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    downloads: list[OpenedEnvelope] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        identity: Identity,
+        *,
+        clock: Clock | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.clock = clock or now_ms
+        self.rand = rand
+        self.stats = Stats()
+        self.connected = asyncio.Event()
+        self.inbox: Inbox | None = None
+        self.client: RelayClient | None = None
+        self.pin: DirectoryPin | None = None
+        self._refreshed_at = 0
+        self._refs = 0
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._downloads: set[asyncio.Task[None]] = set()
+        self._hooks: HookRunner | None = None
+
+    @property
+    def directory(self) -> Directory:
+        if self.pin is None or self.pin.current is None:
+            raise ClientError("no directory yet")
+        return self.pin.current
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then finish the batch in hand and close."""
+        s = self.settings
+        await asyncio.to_thread(s.data_dir.mkdir, parents=True, exist_ok=True)
+        self.pin = await asyncio.to_thread(self._load_pin)
+        self.inbox = await Inbox.open(s.inbox_path)
+        self.client = RelayClient(s.relay_url, self.identity, clock=self.clock)
+        self._hooks = HookRunner(self.inbox, s.hooks, clock=self.clock)
+        hook_stop = asyncio.Event()
+        hook_task = asyncio.create_task(
+            self._hooks.run_forever(hook_stop, s.hook_interval_s), name="hooks"
+        )
+        backoff = s.reconnect_min_s
+        try:
+            while not stop.is_set():
+                try:
+                    await self.refresh_directory()
+                    if s.transport == "websocket":
+                        await self._run_websocket(stop)
+                    else:
+                        await self._run_longpoll(stop)
+                    backoff = s.reconnect_min_s
+                except (ClientError, KeysError, aiohttp.ClientError, OSError) as exc:
+                    log.warning("relay connection failed: %s", exc)
+                self.connected.clear()
+                if stop.is_set():
+                    break
+                delay = backoff * self.rand()  # full jitter
+                backoff = min(s.reconnect_max_s, backoff * 2)
+                log.info("reconnecting in %.1f s", delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await stop.wait()
+        finally:
+            hook_stop.set()
+            await asyncio.gather(hook_task, return_exceptions=True)
+            for task in list(self._downloads):
+                task.cancel()
+            await asyncio.gather(*self._downloads, return_exceptions=True)
+            await self.client.close()
+            await self.inbox.close()
+
+    def _load_pin(self) -> DirectoryPin:
+        roots = [self.settings.root_public_key()]
+        path = self.settings.pin_path
+        if path.exists():
+            return DirectoryPin.load(roots, path.read_text(encoding="utf-8"))
+        return DirectoryPin(roots)
+
+    async def refresh_directory(self, *, force: bool = False) -> None:
+        """Fetch the directory history and move the pin forward (refusing forks/rollback)."""
+        now = self.clock()
+        fresh = now - self._refreshed_at < self.settings.directory_refresh_s * 1000
+        if self.pin is not None and self.pin.current is not None and fresh and not force:
+            return
+        assert self.client is not None and self.pin is not None
+        tokens = await self.client.directory_history()
+        pin = self.pin
+
+        def accept() -> Directory:
+            current = pin.accept_history(tokens)
+            write_private_file(self.settings.pin_path, pin.dump().encode())
+            return current
+
+        current = await asyncio.to_thread(accept)
+        self._refreshed_at = now
+        if current.get(self.identity.id) is None:
+            raise ClientError(f"{self.identity.id} is not in directory version {current.version}")
+
+    # -- WebSocket transport ------------------------------------------------------------
+
+    async def _run_websocket(self, stop: asyncio.Event) -> None:
+        assert self.client is not None
+        ws = await self.client.connect_stream()
+        self.stats.connects += 1
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        worker = asyncio.create_task(self._ws_worker(ws, queue), name="daemon-worker")
+        stopper = asyncio.create_task(stop.wait(), name="daemon-stop")
+        try:
+            while True:
+                receive = asyncio.ensure_future(ws.receive())
+                done, _ = await asyncio.wait(
+                    {receive, stopper, worker}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if receive not in done:
+                    receive.cancel()
+                    break
+                msg = receive.result()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                frame = json.loads(msg.data)
+                kind = frame.get("type")
+                if kind in ("envelope", "receipt"):
+                    queue.put_nowait(frame)
+                elif kind in ("receipt_ok", "error") and frame.get("ref") in self._waiting:
+                    self._waiting.pop(frame["ref"]).set_result(frame)
+                elif kind == "hello":
+                    log.info(
+                        "connected to %s as %s", self.settings.relay_url, frame.get("authority")
+                    )
+                    self.connected.set()
+                elif kind == "error":
+                    log.warning("relay reported: %s", frame.get("problem", {}).get("detail"))
+        finally:
+            # Finish the batch in hand (its receipts and acks), then close.
+            queue.put_nowait({"type": "_stop"})
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(worker), self.settings.shutdown_grace_s)
+            worker.cancel()
+            stopper.cancel()
+            await asyncio.gather(worker, stopper, return_exceptions=True)
+            for fut in self._waiting.values():
+                fut.cancel()
+            self._waiting.clear()
+            await ws.close()
+        if worker.done() and not worker.cancelled() and worker.exception() is not None:
+            raise ClientError(f"processing failed: {worker.exception()}")
+
+    async def _ws_worker(
+        self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[dict[str, Any]]
+    ) -> None:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty() and len(batch) < 256:
+                batch.append(queue.get_nowait())
+            stopping = any(f["type"] == "_stop" for f in batch)
+            items = [f for f in batch if f["type"] != "_stop"]
+            if items:
+                done = await self.process(items)
+                replies = []
+                for token in done.receipts:
+                    self._refs += 1
+                    fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                    self._waiting[self._refs] = fut
+                    replies.append(fut)
+                    await ws.send_str(
+                        json.dumps({"type": "receipt", "receipt": token, "ref": self._refs})
+                    )
+                # Acknowledge only once the relay has stored our receipts.
+                if replies:
+                    answers = await asyncio.wait_for(
+                        asyncio.gather(*replies), RECEIPT_REPLY_TIMEOUT_S
+                    )
+                    for a in answers:
+                        if a.get("type") == "error":
+                            log.warning(
+                                "relay refused a receipt: %s", a.get("problem", {}).get("detail")
+                            )
+                if done.seqs:
+                    await ws.send_str(json.dumps({"type": "ack", "seqs": done.seqs}))
+                self._start_downloads(done.downloads)
+            if stopping:
+                return
+
+    # -- long-poll transport ------------------------------------------------------------
+
+    async def _run_longpoll(self, stop: asyncio.Event) -> None:
+        assert self.client is not None
+        self.stats.connects += 1
+        self.connected.set()
+        after = 0
+        while not stop.is_set():
+            poll = asyncio.ensure_future(self.client.poll(after=after, wait=25, limit=256))
+            stopper = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if poll not in done:
+                poll.cancel()
+                await asyncio.gather(poll, return_exceptions=True)
+                return
+            items = poll.result()
+            if not items:
+                continue
+            result = await self.process(items)
+            for token in result.receipts:
+                try:
+                    await self.client.send_receipt(token)
+                except RelayProblem as exc:
+                    log.warning("relay refused a receipt: %s", exc)
+            if result.seqs:
+                await self.client.ack(result.seqs)
+            after = max(i["seq"] for i in items)
+            self._start_downloads(result.downloads)
+
+    # -- processing -------------------------------------------------------------------
+
+    async def process(self, items: list[dict[str, Any]]) -> _Processed:
+        """Verify, decrypt, store and receipt a batch of pushed items."""
+        assert self.inbox is not None and self._hooks is not None
+        self.stats.batches += 1
+        out = _Processed()
+        envelopes = [
+            i for i in items if i.get("type") == "envelope" and isinstance(i.get("envelope"), str)
+        ]
+        receipts = [
+            i for i in items if i.get("type") == "receipt" and isinstance(i.get("receipt"), str)
+        ]
+        out.seqs.extend(
+            i["seq"]
+            for i in items
+            if i not in envelopes and i not in receipts and isinstance(i.get("seq"), int)
+        )
+        if envelopes:
+            now = self.clock()
+            opened = await asyncio.to_thread(self._open_all, envelopes, now)
+            stale = [
+                e
+                for e, r in zip(envelopes, opened, strict=True)
+                if isinstance(r, STALE_DIRECTORY_ERRORS)
+            ]
+            if stale:
+                with contextlib.suppress(ClientError, KeysError):
+                    await self.refresh_directory(force=True)
+                    retried = iter(await asyncio.to_thread(self._open_all, stale, now))
+                    opened = [
+                        next(retried) if isinstance(r, STALE_DIRECTORY_ERRORS) else r
+                        for r in opened
+                    ]
+            good = [
+                (o, e["envelope"])
+                for e, o in zip(envelopes, opened, strict=True)
+                if isinstance(o, OpenedEnvelope)
+            ]
+            flags = (
+                await self.inbox.store_many(good, received_at=now, hooks=self._hooks.hook_names)
+                if good
+                else []
+            )
+            for (o, _), new in zip(good, flags, strict=True):
+                if new:
+                    self.stats.stored += 1
+                    if o.plaintext.attachments:
+                        out.downloads.append(o)
+                else:
+                    self.stats.duplicates += 1
+            out.receipts.extend(await asyncio.to_thread(self._receipts_for, envelopes, opened, now))
+            out.seqs.extend(e["seq"] for e in envelopes)
+        for item in receipts:
+            await self._record_receipt(item["receipt"])
+            out.seqs.append(item["seq"])
+        return out
+
+    def _open_all(self, items: list[dict[str, Any]], now: int) -> list[OpenedEnvelope | KeysError]:
+        directory = self.directory
+        out: list[OpenedEnvelope | KeysError] = []
+        for item in items:
+            try:
+                out.append(open_envelope(item["envelope"], directory, self.identity, now=now))
+            except KeysError as exc:
+                out.append(exc)
+        return out
+
+    def _receipts_for(
+        self, items: list[dict[str, Any]], opened: list[OpenedEnvelope | KeysError], now: int
+    ) -> list[str]:
+        """``delivered`` for what we stored (again, for repeats); ``rejected`` for refusals."""
+        tokens: list[str] = []
+        for item, result in zip(items, opened, strict=True):
+            if isinstance(result, OpenedEnvelope):
+                tokens.append(
+                    sign_receipt(
+                        self.identity,
+                        msg_id=result.header.id,
+                        envelope_hash=result.hash,
+                        status="delivered",
+                        now=now,
+                    )
+                )
+                continue
+            msg_id = _header_id(item["envelope"])
+            self.stats.rejected += 1
+            log.warning("refused message %s: %s", msg_id or "(unreadable)", result.code)
+            if msg_id is not None:
+                with contextlib.suppress(KeysError):  # an id that is not even a UUIDv7
+                    tokens.append(
+                        sign_receipt(
+                            self.identity,
+                            msg_id=msg_id,
+                            envelope_hash=envelope_hash(item["envelope"]),
+                            status="rejected",
+                            now=now,
+                            reason=f"{result.code}: {result}"[:500],
+                        )
+                    )
+        return tokens
+
+    async def _record_receipt(self, token: str) -> None:
+        assert self.inbox is not None
+        try:
+            receipt = verify_receipt(token, self.directory, now=self.clock())
+        except KeysError as exc:
+            log.warning("dropping a receipt that does not verify: %s", exc)
+            return
+        b = receipt.body
+        if await self.inbox.record_receipt(b.msg, token, status=b.status, signer=b.by, at=b.at):
+            self.stats.receipts += 1
+
+    # -- attachments -----------------------------------------------------------------------
+
+    def _start_downloads(self, messages: list[OpenedEnvelope]) -> None:
+        for opened in messages:
+            task = asyncio.create_task(self._download(opened), name=f"download-{opened.header.id}")
+            self._downloads.add(task)
+            task.add_done_callback(self._downloads.discard)
+
+    async def _download(self, opened: OpenedEnvelope) -> None:
+        assert self.client is not None and self.inbox is not None
+        for entry in opened.plaintext.attachments:
+            target = self.inbox.attachment_path(opened.header.id, entry.name)
+            blob = target.with_name(f".{entry.h}.enc")
+            for attempt in range(5):
+                try:
+                    await self.client.download_attachment(entry.h, blob)
+                    await asyncio.to_thread(decrypt_file, blob, entry, target)
+                    break
+                except (ClientError, KeysError) as exc:
+                    log.warning("attachment %s of %s: %s", entry.name, opened.header.id, exc)
+                    await asyncio.sleep(min(30.0, 2.0**attempt))
+                finally:
+                    await asyncio.to_thread(blob.unlink, True)
+
+
+def _header_id(token: str) -> str | None:
+    try:
+        header = json.loads(b64d(token.split(".", 1)[0]))
+        value = header.get("id")
+        return value if isinstance(value, str) else None
+    except (KeysError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,89 @@
+"""The client library's exceptions: the relay's problem codes as typed errors.
+
+::
+
+    ClientError
+    ├── TransportError            the relay could not be reached (connection, timeout, TLS)
+    └── RelayProblem              the relay answered with problem+json (RFC 9457)
+        ├── MalformedRequestError     400
+        ├── AuthenticationError       401 (signature refused, replayed nonce, unknown key)
+        ├── PermissionDeniedError     403 (e.g. sender_mismatch)
+        ├── NotFoundError             404 (unknown_message, unknown_attachment)
+        ├── ConflictError             409 (id_conflict)
+        ├── RejectedError             413/422 (bad_signature, unknown_recipient, expired, ...)
+        └── UnavailableError          503 (store_unavailable; retry later)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ClientError(Exception):
+    """Base class of everything the client library raises."""
+
+
+class TransportError(ClientError):
+    """The relay could not be reached or the connection broke."""
+
+
+class RelayProblem(ClientError):  # noqa: N818 - it is the relay's "problem" document
+    """The relay refused the request; ``code`` is the stable machine-readable reason."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str) -> None:
+        super().__init__(f"{detail} ({code})")
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+
+    @classmethod
+    def from_body(cls, status: int, body: Any) -> RelayProblem:
+        if isinstance(body, dict):
+            code = str(body.get("code") or "unknown")
+            title = str(body.get("title") or "")
+            detail = str(body.get("detail") or title or f"HTTP {status}")
+        else:
+            code, title, detail = "unknown", "", f"HTTP {status}"
+        kind = _BY_STATUS.get(status, RelayProblem)
+        return kind(status, code, title, detail)
+
+
+class MalformedRequestError(RelayProblem):
+    pass
+
+
+class AuthenticationError(RelayProblem):
+    pass
+
+
+class PermissionDeniedError(RelayProblem):
+    pass
+
+
+class NotFoundError(RelayProblem):
+    pass
+
+
+class ConflictError(RelayProblem):
+    pass
+
+
+class RejectedError(RelayProblem):
+    pass
+
+
+class UnavailableError(RelayProblem):
+    pass
+
+
+_BY_STATUS: dict[int, type[RelayProblem]] = {
+    400: MalformedRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    413: RejectedError,
+    422: RejectedError,
+    503: UnavailableError,
+}

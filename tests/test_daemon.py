@@ -1,0 +1,84 @@
+"""The daemon against a real relay: verify, decrypt, store once, receipt, acknowledge."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from clients.config import ClientSettings
+from clients.daemon import Daemon
+from keys.encoding import b64e
+from keys.envelope import seal
+from keys.receipts import verify_receipt
+from tests.netfixture import NOW
+from tests.relayfixture import RelayEnv, until
+
+NOTICE = {"kind": "free_text", "text": "Lot 112 closes at 18:00"}
+
+
+@asynccontextmanager
+async def running_daemon(
+    relay: RelayEnv, aid: str, data_dir: Path, **overrides: object
+) -> AsyncIterator[Daemon]:
+    settings = ClientSettings(
+        relay_url=relay.base_url,
+        root_key=b64e(relay.net.root.signing_key().public),
+        data_dir=data_dir,
+        reconnect_min_s=0.05,
+        reconnect_max_s=0.2,
+        **overrides,  # type: ignore[arg-type]
+    )
+    daemon = Daemon(settings, relay.net[aid], clock=relay.clock)
+    stop = asyncio.Event()
+    task = asyncio.create_task(daemon.run(stop))
+    try:
+        async with asyncio.timeout(10):
+            await daemon.connected.wait()
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "longpoll"])
+async def test_delivery_stores_once_and_receipts_reach_the_sender(
+    relay: RelayEnv, tmp_path: Path, transport: str
+) -> None:
+    net = relay.net
+    async with (
+        running_daemon(relay, "fr-oclcc", tmp_path / "fr", transport=transport) as fr,
+        running_daemon(relay, "it-tpc", tmp_path / "it", transport=transport) as it,
+    ):
+        sealed = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW)
+        await relay.client("it-tpc").send(sealed.token)
+        assert fr.inbox is not None and it.inbox is not None
+
+        async def stored() -> bool:
+            return await fr.inbox.get(sealed.id) is not None  # type: ignore[union-attr]
+
+        await until(stored)
+        msg = await fr.inbox.get(sealed.id)
+        assert msg is not None and msg.content == NOTICE and msg.sender == "it-tpc"
+
+        async def delivered() -> bool:
+            t = await relay.client("it-tpc").timeline(sealed.id)
+            return t.state == "delivered"
+
+        await until(delivered)
+
+        async def sender_has_receipt() -> bool:
+            return len(await it.inbox.timeline(sealed.id)) >= 1  # type: ignore[union-attr]
+
+        await until(sender_has_receipt)
+        stored_receipt = (await it.inbox.timeline(sealed.id))[0]
+        r = verify_receipt(
+            stored_receipt.token, net.directory, header=sealed.header, envelope_hash=sealed.hash
+        )
+        assert r.status == "delivered" and r.signer.id == "fr-oclcc"
+        # Everything was acknowledged: nothing is queued for either side.
+        assert await relay.client("fr-oclcc").poll() == []
+        assert fr.stats.stored == 1 and fr.stats.duplicates == 0
