@@ -15,7 +15,9 @@ async def test_submit_returns_a_durable_signed_accepted_receipt(relay: RelayEnv)
     sealed = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW)
     result = await relay.client("it-tpc").send(sealed.token)
     assert result.id == sealed.id and not result.duplicate
-    receipt = verify_receipt(result.receipt, net.directory, header=sealed.header, envelope_hash=sealed.hash)
+    receipt = verify_receipt(
+        result.receipt, net.directory, header=sealed.header, envelope_hash=sealed.hash
+    )
     assert receipt.status == "accepted" and receipt.signer.id == "relay-eu"
     again = await relay.client("it-tpc").send(sealed.token)
     assert again.duplicate and again.receipt == result.receipt
@@ -28,7 +30,9 @@ async def test_recipient_polls_acks_and_receipts_flow_back(relay: RelayEnv) -> N
     fr = relay.client("fr-oclcc")
     items = await fr.poll()
     assert [i["type"] for i in items] == ["envelope"] and items[0]["envelope"] == sealed.token
-    delivered = sign_receipt(net["fr-oclcc"], msg_id=sealed.id, envelope_hash=sealed.hash, status="delivered", now=NOW)
+    delivered = sign_receipt(
+        net["fr-oclcc"], msg_id=sealed.id, envelope_hash=sealed.hash, status="delivered", now=NOW
+    )
     assert await fr.send_receipt(delivered)
     assert await fr.ack([items[0]["seq"]]) == 1
     assert await fr.poll() == []

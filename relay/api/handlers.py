@@ -37,6 +37,8 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _MSG_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 WS_MAX_FRAME = 1024 * 1024
 WS_CONCURRENCY = 256
+MAX_SEQ = 2**63 - 1
+"""Largest sequence number (a SQLite INTEGER); larger values are malformed, not a crash."""
 
 
 def _json_response(data: Any, status: int = 200) -> web.Response:
@@ -45,15 +47,18 @@ def _json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+def _json_object(raw: str | bytes, what: str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedError(f"request body is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+        raise MalformedError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise MalformedError("request body must be a JSON object")
+        raise MalformedError(f"{what} must be a JSON object")
     return data
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    return _json_object(await request.read(), "request body")
 
 
 def _submitted_json(s: Submitted) -> dict[str, Any]:
@@ -115,8 +120,8 @@ async def receipt(request: web.Request) -> web.Response:
     token = body.get("receipt")
     if not isinstance(token, str):
         raise MalformedError("'receipt' must be a string (compact JWS)")
-    new = await request.app[CORE].submit_receipt(request[AUTHORITY], token)
-    return _json_response({"duplicate": not new}, status=202 if new else 200)
+    stored = await request.app[CORE].submit_receipt(request[AUTHORITY], token)
+    return _json_response({"duplicate": not stored.new}, status=202 if stored.new else 200)
 
 
 # --- inbox: long-poll ---------------------------------------------------------------
@@ -150,9 +155,11 @@ def _seqs(body: dict[str, Any]) -> list[int]:
     if (
         not isinstance(seqs, list)
         or len(seqs) > 10_000
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seqs)
+        or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEQ for s in seqs
+        )
     ):
-        raise MalformedError("'seqs' must be a list of at most 10000 non-negative integers")
+        raise MalformedError(f"'seqs' must be a list of at most 10000 integers from 0 to {MAX_SEQ}")
     return seqs
 
 
@@ -200,9 +207,12 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         tasks.discard(task)
         slots.release()
 
-    pump = asyncio.create_task(run_pump(), name=f"pump-{authority}")
+    pump: asyncio.Task[None] | None = None
     try:
-        await ws.send_str(json.dumps({"type": "hello", "authority": authority}))
+        # hello comes first, before the pump pushes anything.
+        pending = await core.queued(authority)
+        await ws.send_str(json.dumps({"type": "hello", "authority": authority, "pending": pending}))
+        pump = asyncio.create_task(run_pump(), name=f"pump-{authority}")
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await slots.acquire()
@@ -211,11 +221,14 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
                 task.add_done_callback(finished)
             elif msg.type == WSMsgType.BINARY:
                 await _send_error(ws, MalformedError("binary frames are not part of the protocol"))
+    except RelayError as exc:  # the store is unavailable: no hello, come back later
+        log.warning("stream for %s not started: %s", authority, exc.detail)
+        await ws.close(code=1011, message=b"relay unavailable; reconnect")
     finally:
-        pump.cancel()
-        for t in list(tasks):
+        running = [*tasks, *([pump] if pump is not None else [])]
+        for t in running:
             t.cancel()
-        await asyncio.gather(pump, *tasks, return_exceptions=True)
+        await asyncio.gather(*running, return_exceptions=True)
         core.hub.detach(session, app[CLOCK]())
         sockets.discard(ws)
     return ws
@@ -233,12 +246,7 @@ async def _send_error(ws: web.WebSocketResponse, exc: RelayError, ref: Any = Non
 async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: str) -> None:
     frame: Any = None
     try:
-        try:
-            frame = json.loads(data)
-        except ValueError as exc:
-            raise MalformedError("frame is not valid JSON") from exc
-        if not isinstance(frame, dict):
-            raise MalformedError("frame must be a JSON object")
+        frame = _json_object(data, "frame")
         kind = frame.get("type")
         if kind == "ack":
             await core.ack(session, session.authority, _seqs(frame))
@@ -246,13 +254,10 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
             token = frame.get("receipt")
             if not isinstance(token, str):
                 raise MalformedError("'receipt' must be a string (compact JWS)")
-            new = await core.submit_receipt(session.authority, token)
+            stored = await core.submit_receipt(session.authority, token)
             if not ws.closed:
-                await ws.send_str(
-                    json.dumps(
-                        {"type": "receipt_ok", "duplicate": not new, "ref": frame.get("ref")}
-                    )
-                )
+                reply = {"type": "receipt_ok", "id": stored.msg_id, "duplicate": not stored.new}
+                await ws.send_str(json.dumps({**reply, "ref": frame.get("ref")}))
         elif kind == "ping":
             if not ws.closed:
                 await ws.send_str('{"type":"pong"}')

@@ -66,6 +66,13 @@ class Submitted:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    msg_id: str
+    new: bool
+    """False when the same signer had already sent this status for this message."""
+
+
+@dataclass(frozen=True, slots=True)
 class Timeline:
     record: MessageRecord
     header: dict[str, Any]
@@ -163,28 +170,26 @@ class RelayCore:
                         )
                         break
         fresh = [c for c in checked if isinstance(c, NewMessage)]
-        results: dict[str, AcceptResult] = {}
+        # One result per fresh message, in order: the store sees a repeated id within the
+        # batch as a duplicate (same envelope) or a conflict (another envelope).
+        results: list[AcceptResult] = []
         if fresh:
-            for res in await self._store(self.store.accept(fresh)):
-                results.setdefault(res.id, res)
+            results = await self._store(self.store.accept(fresh))
             self.hub.notify(sorted({r for m in fresh for r in m.to}))
+        pending = iter(results)
         out: list[Submitted | RelayError] = []
-        seen: set[str] = set()
         for item in checked:
             if isinstance(item, RelayError):
                 out.append(item)
                 continue
-            res = results[item.id]
-            first = item.id not in seen
-            seen.add(item.id)
+            res = next(pending)
             if res.outcome == "conflict":
                 out.append(
                     ConflictError(f"message id {item.id} was accepted with another envelope")
                 )
             else:
                 assert res.receipt is not None
-                dup = res.outcome == "duplicate" or not first
-                out.append(Submitted(item.id, res.receipt, dup))
+                out.append(Submitted(item.id, res.receipt, res.outcome == "duplicate"))
         return out
 
     def _check_all(
@@ -260,10 +265,10 @@ class RelayCore:
 
     # -- receipts -------------------------------------------------------------------
 
-    async def submit_receipt(self, authority: str, token: str) -> bool:
+    async def submit_receipt(self, authority: str, token: str) -> StoredReceipt:
         """Verify and store a recipient's receipt, and queue it for the sender.
 
-        Returns True if it was new, False for a repeat.
+        The result names the message and says whether the receipt was new.
         """
         if not isinstance(token, str):
             raise MalformedError("a receipt must be a string (compact JWS)")
@@ -300,7 +305,7 @@ class RelayCore:
         new = await self._store(self.store.add_receipt(stored, notify=record.sender))
         if new:
             self.hub.notify([record.sender])
-        return new
+        return StoredReceipt(body.msg, new)
 
     async def timeline(self, authority: str, msg_id: str) -> Timeline:
         record = await self._store(self.store.get_message(msg_id))
@@ -337,10 +342,20 @@ class RelayCore:
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):
             raise MalformedError("seqs must be a list of integers")
         removed = await self._store(self.store.ack(authority, seqs))
+        # Free the delivery window of every connection of this authority, whichever
+        # transport the acknowledgement came by; otherwise a connection whose items were
+        # acknowledged elsewhere would stall once its window is full.
+        for other in self.hub.sessions.get(authority, ()):
+            other.inflight.difference_update(seqs)
+            other.wake.set()
         if session is not None:
             session.inflight.difference_update(seqs)
             session.wake.set()
         return removed
+
+    async def queued(self, authority: str) -> int:
+        """How many items are waiting for ``authority`` (the WebSocket hello's ``pending``)."""
+        return await self._store(self.store.depth(authority))
 
     async def poll(
         self, authority: str, *, after: int, wait_s: float, limit: int

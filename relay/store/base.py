@@ -116,8 +116,9 @@ class Store(Protocol):
     async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
         """Commit new messages and queue them for their ``to`` recipients, atomically.
 
-        An id already stored with the same envelope hash is a ``duplicate`` (nothing is
-        written; the original receipt is returned); with another hash, a ``conflict``.
+        Returns one result per message, in order. An id already stored (also earlier in
+        the same call) with the same envelope hash is a ``duplicate`` (nothing is written;
+        the original receipt is returned); with another hash, a ``conflict``.
         """
         ...
 
@@ -129,7 +130,11 @@ class Store(Protocol):
         ...
 
     async def receipts(self, msg_id: str) -> list[ReceiptRecord]:
-        """Every receipt of a message, in the order received (accepted first)."""
+        """Every receipt added with :meth:`add_receipt`, in the order received.
+
+        The relay's own accepted receipt is not among them: it is
+        :attr:`MessageRecord.accepted_receipt`.
+        """
         ...
 
     async def pending(self, recipient: str, *, after: int, limit: int) -> list[QueueItem]:
@@ -138,6 +143,10 @@ class Store(Protocol):
 
     async def ack(self, recipient: str, seqs: Sequence[int]) -> int:
         """Remove acknowledged items; returns how many were removed."""
+        ...
+
+    async def depth(self, recipient: str) -> int:
+        """How many unacknowledged items ``recipient`` has."""
         ...
 
     async def queue_stats(self) -> list[QueueStats]:

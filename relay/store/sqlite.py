@@ -173,8 +173,10 @@ class SQLiteStore:
     # -- plumbing -------------------------------------------------------------------
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._rconn is None:
-            raise StoreUnavailableError("store is not started")
+        if self._closed or self._rconn is None:
+            raise StoreUnavailableError(
+                "store is closed" if self._closed else "store is not started"
+            )
         conn = self._rconn
         return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
 
@@ -359,6 +361,13 @@ class SQLiteStore:
             return cur.rowcount
 
         return await self._write(op)
+
+    async def depth(self, recipient: str) -> int:
+        def q(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT COUNT(*) FROM queue WHERE recipient = ?", (recipient,))
+            return int(row.fetchone()[0])
+
+        return await self._read(q)
 
     async def queue_stats(self) -> list[QueueStats]:
         def q(conn: sqlite3.Connection) -> list[QueueStats]:

@@ -1,0 +1,341 @@
+"""End-to-end benchmark: senders -> relay -> recipient daemons -> delivered receipts back.
+
+Runs a real relay (``relay serve`` in its own process, on the chosen store), M real
+recipient daemons (``clients.daemon.Daemon``, one process holding all of them, each with
+its own SQLite inbox), and S senders in this process. Every message is a 1 KiB notice
+signed and sealed by its sender; the daemon verifies, decrypts, stores and returns a
+signed ``delivered`` receipt; the sender's clock stops when that receipt, verified,
+is back over its own WebSocket.
+
+Figures: ``msgs_per_s`` (first send to last delivered receipt), ``p50_ms``/``p99_ms``
+(send to delivered, per message), ``relay_cpu_us_per_msg`` (relay process user+system
+CPU over the run, divided by messages). With ``--json`` the last line is one JSON object.
+
+Targets (docs/DESIGN targets): throughput >= 1.5x NATS JetStream on the same workload;
+p99 <= 10 ms at a paced 1,000 msg/s; relay CPU <= 150 us per message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clients.client import RelayClient  # noqa: E402
+from clients.config import ClientSettings  # noqa: E402
+from clients.daemon import Daemon  # noqa: E402
+from keys.directory import sign_directory  # noqa: E402
+from keys.encoding import b64e, now_ms  # noqa: E402
+from keys.envelope import seal  # noqa: E402
+from keys.identity import Identity  # noqa: E402
+from keys.keystore import save_keystore  # noqa: E402
+from keys.models import DirectoryEntry  # noqa: E402
+from keys.receipts import verify_receipt  # noqa: E402
+
+PASS = "bench passphrase"  # noqa: S105 - a throwaway benchmark keystore
+
+
+class SeededRng:
+    """Deterministic key material, so the daemons' process derives the same identities."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.counter = label.encode(), 0
+
+    def __call__(self, n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(self.label + self.counter.to_bytes(8, "big")).digest()
+            self.counter += 1
+        return out[:n]
+
+
+def identity(aid: str, t0: int, kind: str = "authority") -> Identity:
+    return Identity.generate(aid, kind=kind, now=t0, rng=SeededRng(f"bench:{aid}"))  # type: ignore[arg-type]
+
+
+def names(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    return [f"sender-{i:02d}" for i in range(args.senders)], [
+        f"recipient-{i:02d}" for i in range(args.recipients)
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- setup ------------------------------------------------------------------------------
+
+
+def build_network(work: Path, args: argparse.Namespace, t0: int) -> dict[str, Any]:
+    senders, recipients = names(args)
+    root = identity("root", t0, "root")
+    relay = identity("relay-bench", t0, "relay")
+    entries = []
+    for ident, role in [(relay, "relay")] + [
+        (identity(a, t0), "national_body") for a in senders + recipients
+    ]:
+        pub = ident.public_keys()
+        entries.append(
+            DirectoryEntry(
+                id=ident.id,
+                name=ident.id,
+                country="XX",
+                role=role,  # type: ignore[arg-type]
+                signing_keys=pub.signing_keys,
+                encryption_keys=pub.encryption_keys,
+            )
+        )
+    d = sign_directory(root, network="bench", authorities=entries, previous=None, now=t0)
+    (work / "directory").mkdir(parents=True)
+    (work / "directory" / "v0001.jws").write_text(d.token)
+    save_keystore(work / "relay.ks", relay, PASS, strength="test")
+    (work / "relay.pass").write_text(PASS)
+    return {"root_key": b64e(root.signing_key().public), "directory": d}
+
+
+def start_relay(
+    work: Path, args: argparse.Namespace, root_key: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RELAY_PORT": str(port),
+        "RELAY_DATA_DIR": str(work / "relay-data"),
+        "RELAY_DIRECTORY_DIR": str(work / "directory"),
+        "RELAY_ROOT_KEY": root_key,
+        "RELAY_KEYSTORE": str(work / "relay.ks"),
+        "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
+        "RELAY_STORE": args.store,
+        "RELAY_LOG_LEVEL": "WARNING",
+        "RELAY_DELIVERY_WINDOW": "4000",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "relay.cli", "serve"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    if "listening" not in line:
+        proc.kill()
+        raise SystemExit(
+            f"relay did not start: {line}{proc.stderr.read().decode() if proc.stderr else ''}"
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+# --- daemons process ----------------------------------------------------------------------
+
+
+async def run_daemons(conf: dict[str, Any]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    daemons = []
+    for aid in conf["recipients"]:
+        settings = ClientSettings(
+            relay_url=conf["url"],
+            root_key=conf["root_key"],
+            data_dir=Path(conf["work"]) / aid,
+            reconnect_min_s=0.1,
+            reconnect_max_s=1.0,
+            log_level="WARNING",
+        )
+        daemons.append(Daemon(settings, identity(aid, conf["t0"])))
+    tasks = [asyncio.create_task(d.run(stop)) for d in daemons]
+    await asyncio.gather(*(d.connected.wait() for d in daemons))
+    print("daemons ready", flush=True)
+    await asyncio.gather(*tasks)
+
+
+# --- senders (this process) ---------------------------------------------------------------
+
+
+async def run_senders(
+    args: argparse.Namespace, url: str, directory: Any, t0: int
+) -> dict[str, Any]:
+    senders, recipients = names(args)
+    ids = {a: identity(a, t0) for a in senders}
+    clients = {a: RelayClient(url, ids[a]) for a in senders}
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    done = asyncio.Event()
+    text = "x" * 1000
+    total = args.messages
+
+    async def listen(aid: str) -> None:
+        ws = await clients[aid].connect_stream()
+        async for msg in ws:
+            frame = json.loads(msg.data)
+            if frame.get("type") != "receipt":
+                continue
+            receipt = verify_receipt(frame["receipt"], directory)
+            if receipt.status == "delivered" and receipt.body.msg in sent_at:
+                latencies.append(time.perf_counter() - sent_at.pop(receipt.body.msg))
+                if len(latencies) >= total:
+                    done.set()
+            await ws.send_str(json.dumps({"type": "ack", "seqs": [frame["seq"]]}))
+
+    listeners = [asyncio.create_task(listen(a)) for a in senders]
+    await asyncio.sleep(0.5)
+    per_sender = total // len(senders)
+    interval = len(senders) / args.rate if args.rate > 0 else 0.0
+    inflight = asyncio.Semaphore(args.concurrency)
+
+    async def one(aid: str, i: int) -> None:
+        async with inflight:
+            to = recipients[i % len(recipients)]
+            sealed = seal(
+                ids[aid],
+                directory,
+                to=[to],
+                content={"kind": "free_text", "text": text},
+                now=now_ms(),
+                priority="urgent",
+            )
+            sent_at[sealed.id] = time.perf_counter()
+            await clients[aid].send(sealed.token)
+
+    async def sender(aid: str, offset: int) -> None:
+        start = time.perf_counter()
+        pending: set[asyncio.Task[None]] = set()
+        for i in range(per_sender):
+            if interval:
+                delay = start + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            t = asyncio.create_task(one(aid, offset + i))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+            if not interval and len(pending) >= args.concurrency:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*pending)
+
+    total = per_sender * len(senders)
+    t_start = time.perf_counter()
+    await asyncio.gather(*(sender(a, n * per_sender) for n, a in enumerate(senders)))
+    try:
+        await asyncio.wait_for(done.wait(), timeout=max(60.0, total / 100))
+    except TimeoutError:
+        print(f"warning: only {len(latencies)}/{total} delivered receipts arrived", file=sys.stderr)
+    elapsed = time.perf_counter() - t_start
+    for t in listeners:
+        t.cancel()
+    await asyncio.gather(*listeners, return_exceptions=True)
+    for c in clients.values():
+        await c.close()
+    lat_ms = sorted(x * 1000 for x in latencies)
+    q = statistics.quantiles(lat_ms, n=100) if len(lat_ms) >= 2 else [0.0] * 99
+    return {
+        "messages": total,
+        "delivered": len(latencies),
+        "elapsed_s": round(elapsed, 3),
+        "msgs_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(q[49], 2),
+        "p99_ms": round(q[98], 2),
+        "max_ms": round(lat_ms[-1], 2) if lat_ms else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description="End-to-end benchmark: S senders seal 1 KiB notices, a real relay accepts "
+        "them, M real daemons verify/decrypt/store and return signed delivered receipts. "
+        "Prints msgs/s (send to delivered receipt at the sender), p50/p99 latency and relay "
+        "CPU per message."
+    )
+    p.add_argument("--messages", type=int, default=5000, help="total messages (default 5000)")
+    p.add_argument(
+        "--rate", type=float, default=0, help="paced msgs/s in total; 0 = as fast as possible"
+    )
+    p.add_argument("--senders", type=int, default=2)
+    p.add_argument("--recipients", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=64, help="outstanding submits per sender")
+    p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument("--json", action="store_true", help="last line: one JSON object of figures")
+    p.add_argument("--daemons-config", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.daemons_config:
+        asyncio.run(run_daemons(json.loads(Path(args.daemons_config).read_text())))
+        return 0
+
+    t0 = now_ms() - 60_000
+    with tempfile.TemporaryDirectory(prefix="cpar-bench-") as tmp:
+        work = Path(tmp)
+        net = build_network(work, args, t0)
+        relay, url = start_relay(work, args, net["root_key"])
+        daemons = None
+        try:
+            _, recipients = names(args)
+            conf = {
+                "url": url,
+                "root_key": net["root_key"],
+                "work": str(work),
+                "t0": t0,
+                "recipients": recipients,
+            }
+            (work / "daemons.json").write_text(json.dumps(conf))
+            daemons = subprocess.Popen(
+                [sys.executable, __file__, "--daemons-config", str(work / "daemons.json")],
+                stdout=subprocess.PIPE,
+                cwd=ROOT,
+            )
+            assert daemons.stdout is not None
+            if b"ready" not in daemons.stdout.readline():
+                raise SystemExit("daemons did not start")
+            cpu0 = cpu_seconds(relay.pid)
+            figures = asyncio.run(run_senders(args, url, net["directory"], t0))
+            cpu = cpu_seconds(relay.pid) - cpu0
+        finally:
+            for proc in (daemons, relay):
+                if proc is not None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in (daemons, relay):
+                if proc is not None:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(timeout=20)
+                    if proc.poll() is None:
+                        proc.kill()
+    figures["relay_cpu_us_per_msg"] = round(cpu * 1e6 / max(1, figures["delivered"]), 1)
+    figures.update(
+        store=args.store,
+        senders=args.senders,
+        recipients=args.recipients,
+        rate=args.rate,
+        concurrency=args.concurrency,
+    )
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
