@@ -191,34 +191,51 @@ async def run_senders(
         ws = await clients[aid].connect_stream()
         async for msg in ws:
             frame = json.loads(msg.data)
-            if frame.get("type") != "receipt":
-                continue
-            receipt = verify_receipt(frame["receipt"], directory)
-            if receipt.status == "delivered" and receipt.body.msg in sent_at:
-                latencies.append(time.perf_counter() - sent_at.pop(receipt.body.msg))
-                if len(latencies) >= total:
-                    done.set()
-            await ws.send_str(json.dumps({"type": "ack", "seqs": [frame["seq"]]}))
+            items = frame["items"] if frame.get("type") == "items" else [frame]
+            seqs = []
+            for item in items:
+                if item.get("type") != "receipt":
+                    continue
+                seqs.append(item["seq"])
+                receipt = verify_receipt(item["receipt"], directory)
+                if receipt.status == "delivered" and receipt.body.msg in sent_at:
+                    latencies.append(time.perf_counter() - sent_at.pop(receipt.body.msg))
+                    if len(latencies) >= total:
+                        done.set()
+            if seqs:
+                await ws.send_str(json.dumps({"type": "ack", "seqs": seqs}))
 
     listeners = [asyncio.create_task(listen(a)) for a in senders]
     await asyncio.sleep(0.5)
-    per_sender = total // len(senders)
+    per_sender = total // len(senders) // args.batch
     interval = len(senders) / args.rate if args.rate > 0 else 0.0
     inflight = asyncio.Semaphore(args.concurrency)
 
     async def one(aid: str, i: int) -> None:
         async with inflight:
-            to = recipients[i % len(recipients)]
-            sealed = seal(
-                ids[aid],
-                directory,
-                to=[to],
-                content={"kind": "free_text", "text": text},
-                now=now_ms(),
-                priority="urgent",
-            )
-            sent_at[sealed.id] = time.perf_counter()
-            await clients[aid].send(sealed.token)
+            batch = []
+            for k in range(args.batch):
+                to = recipients[(i * args.batch + k) % len(recipients)]
+                sealed = seal(
+                    ids[aid],
+                    directory,
+                    to=[to],
+                    content={"kind": "free_text", "text": text},
+                    now=now_ms(),
+                    priority="urgent",
+                )
+                sent_at[sealed.id] = time.perf_counter()
+                batch.append(sealed.token)
+            if args.batch == 1:
+                await clients[aid].send(batch[0])
+                return
+            for r in await clients[aid].send_batch(batch):
+                if isinstance(r, Exception):
+                    raise r
+
+    def _report(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            print(f"submit failed: {task.exception()!r}", file=sys.stderr)
 
     async def sender(aid: str, offset: int) -> None:
         start = time.perf_counter()
@@ -230,12 +247,13 @@ async def run_senders(
                     await asyncio.sleep(delay)
             t = asyncio.create_task(one(aid, offset + i))
             pending.add(t)
+            t.add_done_callback(_report)
             t.add_done_callback(pending.discard)
             if not interval and len(pending) >= args.concurrency:
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*pending)
 
-    total = per_sender * len(senders)
+    total = per_sender * len(senders) * args.batch
     t_start = time.perf_counter()
     await asyncio.gather(*(sender(a, n * per_sender) for n, a in enumerate(senders)))
     try:
@@ -275,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--senders", type=int, default=2)
     p.add_argument("--recipients", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=64, help="outstanding submits per sender")
+    p.add_argument(
+        "--batch", type=int, default=1, help="envelopes per submit request (1 = one request each)"
+    )
     p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     p.add_argument("--json", action="store_true", help="last line: one JSON object of figures")
     p.add_argument("--daemons-config", help=argparse.SUPPRESS)

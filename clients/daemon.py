@@ -43,6 +43,7 @@ from keys.receipts import sign_receipt, verify_receipt
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
 RECEIPT_REPLY_TIMEOUT_S = 30.0
+MAX_UNCONFIRMED_BATCHES = 8
 STALE_DIRECTORY_ERRORS = (UnknownSenderError, UnknownSigningKeyError)
 
 
@@ -175,36 +176,36 @@ class Daemon:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         worker = asyncio.create_task(self._ws_worker(ws, queue), name="daemon-worker")
         stopper = asyncio.create_task(stop.wait(), name="daemon-stop")
+        watch: set[asyncio.Future[Any]] = {stopper, worker}
+        deadline: float | None = None
         try:
             while True:
                 receive = asyncio.ensure_future(ws.receive())
-                done, _ = await asyncio.wait(
-                    {receive, stopper, worker}, return_when=asyncio.FIRST_COMPLETED
+                timeout = (
+                    None
+                    if deadline is None
+                    else max(0.0, deadline - asyncio.get_running_loop().time())
                 )
-                if receive not in done:
+                done, _ = await asyncio.wait(
+                    {receive, *watch}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopper in done:
+                    # Stop taking new work, but keep reading: the batch in hand still needs
+                    # the relay's answer to its receipts before it can be acknowledged.
+                    watch.discard(stopper)
+                    queue.put_nowait({"type": "_stop"})
+                    deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace_s
+                if worker in done or not done:
                     receive.cancel()
                     break
+                if receive not in done:
+                    receive.cancel()
+                    continue
                 msg = receive.result()
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
-                frame = json.loads(msg.data)
-                kind = frame.get("type")
-                if kind in ("envelope", "receipt"):
-                    queue.put_nowait(frame)
-                elif kind in ("receipt_ok", "error") and frame.get("ref") in self._waiting:
-                    self._waiting.pop(frame["ref"]).set_result(frame)
-                elif kind == "hello":
-                    log.info(
-                        "connected to %s as %s", self.settings.relay_url, frame.get("authority")
-                    )
-                    self.connected.set()
-                elif kind == "error":
-                    log.warning("relay reported: %s", frame.get("problem", {}).get("detail"))
+                self._dispatch(json.loads(msg.data), queue)
         finally:
-            # Finish the batch in hand (its receipts and acks), then close.
-            queue.put_nowait({"type": "_stop"})
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(worker), self.settings.shutdown_grace_s)
             worker.cancel()
             stopper.cancel()
             await asyncio.gather(worker, stopper, return_exceptions=True)
@@ -215,41 +216,70 @@ class Daemon:
         if worker.done() and not worker.cancelled() and worker.exception() is not None:
             raise ClientError(f"processing failed: {worker.exception()}")
 
+    def _dispatch(self, frame: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
+        kind = frame.get("type")
+        if kind in ("envelope", "receipt"):
+            queue.put_nowait(frame)
+        elif kind == "items":
+            for item in frame.get("items", []):
+                queue.put_nowait(item)
+        elif kind in ("receipts_ok", "receipt_ok", "error") and frame.get("ref") in self._waiting:
+            self._waiting.pop(frame["ref"]).set_result(frame)
+        elif kind == "hello":
+            log.info("connected to %s as %s", self.settings.relay_url, frame.get("authority"))
+            self.connected.set()
+        elif kind == "error":
+            log.warning("relay reported: %s", frame.get("problem", {}).get("detail"))
+
     async def _ws_worker(
         self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[dict[str, Any]]
     ) -> None:
-        while True:
-            batch = [await queue.get()]
-            while not queue.empty() and len(batch) < 256:
-                batch.append(queue.get_nowait())
-            stopping = any(f["type"] == "_stop" for f in batch)
-            items = [f for f in batch if f["type"] != "_stop"]
-            if items:
-                done = await self.process(items)
-                replies = []
-                for token in done.receipts:
-                    self._refs += 1
-                    fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                    self._waiting[self._refs] = fut
-                    replies.append(fut)
-                    await ws.send_str(
-                        json.dumps({"type": "receipt", "receipt": token, "ref": self._refs})
-                    )
-                # Acknowledge only once the relay has stored our receipts.
-                if replies:
-                    answers = await asyncio.wait_for(
-                        asyncio.gather(*replies), RECEIPT_REPLY_TIMEOUT_S
-                    )
-                    for a in answers:
-                        if a.get("type") == "error":
-                            log.warning(
-                                "relay refused a receipt: %s", a.get("problem", {}).get("detail")
-                            )
-                if done.seqs:
-                    await ws.send_str(json.dumps({"type": "ack", "seqs": done.seqs}))
-                self._start_downloads(done.downloads)
-            if stopping:
-                return
+        """Process batches; each batch's acknowledgement waits for the relay to confirm its
+        receipts, while the next batch is already being processed (bounded pipeline)."""
+        confirming: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < 256:
+                    batch.append(queue.get_nowait())
+                stopping = any(f.get("type") == "_stop" for f in batch)
+                items = [f for f in batch if f.get("type") != "_stop"]
+                if items:
+                    done = await self.process(items)
+                    while len(confirming) >= MAX_UNCONFIRMED_BATCHES:
+                        await asyncio.wait(confirming, return_when=asyncio.FIRST_COMPLETED)
+                        for t in [t for t in confirming if t.done()]:
+                            confirming.discard(t)
+                            t.result()  # a failure ends the session (and reconnects)
+                    task = asyncio.create_task(self._confirm(ws, done))
+                    confirming.add(task)
+                if stopping:
+                    break
+            if confirming:
+                await asyncio.gather(*confirming)
+        finally:
+            for t in confirming:
+                t.cancel()
+
+    async def _confirm(self, ws: aiohttp.ClientWebSocketResponse, done: _Processed) -> None:
+        """Send a batch's receipts, wait until the relay stored them, then acknowledge."""
+        if done.receipts:
+            self._refs += 1
+            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._waiting[self._refs] = fut
+            await ws.send_str(
+                json.dumps({"type": "receipts", "receipts": done.receipts, "ref": self._refs})
+            )
+            answer = await asyncio.wait_for(fut, RECEIPT_REPLY_TIMEOUT_S)
+            if answer.get("type") == "error":
+                detail = answer.get("problem", {}).get("detail")
+                raise ClientError(f"relay refused our receipts: {detail}")
+            for result in answer.get("results", []):
+                if "problem" in result:
+                    log.warning("relay refused a receipt: %s", result["problem"].get("detail"))
+        if done.seqs:
+            await ws.send_str(json.dumps({"type": "ack", "seqs": done.seqs}))
+        self._start_downloads(done.downloads)
 
     # -- long-poll transport ------------------------------------------------------------
 

@@ -32,11 +32,22 @@ async def send(env: RelayEnv, *msgs: SealedEnvelope) -> None:
         assert not (await env.client("it-tpc").send(m.token)).duplicate
 
 
+_unread: dict[int, list[Frame]] = {}
+
+
 async def receive(ws: WS) -> Frame:
+    """The next frame; an "items" frame (several pushed items at once) is unpacked."""
+    backlog = _unread.setdefault(id(ws), [])
+    if backlog:
+        return backlog.pop(0)
     msg = await ws.receive(timeout=5.0)
     assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
     frame = json.loads(msg.data)
     assert isinstance(frame, dict)
+    if frame["type"] == "items":
+        assert len(frame["items"]) > 1
+        backlog.extend(frame["items"][1:])
+        return frame["items"][0]  # type: ignore[no-any-return]
     return frame
 
 

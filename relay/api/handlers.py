@@ -37,6 +37,7 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _MSG_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 WS_MAX_FRAME = 1024 * 1024
 WS_CONCURRENCY = 256
+MAX_RECEIPTS_PER_FRAME = 1000
 MAX_SEQ = 2**63 - 1
 """Largest sequence number (a SQLite INTEGER); larger values are malformed, not a crash."""
 
@@ -188,8 +189,12 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     sockets.add(ws)
     session = Session(authority=authority, connected_at=app[CLOCK]())
 
-    async def send(item: QueueItem) -> None:
-        await ws.send_str(json.dumps(item_json(item)))
+    async def send(items: list[QueueItem]) -> None:
+        # Several items travel in one "items" frame: one write and one parse, not many.
+        if len(items) == 1:
+            await ws.send_str(json.dumps(item_json(items[0])))
+        else:
+            await ws.send_str(json.dumps({"type": "items", "items": [item_json(i) for i in items]}))
 
     session.send = send
     core.hub.attach(session)
@@ -258,6 +263,23 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
             if not ws.closed:
                 reply = {"type": "receipt_ok", "id": stored.msg_id, "duplicate": not stored.new}
                 await ws.send_str(json.dumps({**reply, "ref": frame.get("ref")}))
+        elif kind == "receipts":
+            tokens = frame.get("receipts")
+            if not isinstance(tokens, list) or not 0 < len(tokens) <= MAX_RECEIPTS_PER_FRAME:
+                raise MalformedError(
+                    f"'receipts' must be a list of 1 to {MAX_RECEIPTS_PER_FRAME} receipts"
+                )
+            results = await core.submit_receipts(session.authority, tokens)
+            if not ws.closed:
+                out = [
+                    {"problem": relay_error_body(r)}
+                    if isinstance(r, RelayError)
+                    else {"id": r.msg_id, "duplicate": not r.new}
+                    for r in results
+                ]
+                await ws.send_str(
+                    json.dumps({"type": "receipts_ok", "results": out, "ref": frame.get("ref")})
+                )
         elif kind == "ping":
             if not ws.closed:
                 await ws.send_str('{"type":"pong"}')

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from keys.encoding import b64d
 from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
+from keys.models import ReceiptBody
 from keys.receipts import sign_receipt, verify_receipt
 from relay.core.errors import (
     ConflictError,
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]
 T = TypeVar("T")
 RECIPIENT_RECEIPTS = frozenset({"delivered", "acknowledged", "rejected"})
+BUFFER_LIMIT = 10_000
+META_CACHE = 100_000
 THREAD_VERIFY_MIN = 8
 """Batches at least this large are verified in a worker thread (libsodium drops the GIL)."""
 
@@ -84,11 +88,25 @@ class Session:
     """One connected daemon (a WebSocket, or a long-poll waiter)."""
 
     authority: str
-    send: Callable[[QueueItem], Awaitable[None]] | None = None
+    send: Callable[[list[QueueItem]], Awaitable[None]] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    last_sent: int = 0
     inflight: set[int] = field(default_factory=set)
     connected_at: int = 0
+    buffer: deque[QueueItem] = field(default_factory=deque)
+    """Items committed since the session caught up, handed over without a store read."""
+    covered: int = 0
+    """Every pending item with seq <= covered was returned by a store read."""
+    caught_up: bool = False
+    """False until a store read returned less than a full page (then the buffer is complete)."""
+
+    def offer(self, item: QueueItem) -> None:
+        if len(self.buffer) >= BUFFER_LIMIT:
+            # A slow consumer: drop the copy in memory and read from the store again.
+            self.buffer.clear()
+            self.caught_up = False
+        else:
+            self.buffer.append(item)
+        self.wake.set()
 
 
 class Hub:
@@ -114,6 +132,12 @@ class Hub:
             for session in self.sessions.get(aid, ()):
                 session.wake.set()
 
+    def publish(self, items: Sequence[QueueItem]) -> None:
+        """Hand committed items to the connected sessions of their recipients."""
+        for item in items:
+            for session in self.sessions.get(item.recipient, ()):
+                session.offer(item)
+
     def connected(self, authority: str) -> bool:
         return bool(self.sessions.get(authority))
 
@@ -137,6 +161,25 @@ class RelayCore:
         self.clock = clock
         self.limits = limits or Limits()
         self.hub = Hub()
+        # msg id -> (sender, recipients incl. fallbacks, envelope hash), for receipts.
+        self._meta: OrderedDict[str, tuple[str, frozenset[str], str]] = OrderedDict()
+
+    def _remember(
+        self, msg_id: str, sender: str, recipients: frozenset[str], env_hash: str
+    ) -> None:
+        self._meta[msg_id] = (sender, recipients, env_hash)
+        if len(self._meta) > META_CACHE:
+            self._meta.popitem(last=False)
+
+    async def _message_meta(self, msg_id: str) -> tuple[str, frozenset[str], str] | None:
+        meta = self._meta.get(msg_id)
+        if meta is None:
+            record = await self._store(self.store.get_message(msg_id))
+            if record is None:
+                return None
+            meta = (record.sender, frozenset((*record.to, *record.fallbacks)), record.env_hash)
+            self._remember(msg_id, *meta)
+        return meta
 
     @property
     def directory(self) -> Directory:
@@ -175,7 +218,18 @@ class RelayCore:
         results: list[AcceptResult] = []
         if fresh:
             results = await self._store(self.store.accept(fresh))
-            self.hub.notify(sorted({r for m in fresh for r in m.to}))
+            queued: list[QueueItem] = []
+            for msg, res in zip(fresh, results, strict=True):
+                if res.outcome != "accepted":
+                    continue
+                self._remember(
+                    msg.id, msg.sender, frozenset((*msg.to, *msg.fallbacks)), msg.env_hash
+                )
+                queued.extend(
+                    QueueItem(seq, rcpt, "envelope", msg.id, msg.envelope, msg.accepted_at)
+                    for rcpt, seq in zip(msg.to, res.queued, strict=True)
+                )
+            self.hub.publish(queued)
         pending = iter(results)
         out: list[Submitted | RelayError] = []
         for item in checked:
@@ -270,42 +324,97 @@ class RelayCore:
 
         The result names the message and says whether the receipt was new.
         """
-        if not isinstance(token, str):
-            raise MalformedError("a receipt must be a string (compact JWS)")
+        (result,) = await self.submit_receipts(authority, [token])
+        if isinstance(result, RelayError):
+            raise result
+        return result
+
+    async def submit_receipts(
+        self, authority: str, tokens: Sequence[str]
+    ) -> list[StoredReceipt | RelayError]:
+        """:meth:`submit_receipt` for many receipts, verified together and committed once."""
         now = self.clock()
-        try:
-            receipt = verify_receipt(token, self.directory, now=now)
-        except KeysError as exc:
-            raise from_keys_error(exc) from exc
-        body = receipt.body
-        if body.by != authority:
-            raise ForbiddenError(
-                f"receipt is by {body.by} but the request is signed by {authority}",
-                code="signer_mismatch",
+        directory = self.directory
+        if len(tokens) >= THREAD_VERIFY_MIN:
+            checked = await asyncio.to_thread(
+                self._verify_receipts, authority, tokens, directory, now
             )
-        if body.status not in RECIPIENT_RECEIPTS:
-            raise RejectedError(
-                f"an authority cannot send a {body.status} receipt", code="status_not_allowed"
+        else:
+            checked = self._verify_receipts(authority, tokens, directory, now)
+        out: list[StoredReceipt | RelayError] = []
+        batch: list[tuple[ReceiptRecord, str]] = []
+        slots: list[int] = []
+        for token, item in zip(tokens, checked, strict=True):
+            if isinstance(item, RelayError):
+                out.append(item)
+                continue
+            meta = await self._message_meta(item.msg)
+            if meta is None or authority not in meta[1]:
+                out.append(
+                    NotFoundError(
+                        f"no message {item.msg} addressed to {authority}", code="unknown_message"
+                    )
+                )
+                continue
+            if item.env != meta[2]:
+                out.append(
+                    RejectedError("receipt is about another envelope", code="receipt_mismatch")
+                )
+                continue
+            record = ReceiptRecord(
+                msg_id=item.msg,
+                status=item.status,
+                signer=authority,
+                at=item.at,
+                token=token,
+                received_at=now,
             )
-        record = await self._store(self.store.get_message(body.msg))
-        if record is None or authority not in (*record.to, *record.fallbacks):
-            raise NotFoundError(
-                f"no message {body.msg} addressed to {authority}", code="unknown_message"
-            )
-        if body.env != record.env_hash:
-            raise RejectedError("receipt is about another envelope", code="receipt_mismatch")
-        stored = ReceiptRecord(
-            msg_id=body.msg,
-            status=body.status,
-            signer=authority,
-            at=body.at,
-            token=token,
-            received_at=now,
-        )
-        new = await self._store(self.store.add_receipt(stored, notify=record.sender))
-        if new:
-            self.hub.notify([record.sender])
-        return StoredReceipt(body.msg, new)
+            batch.append((record, meta[0]))
+            slots.append(len(out))
+            out.append(StoredReceipt(item.msg, True))
+        if batch:
+            seqs = await self._store(self.store.add_receipts(batch))
+            items: list[QueueItem] = []
+            for (record, sender), seq, slot in zip(batch, seqs, slots, strict=True):
+                if seq is None:
+                    out[slot] = StoredReceipt(record.msg_id, False)
+                else:
+                    items.append(
+                        QueueItem(seq, sender, "receipt", record.msg_id, record.token, now)
+                    )
+            self.hub.publish(items)
+        return out
+
+    def _verify_receipts(
+        self, authority: str, tokens: Sequence[str], directory: Directory, now: int
+    ) -> list[ReceiptBody | RelayError]:
+        out: list[ReceiptBody | RelayError] = []
+        for token in tokens:
+            if not isinstance(token, str):
+                out.append(MalformedError("a receipt must be a string (compact JWS)"))
+                continue
+            try:
+                body = verify_receipt(token, directory, now=now).body
+            except KeysError as exc:
+                out.append(from_keys_error(exc))
+                continue
+            if body.by != authority:
+                out.append(
+                    ForbiddenError(
+                        f"receipt is by {body.by} but the request is signed by {authority}",
+                        code="signer_mismatch",
+                    )
+                )
+            elif body.status not in RECIPIENT_RECEIPTS:
+                out.append(
+                    RejectedError(
+                        f"an authority cannot send a {body.status} receipt",
+                        code="status_not_allowed",
+                    )
+                )
+            else:
+                out.append(body)
+        return out
 
     async def timeline(self, authority: str, msg_id: str) -> Timeline:
         record = await self._store(self.store.get_message(msg_id))
@@ -318,25 +427,41 @@ class RelayCore:
     # -- delivery -------------------------------------------------------------------
 
     async def pump(self, session: Session) -> None:
-        """Push queued items to one session until cancelled, within the in-flight window."""
+        """Push queued items to one session until cancelled, within the in-flight window.
+
+        Until it has caught up, the session reads its backlog from the store; after
+        that, items committed for it arrive in ``session.buffer`` (published right after
+        the commit) and go out without touching the store again.
+        """
         assert session.send is not None
         window = self.limits.delivery_window
         while True:
             session.wake.clear()
             room = window - len(session.inflight)
-            if room > 0:
+            if room <= 0:
+                await session.wake.wait()
+                continue
+            batch: list[QueueItem] = []
+            if not session.caught_up:
+                page = min(room, 500)
                 items = await self._store(
-                    self.store.pending(
-                        session.authority, after=session.last_sent, limit=min(room, 500)
-                    )
+                    self.store.pending(session.authority, after=session.covered, limit=page)
                 )
                 if items:
-                    for item in items:
-                        session.inflight.add(item.seq)
-                        await session.send(item)
-                    session.last_sent = items[-1].seq
-                    continue
-            await session.wake.wait()
+                    session.covered = items[-1].seq
+                if len(items) < page:
+                    session.caught_up = True
+                batch = [i for i in items if i.seq not in session.inflight]
+            while session.buffer and len(batch) < room:
+                item = session.buffer.popleft()
+                if item.seq > session.covered and item.seq not in session.inflight:
+                    batch.append(item)
+            if batch:
+                session.inflight.update(i.seq for i in batch)
+                await session.send(batch)
+                continue
+            if session.caught_up and not session.buffer:
+                await session.wake.wait()
 
     async def ack(self, session: Session | None, authority: str, seqs: Sequence[int]) -> int:
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):

@@ -50,6 +50,8 @@ class AcceptResult:
     outcome: Literal["accepted", "duplicate", "conflict"]
     receipt: str | None
     """The accepted receipt: the new one, or the original for a duplicate."""
+    queued: tuple[int, ...] = ()
+    """For a new message: the queue seq given to each ``to`` recipient, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,14 @@ class Store(Protocol):
         ...
 
     async def get_message(self, msg_id: str) -> MessageRecord | None: ...
+
+    async def add_receipts(self, receipts: Sequence[tuple[ReceiptRecord, str]]) -> list[int | None]:
+        """Store ``(receipt, notify)`` pairs in one commit, like :meth:`add_receipt`.
+
+        One result each, in order: the queue seq given to the new receipt, or None
+        when that (msg_id, signer, status) was already stored.
+        """
+        ...
 
     async def add_receipt(self, receipt: ReceiptRecord, *, notify: str) -> bool:
         """Store a receipt (idempotent on msg_id, signer, status), queue it for ``notify``,

@@ -116,6 +116,30 @@ _MESSAGE_COLUMNS = (
 )
 
 
+def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord, notify: str) -> int | None:
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (r.msg_id, r.status, r.signer, r.at, r.token, r.received_at),
+    )
+    if cur.rowcount == 0:
+        return None
+    seq = conn.execute(
+        "INSERT INTO queue (recipient, type, msg_id, payload, enqueued_at) "
+        "VALUES (?, 'receipt', ?, ?, ?)",
+        (notify, r.msg_id, r.token, r.received_at),
+    ).lastrowid
+    rule = _STATE_AFTER.get(r.status)
+    if rule is not None:
+        before, after = rule
+        marks = ",".join("?" * len(before))
+        conn.execute(
+            f"UPDATE messages SET state = ? WHERE id = ? AND state IN ({marks})",
+            (after, r.msg_id, *sorted(before)),
+        )
+    return seq
+
+
 class SQLiteStore:
     """:class:`relay.store.base.Store` on one SQLite file."""
 
@@ -270,17 +294,21 @@ class SQLiteStore:
                         json.dumps(m.attachments),
                     ),
                 )
-                conn.executemany(
-                    "INSERT INTO queue (recipient, type, msg_id, payload, enqueued_at) "
-                    "VALUES (?, 'envelope', ?, NULL, ?)",
-                    [(r, m.id, m.accepted_at) for r in m.to],
+                seqs = tuple(
+                    conn.execute(
+                        "INSERT INTO queue (recipient, type, msg_id, payload, enqueued_at) "
+                        "VALUES (?, 'envelope', ?, NULL, ?)",
+                        (r, m.id, m.accepted_at),
+                    ).lastrowid
+                    or 0
+                    for r in m.to
                 )
                 if m.attachments:
                     conn.executemany(
                         "INSERT OR IGNORE INTO message_attachments (digest, msg_id) VALUES (?, ?)",
                         [(d, m.id) for d in m.attachments],
                     )
-                out.append(AcceptResult(m.id, "accepted", m.accepted_receipt))
+                out.append(AcceptResult(m.id, "accepted", m.accepted_receipt, seqs))
             return out
 
         return await self._write(op)
@@ -295,30 +323,14 @@ class SQLiteStore:
         return await self._read(q)
 
     async def add_receipt(self, receipt: ReceiptRecord, *, notify: str) -> bool:
-        r = receipt
+        (seq,) = await self.add_receipts([(receipt, notify)])
+        return seq is not None
 
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (r.msg_id, r.status, r.signer, r.at, r.token, r.received_at),
-            )
-            if cur.rowcount == 0:
-                return False
-            conn.execute(
-                "INSERT INTO queue (recipient, type, msg_id, payload, enqueued_at) "
-                "VALUES (?, 'receipt', ?, ?, ?)",
-                (notify, r.msg_id, r.token, r.received_at),
-            )
-            rule = _STATE_AFTER.get(r.status)
-            if rule is not None:
-                before, after = rule
-                marks = ",".join("?" * len(before))
-                conn.execute(
-                    f"UPDATE messages SET state = ? WHERE id = ? AND state IN ({marks})",
-                    (after, r.msg_id, *sorted(before)),
-                )
-            return True
+    async def add_receipts(self, receipts: Sequence[tuple[ReceiptRecord, str]]) -> list[int | None]:
+        batch = list(receipts)
+
+        def op(conn: sqlite3.Connection) -> list[int | None]:
+            return [_add_receipt(conn, r, notify) for r, notify in batch]
 
         return await self._write(op)
 
