@@ -22,6 +22,25 @@ from pydantic_settings import (
 from clients.hooks import HookConfig
 
 
+class _TomlFile(TomlConfigSettingsSource):
+    """The TOML source, with relative paths taken relative to the file, not the cwd."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        self._fields = settings_cls.model_fields  # _read_file runs inside __init__
+        super().__init__(settings_cls)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        base = Path(str(file_path)).parent
+        for name, info in self._fields.items():
+            value = data.get(name)
+            ann = info.annotation
+            is_path = ann is Path or Path in getattr(ann, "__args__", ())
+            if is_path and isinstance(value, str) and not Path(value).is_absolute():
+                data[name] = str(base / value)
+        return data
+
+
 class ConfigError(Exception):
     """A client setting is missing or invalid."""
 
@@ -88,7 +107,7 @@ class ClientSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, _TomlFile(settings_cls))
 
 
 def load_client_settings(
@@ -106,6 +125,8 @@ def load_client_settings(
         return cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not err["loc"]:  # a rule about several settings: its message names them
+            raise ConfigError(f"invalid configuration: {err['msg'].removeprefix('Value error, ')}") from exc
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         where = f"{name} (CPAR_{name.split('.')[0].upper()})" if err["loc"] else name
         raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc

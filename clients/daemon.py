@@ -421,6 +421,10 @@ class Daemon:
             log.warning("dropping a receipt that does not verify: %s", exc)
             return
         b = receipt.body
+        sent = await self.inbox.get_sent(b.msg)
+        if sent is not None and sent.envelope_hash != b.env:
+            log.warning("dropping a receipt for message %s about another envelope", b.msg)
+            return
         if await self.inbox.record_receipt(b.msg, token, status=b.status, signer=b.by, at=b.at):
             self.stats.receipts += 1
 

@@ -607,17 +607,26 @@ class Inbox:
 
         return await self._run(tx)
 
+    async def get_sent(self, msg_id: str) -> SentMessage | None:
+        """One message we sent, with its latest receipt status, or None."""
+        found = await self._sent("WHERE s.id = ?", (msg_id,), 1)
+        return found[0] if found else None
+
     async def sent(self, limit: int = 50) -> builtins.list[SentMessage]:
         """Messages we sent, newest first, each with its latest receipt status."""
+        return await self._sent("", (), limit)
 
+    async def _sent(
+        self, where: str, params: tuple[Any, ...], limit: int
+    ) -> builtins.list[SentMessage]:
         def q(conn: sqlite3.Connection) -> builtins.list[SentMessage]:
             rows = conn.execute(
                 "SELECT s.*, r.status AS last_status, r.at AS last_status_at FROM sent s "
                 "LEFT JOIN receipts r ON r.token_hash = ("
                 "  SELECT token_hash FROM receipts WHERE msg_id = s.id "
-                "  ORDER BY at DESC, rowid DESC LIMIT 1) "
+                f"  ORDER BY at DESC, rowid DESC LIMIT 1) {where} "
                 "ORDER BY s.created DESC, s.id DESC LIMIT ?",
-                (limit,),
+                (*params, limit),
             ).fetchall()
             return [
                 SentMessage(

@@ -453,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cli.main(
             args=list(argv) if argv is not None else None, prog_name="keys", standalone_mode=False
         )
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message(), err=True)  # bare command: the help, not an error
+        return 2
     except click.exceptions.Abort:
         click.echo("keys: error: aborted", err=True)
         return EXIT_REFUSED

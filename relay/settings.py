@@ -21,6 +21,25 @@ from pydantic_settings import (
 )
 
 
+class _TomlFile(TomlConfigSettingsSource):
+    """The TOML source, with relative paths taken relative to the file, not the cwd."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        self._fields = settings_cls.model_fields  # _read_file runs inside __init__
+        super().__init__(settings_cls)
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        data = super()._read_file(file_path)
+        base = Path(str(file_path)).parent
+        for name, info in self._fields.items():
+            value = data.get(name)
+            ann = info.annotation
+            is_path = ann is Path or Path in getattr(ann, "__args__", ())
+            if is_path and isinstance(value, str) and not Path(value).is_absolute():
+                data[name] = str(base / value)
+        return data
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid. The message names it, on one line."""
 
@@ -107,7 +126,7 @@ class RelaySettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file (if any) is set per load by load_settings(); env beats the file.
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (init_settings, env_settings, _TomlFile(settings_cls))
 
 
 def load_settings(
@@ -126,6 +145,8 @@ def load_settings(
         return cls(**overrides)
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not err["loc"]:  # a rule about several settings: its message names them
+            raise ConfigError(f"invalid configuration: {err['msg'].removeprefix('Value error, ')}") from exc
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         env = f"RELAY_{name.upper()}" if err["loc"] else ""
         where = f"{name} ({env})" if env else name

@@ -1,0 +1,77 @@
+"""Configuration: validated at start, one line naming the bad setting, paths relative to the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from clients.config import ConfigError as ClientConfigError
+from clients.config import load_client_settings
+from relay.cli import main as relay_main
+from relay.settings import ConfigError, load_settings
+
+ROOT_KEY = "A" * 43  # 32 zero bytes in base64url
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "relay.toml"
+    conf.parent.mkdir()
+    conf.write_text(f'root_key = "{ROOT_KEY}"\ndata_dir = "data"\nkeystore = "/abs/relay.ks"\n')
+    s = load_settings(conf)
+    assert s.data_dir == tmp_path / "etc" / "data"
+    assert s.keystore == Path("/abs/relay.ks")
+    client = tmp_path / "etc" / "client.toml"
+    client.write_text(f'root_key = "{ROOT_KEY}"\nkeystore = "it.ks"\n')
+    assert load_client_settings(client).keystore == tmp_path / "etc" / "it.ks"
+
+
+def test_environment_beats_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "relay.toml"
+    conf.write_text(f'root_key = "{ROOT_KEY}"\nport = 9000\n')
+    monkeypatch.setenv("RELAY_PORT", "9100")
+    assert load_settings(conf).port == 9100
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"RELAY_PORT": "99999"}, "port (RELAY_PORT)"),
+        ({"RELAY_PORT": "eighty"}, "port (RELAY_PORT)"),
+        ({"RELAY_STORE": "postgres"}, "store (RELAY_STORE)"),
+        ({"RELAY_ROOT_KEY": "not-a-key"}, "root_key (RELAY_ROOT_KEY)"),
+        ({"RELAY_MAX_BATCH": "0"}, "max_batch (RELAY_MAX_BATCH)"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    env: dict[str, str],
+    needle: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("RELAY_ROOT_KEY", ROOT_KEY)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert relay_main(["check-config"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("relay: error: invalid setting") and needle in err[0]
+
+
+def test_missing_root_key_and_missing_file_are_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("RELAY_ROOT_KEY", raising=False)
+    with pytest.raises(ConfigError, match="root_key"):
+        load_settings()
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+    with pytest.raises(ClientConfigError, match="root_key"):
+        load_client_settings(relay_url="http://127.0.0.1:1")
+
+
+def test_check_config_accepts_a_good_configuration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RELAY_ROOT_KEY", ROOT_KEY)
+    assert relay_main(["check-config"]) == 0
+    assert "configuration OK" in capsys.readouterr().out
