@@ -126,7 +126,9 @@ def load_client_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         if not err["loc"]:  # a rule about several settings: its message names them
-            raise ConfigError(f"invalid configuration: {err['msg'].removeprefix('Value error, ')}") from exc
+            raise ConfigError(
+                f"invalid configuration: {err['msg'].removeprefix('Value error, ')}"
+            ) from exc
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         where = f"{name} (CPAR_{name.split('.')[0].upper()})" if err["loc"] else name
         raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc

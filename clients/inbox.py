@@ -484,7 +484,7 @@ class Inbox:
     async def get(self, msg_id: str) -> InboxMessage | None:
         def q(conn: sqlite3.Connection) -> InboxMessage | None:
             row = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",  # noqa: S608
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",
                 (msg_id,),
             ).fetchone()
             return None if row is None else _message(row)
@@ -504,7 +504,7 @@ class Inbox:
             where = "" if state is None else "WHERE state = ?"
             params: tuple[Any, ...] = (limit,) if state is None else (state, limit)
             rows = conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages {where} "  # noqa: S608
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages {where} "
                 "ORDER BY received_at DESC, created DESC, id DESC LIMIT ?",
                 params,
             ).fetchall()
@@ -539,7 +539,7 @@ class Inbox:
             with _transaction(conn):
                 changed = conn.execute(sql, params).rowcount
                 row = conn.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",  # noqa: S608
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ?",
                     (msg_id,),
                 ).fetchone()
             if row is None:
@@ -826,12 +826,19 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         script = MIGRATIONS[version - 1]
+        # Another process (the daemon and the CLI share the inbox) may be migrating the
+        # same file: take the write lock first, then look again.
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\n"
-                f"DELETE FROM version;\nINSERT INTO version (version) VALUES ({version:d});\n"
-                "COMMIT;"
-            )
+            if _version(conn) >= version:
+                conn.execute("COMMIT")
+                continue
+            for statement in script.split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("DELETE FROM version")
+            conn.execute("INSERT INTO version (version) VALUES (?)", (version,))
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

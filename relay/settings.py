@@ -146,7 +146,9 @@ def load_settings(
     except ValidationError as exc:
         err = exc.errors()[0]
         if not err["loc"]:  # a rule about several settings: its message names them
-            raise ConfigError(f"invalid configuration: {err['msg'].removeprefix('Value error, ')}") from exc
+            raise ConfigError(
+                f"invalid configuration: {err['msg'].removeprefix('Value error, ')}"
+            ) from exc
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         env = f"RELAY_{name.upper()}" if err["loc"] else ""
         where = f"{name} ({env})" if env else name
