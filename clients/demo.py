@@ -1,47 +1,47 @@
-"""``cpar-demo``: walk through the trust layer with real keys, start to finish.
+"""``cpar-demo``: the whole job on one machine, with real keys, processes and sockets.
 
-What it does, on the local disk only (nothing needs to be running):
+1. A key ceremony with the real ``keys`` CLI: a network root, an Italian and a French
+   cultural-heritage police unit, a French central authority and a relay identity,
+   each in an argon2id-encrypted keystore (mode 0600).
+2. The directory keeper signs the directory of competent authorities.
+3. ``relay serve`` starts on the embedded SQLite store, and one ``notice daemon`` per
+   authority connects to it (WebSocket, signed upgrade).
+4. The Italian unit sends an urgent identification notice with a photo attachment:
+   ``notice send`` (sealed and signed on the sender's machine).
+5. The French daemon verifies, decrypts, stores and receipts it; an officer reads it
+   (``notice inbox``, ``notice show``) and acknowledges it (``notice ack``).
+6. The sender's ``notice status`` shows the signed timeline: accepted, delivered,
+   acknowledged, each verified offline.
 
-1. a key ceremony with the real ``keys`` CLI: a network root, three authorities
-   (Italian and French cultural-heritage police units and a French central authority)
-   and a relay identity, each in an argon2id-encrypted keystore with mode 0600;
-2. the directory keeper signs a directory and a client pins and verifies it;
-3. the Italian unit seals an urgent identification notice with a photo attachment;
-4. the French unit opens it, decrypts the photo, and signs ``delivered`` and
-   ``acknowledged`` receipts; the relay's ``accepted`` receipt is signed too;
-5. the sender verifies the whole timeline offline, and a tampered copy is refused.
-
-The relay issue replaces steps 3-5 with the real relay and daemons over the network.
+Nothing needs to be running beforehand; every process is stopped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
+import socket
 import struct
+import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from contextlib import ExitStack, redirect_stdout
+from io import StringIO
 from pathlib import Path
+from typing import BinaryIO
 
-from pydantic import JsonValue
 from rich.console import Console
-from rich.markup import escape
 from rich.panel import Panel
-from rich.table import Table
 
+from clients import cli as notice_cli
 from keys import cli as keys_cli
-from keys.attachments import decrypt_file, encrypt_file
-from keys.directory import DirectoryPin
-from keys.encoding import b64d, now_ms
-from keys.envelope import open_envelope, seal
-from keys.errors import KeysError
-from keys.keystore import load_keystore
-from keys.receipts import Receipt, sign_receipt, verify_receipt
 
-PASS_ENV = "CPAR_DEMO_PASSPHRASE"  # noqa: S105 - a variable name
+PASS = "demo passphrase - use a real one in production"  # noqa: S105 - a throwaway demo keystore
 AUTHORITIES = [
     ("it-tpc", "Carabinieri TPC (Comando Tutela Patrimonio Culturale)", "IT", "national_body"),
     (
@@ -80,39 +80,81 @@ def _png(width: int = 48, height: int = 32) -> bytes:
     )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class DemoError(Exception):
+    pass
+
+
 class Demo:
     def __init__(self, workdir: Path, console: Console) -> None:
         self.dir = workdir
         self.console = console
         self.step_no = 0
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs: list[BinaryIO] = []
+
+    def log(self, name: str) -> BinaryIO:
+        fh = (self.dir / f"{name}.log").open("wb")
+        self.logs.append(fh)
+        return fh
 
     def step(self, title: str) -> None:
         self.step_no += 1
         self.console.rule(f"[bold]{self.step_no}. {title}")
 
     def keys(self, *args: str) -> None:
-        argv = ["--passphrase-env", PASS_ENV, *args]
         self.console.print(f"[dim]$ keys {' '.join(args)}[/dim]")
-        code = keys_cli.main(argv)
+        code = keys_cli.main(["--passphrase-file", str(self.dir / "passphrase"), *args])
         if code != 0:
-            raise SystemExit(f"demo: 'keys {' '.join(args)}' failed with exit code {code}")
+            raise DemoError(f"'keys {' '.join(args)}' failed with exit code {code}")
+
+    def notice(self, aid: str, *args: str, show: bool = True, quiet: bool = False) -> str:
+        """Run ``notice`` as authority ``aid``; returns what it printed."""
+        if show:
+            self.console.print(f"[dim]{aid}$ notice {' '.join(args)}[/dim]")
+        out = StringIO()
+        with redirect_stdout(out):
+            code = notice_cli.main(["--config", str(self.dir / aid / "client.toml"), *args])
+        text = out.getvalue()
+        if not quiet:
+            sys.stdout.write(text)
+        if code != 0:
+            raise DemoError(f"'notice {' '.join(args)}' failed with exit code {code}")
+        return text
+
+    # -- the story ---------------------------------------------------------------------
 
     def run(self) -> None:
         d = self.dir
-        os.environ.setdefault(PASS_ENV, "demo passphrase - use a real one in production")
+        (d / "passphrase").write_text(PASS)
+        os.chmod(d / "passphrase", 0o600)
         self.console.print(
             Panel(
-                "A notice that an object possibly looted from Italy has surfaced at an online "
-                "auction closing tonight travels, signed and end-to-end encrypted, to the French "
-                "unit, and signed receipts come back.\n"
+                "An object that may have been looted from Italy has just surfaced at an online "
+                "auction that closes tonight. The Italian unit notifies its French counterpart "
+                "through the relay: signed, end-to-end encrypted, with signed receipts back.\n"
                 f"Working directory: {d}",
-                title="Cultural Property Alert Relay - trust layer demo",
+                title="Cultural Property Alert Relay - demo",
             )
         )
-
-        self.step(
-            "Key ceremony: network root, authorities and relay (keystores are argon2id, 0600)"
+        self.ceremony()
+        self.start_services()
+        try:
+            self.story()
+        finally:
+            self.stop_services()
+        self.console.print(
+            "[bold green]Demo complete.[/bold green] Everything above ran for real on this machine."
         )
+
+    def ceremony(self) -> None:
+        d = self.dir
+        self.step("Key ceremony: network root, authorities, relay (argon2id keystores, mode 0600)")
         self.keys(
             "root",
             "create",
@@ -124,24 +166,10 @@ class Demo:
             "interactive",
         )
         for aid, *_ in AUTHORITIES:
-            self.keys(
-                "identity",
-                "create",
-                "--id",
-                aid,
-                "--out",
-                str(d / f"{aid}.ks"),
-                "--kdf",
-                "interactive",
-            )
-            self.keys(
-                "identity",
-                "export",
-                "--keystore",
-                str(d / f"{aid}.ks"),
-                "--out",
-                str(d / f"{aid}.pub.json"),
-            )
+            (d / aid).mkdir(exist_ok=True)
+            ks = str(d / aid / "authority.ks")
+            self.keys("identity", "create", "--id", aid, "--out", ks, "--kdf", "interactive")
+            self.keys("identity", "export", "--keystore", ks, "--out", str(d / f"{aid}.pub.json"))
         self.keys(
             "identity",
             "create",
@@ -164,8 +192,9 @@ class Demo:
         )
 
         self.step("The directory keeper signs the directory of competent authorities")
-        entries = ['network = "cpar-demo"', ""]
-        entries += [
+        lines = [
+            'network = "cpar-demo"',
+            "",
             "[[authorities]]",
             'id = "relay-eu"',
             'name = "Demo relay"',
@@ -175,7 +204,7 @@ class Demo:
             "",
         ]
         for aid, name, country, role in AUTHORITIES:
-            entries += [
+            lines += [
                 "[[authorities]]",
                 f'id = "{aid}"',
                 f'name = "{name}"',
@@ -185,12 +214,13 @@ class Demo:
                 'contacts = [{ name = "Duty officer", function = "24/7 line", phone = "+00 000 000" }]',
             ]
             if aid == "fr-ocbc":
-                entries.append(
+                lines.append(
                     'hours = { tz = "Europe/Paris", days = [1, 2, 3, 4, 5], start = "08:00", end = "19:00" }'
                 )
-                entries.append('escalation = { supervisor = "fr-central" }')
-            entries.append("")
-        (d / "entries.toml").write_text("\n".join(entries), encoding="utf-8")
+                lines.append('escalation = { supervisor = "fr-central" }')
+            lines.append("")
+        (d / "entries.toml").write_text("\n".join(lines), encoding="utf-8")
+        (d / "directory").mkdir(exist_ok=True)
         self.keys(
             "directory",
             "build",
@@ -199,130 +229,169 @@ class Demo:
             "--entries",
             str(d / "entries.toml"),
             "--out",
-            str(d / "directory-v1.jws"),
+            str(d / "directory" / "v0001.jws"),
         )
         self.keys(
             "directory",
             "verify",
-            str(d / "directory-v1.jws"),
+            str(d / "directory" / "v0001.jws"),
             "--root-key-file",
             str(d / "root.pub"),
-            "--pin",
-            str(d / "pin.json"),
         )
 
-        passphrase = os.environ[PASS_ENV]
-        pin = DirectoryPin([b64d((d / "root.pub").read_text().strip())])
-        directory = pin.accept((d / "directory-v1.jws").read_text().strip())
-        sender = load_keystore(d / "it-tpc.ks", passphrase)
-        recipient = load_keystore(d / "fr-ocbc.ks", passphrase)
-        relay = load_keystore(d / "relay.ks", passphrase)
+    def start_services(self) -> None:
+        d = self.dir
+        port = _free_port()
+        root_key = (d / "root.pub").read_text().strip()
+        (d / "relay.toml").write_text(
+            f'port = {port}\ndata_dir = "relay-data"\ndirectory_dir = "directory"\nroot_key = "{root_key}"\n'
+            'keystore = "relay.ks"\nkeystore_passphrase_file = "passphrase"\nlog_level = "WARNING"\n'
+        )
+        for aid, *_ in AUTHORITIES:
+            (d / aid / "client.toml").write_text(
+                f'relay_url = "http://127.0.0.1:{port}"\nkeystore = "authority.ks"\n'
+                f'passphrase_file = "../passphrase"\nroot_key = "{root_key}"\ndata_dir = "data"\n'
+                'log_level = "WARNING"\n'
+            )
+        self.step("Start the relay (embedded SQLite store) and one daemon per authority")
+        self.console.print(f"[dim]$ relay serve --config {d / 'relay.toml'}[/dim]")
+        relay = subprocess.Popen(
+            [sys.executable, "-m", "relay.cli", "serve", "--config", str(d / "relay.toml")],
+            stdout=subprocess.PIPE,
+            stderr=self.log("relay"),
+        )
+        self.procs["relay"] = relay
+        assert relay.stdout is not None
+        line = relay.stdout.readline().decode().strip()
+        if "listening" not in line:
+            raise DemoError(f"the relay did not start (see {d / 'relay.log'})")
+        self.console.print(line)
+        for aid, *_ in AUTHORITIES:
+            self.console.print(f"[dim]{aid}$ notice daemon[/dim]")
+            self.procs[aid] = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "clients.cli",
+                    "--config",
+                    str(d / aid / "client.toml"),
+                    "daemon",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=self.log(aid),
+            )
 
-        self.step("it-tpc seals an urgent identification notice with a photo")
+    def story(self) -> None:
+        d = self.dir
+        self.step("it-tpc sends an urgent identification notice with a photo")
         photo = d / "mirror.png"
         photo.write_bytes(_png())
-        entry, blob = encrypt_file(photo, d / "attachments")
-        now = now_ms()
-        notice: dict[str, JsonValue] = {
-            "kind": "identification_notice",
-            "object": "Etruscan bronze mirror with engraved Lasa figure, 3rd century BC",
-            "where": "Online auction, lot 112",
-            "sale_deadline": "tonight 19:00 CET",
-            "references": ["Leonardo database record 2019/3345"],
-        }
-        sealed = seal(
-            sender,
-            directory,
-            to=["fr-ocbc"],
-            content=notice,
-            now=now,
-            priority="urgent",
-            ack_by=now + 30 * 60_000,
-            handling=["no-onward-sharing"],
-            attachments=[entry],
+        sent = self.notice(
+            "it-tpc",
+            "send",
+            "--json",
+            "--to",
+            "fr-ocbc",
+            "--priority",
+            "urgent",
+            "--ack-within",
+            "30m",
+            "--handling",
+            "no-onward-sharing",
+            "--attach",
+            str(photo),
+            "--kind",
+            "identification_notice",
+            "--object",
+            "Etruscan bronze mirror with engraved Lasa figure, 3rd century BC",
+            "--object-type",
+            "bronze mirror",
+            "--where",
+            "Online auction, lot 112",
+            "--sale-deadline",
+            time.strftime("%Y-%m-%dT23:00:00Z", time.gmtime()),
+            "--origin",
+            "IT",
+            "--reference",
+            "Leonardo:2019-3345",
+            quiet=True,
         )
+        msg_id = json.loads(sent)["id"]
         self.console.print(
-            f"message {sealed.id}: {len(sealed.token)} bytes, envelope hash {sealed.hash[:16]}…"
-        )
-        self.console.print(
-            f"photo encrypted with secretstream: {entry.n} bytes stored as {blob.name[:16]}…"
+            f"message [bold]{msg_id}[/bold] accepted by the relay; its signed receipt verified"
         )
         self.console.print(
             "[dim]the relay sees only: from, to, priority, deadlines, wrapped keys, attachment hash[/dim]"
         )
 
-        timeline: list[Receipt] = []
-        accepted = sign_receipt(
-            relay, msg_id=sealed.id, envelope_hash=sealed.hash, status="accepted", now=now + 3
+        self.step(
+            "fr-ocbc's daemon verifies, decrypts, stores and sends a signed 'delivered' receipt"
         )
-        timeline.append(
-            verify_receipt(accepted, directory, header=sealed.header, envelope_hash=sealed.hash)
+        self._wait(
+            lambda: self._state("it-tpc", msg_id) in {"delivered", "acknowledged"}, "delivery"
         )
+        self.notice("fr-ocbc", "inbox")
+        self.notice("fr-ocbc", "show", msg_id)
 
-        self.step("fr-ocbc verifies, decrypts, stores, and receipts")
-        opened = open_envelope(sealed.token, directory, recipient, now=now + 40)
-        self.console.print(f"verified sender {opened.sender.id} ({opened.sender.name})")
-        handling = escape(f"[handling: {', '.join(opened.plaintext.handling)}]")
-        self.console.print(f"notice: {opened.content['object']}  {handling}")
-        out = decrypt_file(blob, opened.plaintext.attachments[0], d / "received-mirror.png")
-        same = out.read_bytes() == photo.read_bytes()
-        self.console.print(
-            f"photo decrypted to {out.name}: {'identical to the original' if same else 'MISMATCH'}"
-        )
-        delivered = sign_receipt(
-            recipient, msg_id=sealed.id, envelope_hash=opened.hash, status="delivered", now=now + 45
-        )
-        acked = sign_receipt(
-            recipient,
-            msg_id=sealed.id,
-            envelope_hash=opened.hash,
-            status="acknowledged",
-            now=now + 4 * 60_000,
-            person="Capt. Martin (duty officer)",  # 4 minutes later
-        )
+        self.step("A duty officer at fr-ocbc takes it in hand")
+        self.notice("fr-ocbc", "ack", msg_id, "--person", "Capt. Martin (duty officer)")
 
-        self.step("it-tpc verifies the receipt timeline offline")
-        for token in (delivered, acked):
-            timeline.append(
-                verify_receipt(token, directory, header=sealed.header, envelope_hash=sealed.hash)
-            )
-        table = Table(title=f"Timeline of {sealed.id}")
-        for col in ("time (UTC)", "status", "signed by", "detail"):
-            table.add_column(col)
-        for r in timeline:
-            at = datetime.fromtimestamp(r.body.at / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
-            table.add_row(at, r.status, r.signer.id, r.body.person or r.body.reason or "")
-        self.console.print(table)
+        self.step("it-tpc follows the signed receipt timeline (each receipt verified offline)")
+        self._wait(lambda: self._state("it-tpc", msg_id) == "acknowledged", "acknowledgement")
+        self.notice("it-tpc", "status", msg_id)
 
-        self.step("A tampered copy is refused")
-        head, payload, sig = sealed.token.split(".")
-        forged = f"{head}.{payload[:-4]}AAAA.{sig}"
-        try:
-            open_envelope(forged, directory, recipient, now=now + 50)
-        except KeysError as exc:
-            self.console.print(f"[green]refused[/green] ({type(exc).__name__}): {exc}")
-        else:  # pragma: no cover - would be a security bug
-            raise SystemExit("demo: a tampered envelope was accepted")
-        self.console.print("[bold green]Demo complete.[/bold green]")
+    def _state(self, aid: str, msg_id: str) -> str:
+        out = self.notice(aid, "status", msg_id, "--json", show=False, quiet=True)
+        return str(json.loads(out).get("state"))
+
+    def _wait(self, check: object, what: str, limit_s: float = 30.0) -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if check():  # type: ignore[operator]
+                return
+            time.sleep(0.2)
+        raise DemoError(f"timed out waiting for {what} (logs in {self.dir})")
+
+    def stop_services(self) -> None:
+        self.step("Stop the daemons and the relay (SIGTERM: graceful)")
+        for name, proc in reversed(list(self.procs.items())):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+            self.console.print(f"{name} stopped (exit {proc.returncode})")
+        self.procs.clear()
+        for fh in self.logs:
+            fh.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="cpar-demo",
-        description="Run the trust-layer demo: key ceremony, signed directory, an urgent "
-        "notice sealed and opened with a photo, and a verified receipt timeline.",
+        description="Run the whole job end to end on this machine: key ceremony, signed "
+        "directory, the relay and three daemons, an urgent notice with a photo, delivery, "
+        "acknowledgement, and the verified receipt timeline.",
     )
     parser.add_argument(
         "--workdir", type=Path, help="keep the demo's files here (default: a temporary directory)"
     )
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    if args.workdir:
-        args.workdir.mkdir(parents=True, exist_ok=True)
-        Demo(args.workdir, console).run()
-    else:
-        with tempfile.TemporaryDirectory(prefix="cpar-demo-") as tmp:
-            Demo(Path(tmp), console).run()
+    with ExitStack() as stack:
+        if args.workdir:
+            workdir = args.workdir.resolve()
+            workdir.mkdir(parents=True, exist_ok=True)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpar-demo-")))
+        try:
+            Demo(workdir, console).run()
+        except DemoError as exc:
+            console.print(f"[red]demo failed:[/red] {exc}")
+            return 1
     return 0
 
 
