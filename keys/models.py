@@ -140,6 +140,24 @@ class WorkingHours(_Model):
             raise ValueError("working hours must end after they start")
         return self
 
+    def next_open(self, t_ms: int) -> int:
+        """``t_ms`` if open then, else the start of the next opening (ms); DST-aware."""
+        from datetime import UTC, datetime, timedelta
+
+        if self.is_open(t_ms):
+            return t_ms
+        zone = ZoneInfo(self.tz)
+        local = datetime.fromtimestamp(t_ms / 1000, tz=UTC).astimezone(zone)
+        start = dtime.fromisoformat(self.start)
+        for days in range(0, 8):
+            day = (local + timedelta(days=days)).date()
+            if day.isoweekday() not in self.days:
+                continue
+            opening = datetime.combine(day, start, tzinfo=zone)
+            if opening.timestamp() * 1000 > t_ms:
+                return int(opening.timestamp() * 1000)
+        return t_ms  # unreachable with at least one working day; fail open to "now"
+
     def is_open(self, t_ms: int) -> bool:
         from datetime import UTC, datetime
 

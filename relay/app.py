@@ -9,7 +9,6 @@ WebSockets with "going away", then the store, finishing writes in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -24,8 +23,9 @@ from relay.api.auth import auth_middleware
 from relay.api.handlers import routes
 from relay.api.openapi import openapi_handler
 from relay.api.problems import problem_middleware
-from relay.api.state import CLOCK, CORE, DIRECTORY, NONCES, SETTINGS, SOCKETS, STORE
+from relay.api.state import CLOCK, CORE, DIRECTORY, METRICS, NONCES, SETTINGS, SOCKETS, STORE
 from relay.core.directory import DirectoryHolder
+from relay.core.metrics import Metrics
 from relay.core.relay import Clock, Limits, RelayCore
 from relay.settings import RelaySettings
 from relay.store.base import Store
@@ -72,6 +72,7 @@ def create_app(
     app[CLOCK] = clock
     app[STORE] = store or make_store(settings)
     app[NONCES] = NonceCache()
+    app[METRICS] = Metrics()
     app[SOCKETS] = set()
     app[DIRECTORY] = DirectoryHolder(
         settings.directory_dir,
@@ -110,16 +111,38 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             clock_skew_ms=settings.clock_skew_ms,
             delivery_window=settings.delivery_window,
         ),
+        policies=settings.policies,
+        metrics=app[METRICS],
     )
-    maintenance = asyncio.create_task(_maintenance(app), name="relay-maintenance")
+    core = app[CORE]
+    tasks = [
+        asyncio.create_task(_maintenance(app), name="relay-maintenance"),
+        asyncio.create_task(
+            core.escalation.run(interval_s=settings.escalation_interval_s), name="escalation"
+        ),
+        asyncio.create_task(_listen(core), name="store-listener"),
+    ]
     log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
     try:
         yield
     finally:
-        maintenance.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await maintenance
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
+
+
+async def _listen(core: RelayCore) -> None:
+    """Pushes committed by other relay instances (shared stores only); retried on error."""
+    while True:
+        try:
+            await core.store.listen(core.hub.publish)
+            return  # a single-instance store has nothing to listen to
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("store listener failed; retrying")
+            await asyncio.sleep(1.0)
 
 
 async def _maintenance(app: web.Application) -> None:

@@ -12,13 +12,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from relay.core.policy import DEFAULT_POLICIES, PolicyConfig
 
 
 class _TomlFile(TomlConfigSettingsSource):
@@ -38,6 +40,14 @@ class _TomlFile(TomlConfigSettingsSource):
             if is_path and isinstance(value, str) and not Path(value).is_absolute():
                 data[name] = str(base / value)
         return data
+
+
+class OperatorCredential(BaseModel):
+    """An operator's token, stored as its SHA-256 (``relay operator-token`` makes one)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class ConfigError(Exception):
@@ -81,7 +91,26 @@ class RelaySettings(BaseSettings):
     longpoll_max_wait_s: float = Field(30.0, gt=0, le=120)
     shutdown_grace_s: float = Field(10.0, ge=0)
 
+    policies: dict[str, PolicyConfig] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
+    """Escalation policy per priority (urgent, high, routine); see docs/OPERATIONS.md."""
+    escalation_interval_s: float = Field(0.25, gt=0, le=10)
+    operators: list[OperatorCredential] = Field(default_factory=list)
+    """Operator credentials for /ops, /metrics and `relay status` (hashed tokens)."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("policies")
+    @classmethod
+    def _all_priorities(cls, value: dict[str, PolicyConfig]) -> dict[str, PolicyConfig]:
+        missing = {"urgent", "high", "routine"} - set(value)
+        extra = set(value) - {"urgent", "high", "routine"}
+        if missing or extra:
+            raise ValueError(
+                "give exactly the priorities urgent, high and routine"
+                + (f" (missing {', '.join(sorted(missing))})" if missing else "")
+                + (f" (unknown {', '.join(sorted(extra))})" if extra else "")
+            )
+        return value
 
     @field_validator("root_key")
     @classmethod

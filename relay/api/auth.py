@@ -25,6 +25,7 @@ from relay.api.state import (
     DIRECTORY,
     NONCES,
     SETTINGS,
+    STORE,
     UPLOAD_FILE,
     UPLOAD_SHA256,
     UPLOAD_SIZE,
@@ -65,7 +66,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     else:
         body = await request.read()
     try:
-        verify_request(
+        verified = verify_request(
             method=request.method,
             authority=request.host,
             path=request.rel_url.raw_path,
@@ -85,6 +86,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         await _discard(request)
         code = exc.code if exc.code != "request_auth_failed" else "unauthenticated"
         return problem(401, code, "Request signature refused", str(exc))
+    if app[STORE].shared and not await app[STORE].claim_nonce(verified.nonce, verified.expires):
+        await _discard(request)
+        return problem(
+            401, "replayed_nonce", "Request signature refused", "this request was already seen"
+        )
     request[AUTHORITY] = who[-1]
     try:
         return await handler(request)

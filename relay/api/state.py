@@ -8,11 +8,13 @@ from aiohttp import web
 
 from keys.httpsig import NonceCache
 from relay.core.directory import DirectoryHolder
+from relay.core.metrics import Metrics
 from relay.core.relay import Clock, RelayCore
 from relay.settings import RelaySettings
 from relay.store.base import Store
 
 SETTINGS = web.AppKey("settings", RelaySettings)
+METRICS = web.AppKey("metrics", Metrics)
 CORE = web.AppKey("core", RelayCore)
 STORE = web.AppKey("store", Store)
 DIRECTORY = web.AppKey("directory", DirectoryHolder)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -32,7 +32,12 @@ from relay.core.errors import (
     UnavailableError,
     from_keys_error,
 )
+from relay.core.escalation import EscalationEngine
+from relay.core.metrics import Metrics
+from relay.core.policy import DEFAULT_POLICIES, PolicyConfig, snapshot
 from relay.store.base import (
+    STEP_EXPIRE,
+    STEP_REMIND,
     AcceptResult,
     MessageRecord,
     NewMessage,
@@ -154,30 +159,40 @@ class RelayCore:
         directory: Callable[[], Directory],
         clock: Clock,
         limits: Limits | None = None,
+        policies: Mapping[str, PolicyConfig] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
         self._directory = directory
         self.clock = clock
         self.limits = limits or Limits()
+        self.policies = dict(policies or DEFAULT_POLICIES)
+        self.metrics = metrics
         self.hub = Hub()
-        # msg id -> (sender, recipients incl. fallbacks, envelope hash), for receipts.
-        self._meta: OrderedDict[str, tuple[str, frozenset[str], str]] = OrderedDict()
+        self.escalation = EscalationEngine(self)
+        # msg id -> (sender, recipients incl. fallbacks, envelope hash, accepted at).
+        self._meta: OrderedDict[str, tuple[str, frozenset[str], str, int]] = OrderedDict()
 
     def _remember(
-        self, msg_id: str, sender: str, recipients: frozenset[str], env_hash: str
+        self, msg_id: str, sender: str, recipients: frozenset[str], env_hash: str, accepted_at: int
     ) -> None:
-        self._meta[msg_id] = (sender, recipients, env_hash)
+        self._meta[msg_id] = (sender, recipients, env_hash, accepted_at)
         if len(self._meta) > META_CACHE:
             self._meta.popitem(last=False)
 
-    async def _message_meta(self, msg_id: str) -> tuple[str, frozenset[str], str] | None:
+    async def _message_meta(self, msg_id: str) -> tuple[str, frozenset[str], str, int] | None:
         meta = self._meta.get(msg_id)
         if meta is None:
             record = await self._store(self.store.get_message(msg_id))
             if record is None:
                 return None
-            meta = (record.sender, frozenset((*record.to, *record.fallbacks)), record.env_hash)
+            meta = (
+                record.sender,
+                frozenset((*record.to, *record.fallbacks)),
+                record.env_hash,
+                record.accepted_at,
+            )
             self._remember(msg_id, *meta)
         return meta
 
@@ -223,13 +238,19 @@ class RelayCore:
                 if res.outcome != "accepted":
                     continue
                 self._remember(
-                    msg.id, msg.sender, frozenset((*msg.to, *msg.fallbacks)), msg.env_hash
+                    msg.id,
+                    msg.sender,
+                    frozenset((*msg.to, *msg.fallbacks)),
+                    msg.env_hash,
+                    msg.accepted_at,
                 )
                 queued.extend(
                     QueueItem(seq, rcpt, "envelope", msg.id, msg.envelope, msg.accepted_at)
                     for rcpt, seq in zip(msg.to, res.queued, strict=True)
                 )
             self.hub.publish(queued)
+            if self.metrics is not None:
+                self.metrics.accepted.inc(sum(1 for r in results if r.outcome == "accepted"))
         pending = iter(results)
         out: list[Submitted | RelayError] = []
         for item in checked:
@@ -295,6 +316,8 @@ class RelayCore:
         receipt = sign_receipt(
             self.identity, msg_id=h.id, envelope_hash=env.hash, status="accepted", now=now
         )
+        policy = self.policies.get(h.prio) or DEFAULT_POLICIES[h.prio]
+        snap = snapshot(policy, priority=h.prio, accepted_at=now, ack_by=h.ack_by)
         return NewMessage(
             id=h.id,
             sender=h.from_,
@@ -309,6 +332,8 @@ class RelayCore:
             accepted_at=now,
             accepted_receipt=receipt,
             attachments=tuple(a.h for a in h.att),
+            policy=snap.dumps(),
+            timers=((STEP_REMIND, snap.steps[0][1]), (STEP_EXPIRE, h.expires)),
         )
 
     async def _store(self, aw: Awaitable[T]) -> T:
@@ -382,8 +407,22 @@ class RelayCore:
                     items.append(
                         QueueItem(seq, sender, "receipt", record.msg_id, record.token, now)
                     )
+                    self._observe(record, now)
             self.hub.publish(items)
         return out
+
+    def _observe(self, record: ReceiptRecord, now: int) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.receipts.labels(status=record.status).inc()
+        meta = self._meta.get(record.msg_id)
+        if meta is None:
+            return
+        age = max(0.0, (now - meta[3]) / 1000)
+        if record.status == "delivered":
+            self.metrics.delivery_latency.observe(age)
+        elif record.status == "acknowledged":
+            self.metrics.ack_latency.observe(age)
 
     def _verify_receipts(
         self, authority: str, tokens: Sequence[str], directory: Directory, now: int
@@ -503,12 +542,19 @@ class RelayCore:
 
 def item_json(item: QueueItem) -> dict[str, Any]:
     """The wire form of a queued item (docs/API.md, "Inbox delivery")."""
+    out: dict[str, Any]
     if item.type == "envelope":
-        return {
+        out = {
             "seq": item.seq,
             "type": "envelope",
             "id": item.msg_id,
             "envelope": item.payload,
             "reminder": item.reminder,
         }
-    return {"seq": item.seq, "type": "receipt", "id": item.msg_id, "receipt": item.payload}
+    elif item.type == "escalation":
+        out = {"seq": item.seq, "type": "escalation", "id": item.msg_id, "notice": item.payload}
+    else:
+        out = {"seq": item.seq, "type": "receipt", "id": item.msg_id, "receipt": item.payload}
+    if item.note:
+        out["note"] = item.note
+    return out

@@ -9,12 +9,14 @@ backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 MessageState = Literal["accepted", "delivered", "acknowledged", "rejected", "expired"]
-ItemType = Literal["envelope", "receipt"]
+ItemType = Literal["envelope", "receipt", "escalation"]
+TERMINAL_STATES: frozenset[str] = frozenset({"acknowledged", "rejected", "expired"})
+STEP_REMIND, STEP_RELEASE, STEP_NOTIFY, STEP_EXPIRE = 1, 2, 3, 9
 
 
 class StoreError(Exception):
@@ -42,6 +44,10 @@ class NewMessage:
     accepted_at: int
     accepted_receipt: str
     attachments: tuple[str, ...] = ()
+    policy: str = "{}"
+    """The escalation policy snapshot (JSON), fixed at accept time."""
+    timers: tuple[tuple[int, int], ...] = ()
+    """(step, due) timers to start: the first escalation step and the expiry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,10 @@ class MessageRecord:
     accepted_receipt: str
     state: MessageState
     attachments: tuple[str, ...] = ()
+    policy: str = "{}"
+    generation: int = 0
+    escalation_step: int = 0
+    released: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +103,49 @@ class QueueItem:
     payload: str
     enqueued_at: int
     reminder: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An item to queue as part of an escalation (payload None: the message's envelope)."""
+
+    recipient: str
+    type: ItemType
+    payload: str | None = None
+    reminder: bool = False
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    msg_id: str
+    step: int
+    due: int
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """What firing one timer does, decided by the core; applied atomically by the store.
+
+    The store applies it only if the timer still exists with the same generation and
+    the message is not in a terminal state (a late timer after an acknowledgement does
+    nothing).
+    """
+
+    timer: Timer
+    items: tuple[NewItem, ...] = ()
+    receipt: ReceiptRecord | None = None
+    """The relay-signed escalated/expired receipt, queued for ``sender``."""
+    sender: str = ""
+    next_timer: tuple[int, int] | None = None
+    new_state: MessageState | None = None
+    released: tuple[str, ...] = ()
+    drop_queued: bool = False
+    """Remove the message's envelopes still queued (on expiry)."""
+    deferred: bool = False
+    """Not a step: the timer moves to ``next_timer`` (outside working hours)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +158,10 @@ class QueueStats:
 @runtime_checkable
 class Store(Protocol):
     """Durable state of one relay network."""
+
+    shared: bool
+    """True when several relay instances share this store (Redis): then pushes and
+    request nonces must be coordinated through it."""
 
     async def start(self) -> None:
         """Open connections and apply schema migrations."""
@@ -161,6 +218,36 @@ class Store(Protocol):
 
     async def queue_stats(self) -> list[QueueStats]:
         """Depth and age of the oldest item, per authority with anything queued."""
+        ...
+
+    async def due_timers(self, now: int, *, limit: int) -> list[tuple[Timer, MessageRecord]]:
+        """Timers due at ``now`` (oldest first), each with its message."""
+        ...
+
+    async def fire(self, escalations: Sequence[Escalation]) -> list[tuple[int, ...] | None]:
+        """Apply each escalation atomically (one commit for all). One result each: the
+        seqs given to its items (and then its receipt), or None when the timer had
+        already fired, was fenced off by an acknowledgement, or its message is closed."""
+        ...
+
+    async def timer_stats(self, now: int, *, overdue_after_ms: int) -> tuple[int, int, int | None]:
+        """(pending timers, timers overdue by more than ``overdue_after_ms``, next due)."""
+        ...
+
+    async def open_escalations(self, *, limit: int) -> list[MessageRecord]:
+        """Messages past step 1 of their escalation and not yet closed, newest first."""
+        ...
+
+    async def listen(self, deliver: Callable[[list[QueueItem]], None]) -> None:
+        """Until cancelled, hand ``deliver`` the items committed by *other* relay
+        instances, so a daemon connected here gets a message submitted there. A store
+        used by one instance only returns at once."""
+        ...
+
+    async def claim_nonce(self, nonce: str, expires_at: int) -> bool:
+        """Remember a request nonce until ``expires_at`` (Unix seconds) across instances;
+        False if it was already seen. A single-instance store may always say True (the
+        relay's in-memory cache already checked it)."""
         ...
 
     async def put_attachment(self, digest: str, *, uploader: str, size: int, at: int) -> bool:

@@ -25,13 +25,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store.base import (
+    STEP_NOTIFY,
+    STEP_RELEASE,
+    STEP_REMIND,
+    TERMINAL_STATES,
     AcceptResult,
+    Escalation,
     MessageRecord,
     NewMessage,
     QueueItem,
     QueueStats,
     ReceiptRecord,
     StoreUnavailableError,
+    Timer,
 )
 
 log = logging.getLogger(__name__)
@@ -107,12 +113,21 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> MessageRecord:
         accepted_receipt=row[11],
         state=row[12],
         attachments=tuple(json.loads(row[13])),
+        policy=row[14],
+        generation=row[15],
+        escalation_step=row[16],
+        released=tuple(json.loads(row[17])),
     )
 
 
 _MESSAGE_COLUMNS = (
     "id, sender, recipients, fallbacks, envelope, env_hash, created, expires, priority, "
-    "ack_by, accepted_at, accepted_receipt, state, attachments"
+    "ack_by, accepted_at, accepted_receipt, state, attachments, policy, generation, "
+    "escalation_step, released"
+)
+_INSERT_COLUMNS = (
+    "id, sender, recipients, fallbacks, envelope, env_hash, created, expires, priority, "
+    "ack_by, accepted_at, accepted_receipt, state, attachments, policy"
 )
 
 
@@ -133,15 +148,95 @@ def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord, notify: str) -> int
     if rule is not None:
         before, after = rule
         marks = ",".join("?" * len(before))
-        conn.execute(
+        changed = conn.execute(
             f"UPDATE messages SET state = ? WHERE id = ? AND state IN ({marks})",
             (after, r.msg_id, *sorted(before)),
-        )
+        ).rowcount
+        if changed and after in TERMINAL_STATES:
+            # Stop escalation: bump the fencing generation and drop the timers, in the
+            # same transaction, so a timer firing concurrently finds nothing to do.
+            conn.execute(
+                "UPDATE messages SET generation = generation + 1 WHERE id = ?", (r.msg_id,)
+            )
+            conn.execute("DELETE FROM timers WHERE msg_id = ?", (r.msg_id,))
     return seq
+
+
+def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
+    t = e.timer
+    row = conn.execute(
+        "SELECT m.state, m.generation FROM timers t JOIN messages m ON m.id = t.msg_id "
+        "WHERE t.msg_id = ? AND t.step = ? AND t.generation = ?",
+        (t.msg_id, t.step, t.generation),
+    ).fetchone()
+    if row is None or row[1] != t.generation or row[0] in TERMINAL_STATES:
+        return None  # already fired, fenced off by an acknowledgement, or closed
+    conn.execute("DELETE FROM timers WHERE msg_id = ? AND step = ?", (t.msg_id, t.step))
+    seqs: list[int] = []
+    for item in e.items:
+        seqs.append(
+            conn.execute(
+                "INSERT INTO queue (recipient, type, msg_id, payload, reminder, note, enqueued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    item.recipient,
+                    item.type,
+                    t.msg_id,
+                    item.payload,
+                    int(item.reminder),
+                    item.note,
+                    t.due,
+                ),
+            ).lastrowid
+            or 0
+        )
+    if e.receipt is not None:
+        seq = _add_receipt(conn, e.receipt, e.sender)
+        if seq is not None:
+            seqs.append(seq)
+    if e.drop_queued:
+        conn.execute(
+            "DELETE FROM queue WHERE msg_id = ? AND type = 'envelope' AND payload IS NULL",
+            (t.msg_id,),
+        )
+    if e.new_state is not None:
+        conn.execute("UPDATE messages SET state = ? WHERE id = ?", (e.new_state, t.msg_id))
+        if e.new_state in TERMINAL_STATES:
+            conn.execute(
+                "UPDATE messages SET generation = generation + 1 WHERE id = ?", (t.msg_id,)
+            )
+            conn.execute("DELETE FROM timers WHERE msg_id = ?", (t.msg_id,))
+    if (
+        t.step in (STEP_REMIND, STEP_RELEASE, STEP_NOTIFY)
+        and e.new_state is None
+        and not e.deferred
+    ):
+        conn.execute(
+            "UPDATE messages SET escalation_step = MAX(escalation_step, ?) WHERE id = ?",
+            (t.step, t.msg_id),
+        )
+    if e.released:
+        released = json.loads(
+            conn.execute("SELECT released FROM messages WHERE id = ?", (t.msg_id,)).fetchone()[0]
+        )
+        merged = sorted({*released, *e.released})
+        conn.execute(
+            "UPDATE messages SET released = ? WHERE id = ?", (json.dumps(merged), t.msg_id)
+        )
+    if e.next_timer is not None and (e.new_state is None or e.new_state not in TERMINAL_STATES):
+        step, due = e.next_timer
+        conn.execute(
+            "INSERT OR REPLACE INTO timers (msg_id, step, due, generation) VALUES (?, ?, ?, ?)",
+            (t.msg_id, step, due, t.generation),
+        )
+    return tuple(seqs)
 
 
 class SQLiteStore:
     """:class:`relay.store.base.Store` on one SQLite file."""
+
+    shared = False
+    """One relay process owns the file; pushes and nonces stay in that process."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -276,7 +371,7 @@ class SQLiteStore:
                     )
                     continue
                 conn.execute(
-                    f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         m.id,
                         m.sender,
@@ -292,8 +387,14 @@ class SQLiteStore:
                         m.accepted_receipt,
                         "accepted",
                         json.dumps(m.attachments),
+                        m.policy,
                     ),
                 )
+                if m.timers:
+                    conn.executemany(
+                        "INSERT INTO timers (msg_id, step, due, generation) VALUES (?, ?, ?, 0)",
+                        [(m.id, step, due) for step, due in m.timers],
+                    )
                 seqs = tuple(
                     conn.execute(
                         "INSERT INTO queue (recipient, type, msg_id, payload, enqueued_at) "
@@ -351,12 +452,12 @@ class SQLiteStore:
         def q(conn: sqlite3.Connection) -> list[QueueItem]:
             rows = conn.execute(
                 "SELECT q.seq, q.recipient, q.type, q.msg_id, COALESCE(q.payload, m.envelope), "
-                "q.enqueued_at, q.reminder FROM queue q "
+                "q.enqueued_at, q.reminder, q.note FROM queue q "
                 "LEFT JOIN messages m ON q.payload IS NULL AND m.id = q.msg_id "
                 "WHERE q.recipient = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
                 (recipient, after, limit),
             ).fetchall()
-            return [QueueItem(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in rows]
+            return [QueueItem(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
 
         return await self._read(q)
 
@@ -389,6 +490,58 @@ class SQLiteStore:
             return [QueueStats(r[0], r[1], r[2]) for r in rows]
 
         return await self._read(q)
+
+    # -- escalation timers ------------------------------------------------------------
+
+    async def due_timers(self, now: int, *, limit: int) -> list[tuple[Timer, MessageRecord]]:
+        cols = ", ".join(f"m.{c.strip()}" for c in _MESSAGE_COLUMNS.split(","))
+
+        def q(conn: sqlite3.Connection) -> list[tuple[Timer, MessageRecord]]:
+            rows = conn.execute(
+                f"SELECT t.msg_id, t.step, t.due, t.generation, {cols} FROM timers t "
+                "JOIN messages m ON m.id = t.msg_id WHERE t.due <= ? ORDER BY t.due LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            return [(Timer(r[0], r[1], r[2], r[3]), _record(r[4:])) for r in rows]
+
+        return await self._read(q)
+
+    async def fire(self, escalations: Sequence[Escalation]) -> list[tuple[int, ...] | None]:
+        batch = list(escalations)
+
+        def op(conn: sqlite3.Connection) -> list[tuple[int, ...] | None]:
+            return [_fire(conn, e) for e in batch]
+
+        return await self._write(op)
+
+    async def timer_stats(self, now: int, *, overdue_after_ms: int) -> tuple[int, int, int | None]:
+        def q(conn: sqlite3.Connection) -> tuple[int, int, int | None]:
+            total, nxt = conn.execute("SELECT COUNT(*), MIN(due) FROM timers").fetchone()
+            overdue = conn.execute(
+                "SELECT COUNT(*) FROM timers WHERE due < ?", (now - overdue_after_ms,)
+            ).fetchone()[0]
+            return int(total), int(overdue), nxt
+
+        return await self._read(q)
+
+    async def open_escalations(self, *, limit: int) -> list[MessageRecord]:
+        def q(conn: sqlite3.Connection) -> list[MessageRecord]:
+            rows = conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE escalation_step > 0 "
+                "AND state IN ('accepted', 'delivered') ORDER BY accepted_at DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self._read(q)
+
+    # -- coordination between instances (none: one process owns the file) -----------
+
+    async def listen(self, deliver: Callable[[list[QueueItem]], None]) -> None:
+        return None
+
+    async def claim_nonce(self, nonce: str, expires_at: int) -> bool:
+        return True
 
     # -- attachments ----------------------------------------------------------------
 

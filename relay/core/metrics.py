@@ -1,0 +1,69 @@
+"""Prometheus metrics for one relay (its own registry: no global state).
+
+Names follow the Prometheus conventions: base units (seconds), ``_total`` on counters,
+and no label whose values grow with traffic (no per-message or per-authority labels;
+per-authority detail is on the ``/ops`` dashboard instead).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+ACK_BUCKETS = (1, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400, 259200)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.accepted = Counter(
+            "cpar_messages_accepted", "Messages accepted and made durable", registry=r
+        )
+        self.receipts = Counter(
+            "cpar_receipts", "Recipient receipts stored, by status", ["status"], registry=r
+        )
+        self.escalations = Counter(
+            "cpar_escalations", "Escalation steps fired, by step", ["step"], registry=r
+        )
+        self.redeliveries = Counter(
+            "cpar_redeliveries", "Items pushed again after a reconnect or reminder", registry=r
+        )
+        self.dead_lettered = Counter(
+            "cpar_dead_lettered",
+            "Messages that expired before any recipient acknowledged",
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "cpar_delivery_latency_seconds",
+            "From accepted to the first delivered receipt",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ack_latency = Histogram(
+            "cpar_acknowledgement_latency_seconds",
+            "From accepted to acknowledged",
+            buckets=ACK_BUCKETS,
+            registry=r,
+        )
+        self.pending = Gauge(
+            "cpar_pending_messages",
+            "Items queued for authorities, not yet acknowledged",
+            registry=r,
+        )
+        self.oldest_unacked = Gauge(
+            "cpar_oldest_unacknowledged_age_seconds", "Age of the oldest queued item", registry=r
+        )
+        self.overdue_timers = Gauge(
+            "cpar_overdue_timers",
+            "Escalation timers past their deadline by more than 1 s",
+            registry=r,
+        )
+        self.pending_timers = Gauge(
+            "cpar_pending_timers", "Escalation and expiry timers waiting", registry=r
+        )
+        self.connected = Gauge("cpar_connected_daemons", "Daemon connections open now", registry=r)
+        for step in ("remind", "release", "notify", "expire"):
+            self.escalations.labels(step=step)
+        for status in ("delivered", "acknowledged", "rejected"):
+            self.receipts.labels(status=status)
