@@ -151,7 +151,9 @@ class EscalationEngine:
             NewItem(i.recipient, i.type, token, i.reminder, i.note) if i.type == "escalation" else i
             for i in items
         ]
-        receipt = ReceiptRecord(record.id, "escalated", self.core.identity.id, now, token, now)
+        receipt = ReceiptRecord(
+            record.id, "escalated", self.core.identity.id, now, token, now, step=timer.step
+        )
         return Escalation(
             timer=timer,
             items=tuple(items),

@@ -90,6 +90,8 @@ class ReceiptRecord:
     at: int
     token: str
     received_at: int
+    step: int = 0
+    """The escalation step, for ``escalated`` receipts (one receipt per step)."""
 
 
 @dataclass(frozen=True, slots=True)

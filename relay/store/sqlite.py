@@ -133,9 +133,9 @@ _INSERT_COLUMNS = (
 
 def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord, notify: str) -> int | None:
     cur = conn.execute(
-        "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (r.msg_id, r.status, r.signer, r.at, r.token, r.received_at),
+        "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at, step) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (r.msg_id, r.status, r.signer, r.at, r.token, r.received_at, r.step),
     )
     if cur.rowcount == 0:
         return None
@@ -438,7 +438,7 @@ class SQLiteStore:
     async def receipts(self, msg_id: str) -> list[ReceiptRecord]:
         def q(conn: sqlite3.Connection) -> list[ReceiptRecord]:
             rows = conn.execute(
-                "SELECT msg_id, status, signer, at, token, received_at FROM receipts "
+                "SELECT msg_id, status, signer, at, token, received_at, step FROM receipts "
                 "WHERE msg_id = ? ORDER BY id",
                 (msg_id,),
             ).fetchall()
