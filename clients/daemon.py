@@ -38,7 +38,7 @@ from keys.envelope import OpenedEnvelope, envelope_hash, open_envelope
 from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
 from keys.identity import Identity
 from keys.keystore import write_private_file
-from keys.receipts import sign_receipt, verify_receipt
+from keys.receipts import sign_probe, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
@@ -53,6 +53,7 @@ class Stats:
     duplicates: int = 0
     rejected: int = 0
     receipts: int = 0
+    escalations: int = 0
     connects: int = 0
     batches: int = 0
 
@@ -88,6 +89,8 @@ class Daemon:
         self._refs = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._downloads: set[asyncio.Task[None]] = set()
+        self._sends: set[asyncio.Task[None]] = set()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._hooks: HookRunner | None = None
 
     @property
@@ -172,6 +175,7 @@ class Daemon:
     async def _run_websocket(self, stop: asyncio.Event) -> None:
         assert self.client is not None
         ws = await self.client.connect_stream()
+        self._ws = ws
         self.stats.connects += 1
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         worker = asyncio.create_task(self._ws_worker(ws, queue), name="daemon-worker")
@@ -218,18 +222,31 @@ class Daemon:
 
     def _dispatch(self, frame: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
         kind = frame.get("type")
-        if kind in ("envelope", "receipt"):
+        if kind in ("envelope", "receipt", "escalation"):
             queue.put_nowait(frame)
         elif kind == "items":
             for item in frame.get("items", []):
                 queue.put_nowait(item)
         elif kind in ("receipts_ok", "receipt_ok", "error") and frame.get("ref") in self._waiting:
             self._waiting.pop(frame["ref"]).set_result(frame)
+        elif kind == "probe" and isinstance(frame.get("nonce"), str):
+            self._answer_probe(frame["nonce"])
         elif kind == "hello":
             log.info("connected to %s as %s", self.settings.relay_url, frame.get("authority"))
             self.connected.set()
         elif kind == "error":
             log.warning("relay reported: %s", frame.get("problem", {}).get("detail"))
+
+    def _answer_probe(self, nonce: str) -> None:
+        """Answer the relay's reachability probe with our signature (cheap: one sign)."""
+        if self._ws is None or self._ws.closed:
+            return
+        answer = sign_probe(self.identity, nonce=nonce, now=self.clock())
+        task = asyncio.create_task(
+            self._ws.send_str(json.dumps({"type": "probe_ok", "nonce": nonce, "answer": answer}))
+        )
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     async def _ws_worker(
         self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[dict[str, Any]]
@@ -324,10 +341,13 @@ class Daemon:
         receipts = [
             i for i in items if i.get("type") == "receipt" and isinstance(i.get("receipt"), str)
         ]
+        notices = [
+            i for i in items if i.get("type") == "escalation" and isinstance(i.get("notice"), str)
+        ]
+        handled = {id(i) for i in (*envelopes, *receipts, *notices)}
+        # Anything else (unknown or malformed items) is acknowledged and dropped.
         out.seqs.extend(
-            i["seq"]
-            for i in items
-            if i not in envelopes and i not in receipts and isinstance(i.get("seq"), int)
+            i["seq"] for i in items if id(i) not in handled and isinstance(i.get("seq"), int)
         )
         if envelopes:
             now = self.clock()
@@ -366,6 +386,9 @@ class Daemon:
             out.seqs.extend(e["seq"] for e in envelopes)
         for item in receipts:
             await self._record_receipt(item["receipt"])
+            out.seqs.append(item["seq"])
+        for item in notices:
+            await self._record_escalation(item["notice"], item.get("note"))
             out.seqs.append(item["seq"])
         return out
 
@@ -427,6 +450,24 @@ class Daemon:
             return
         if await self.inbox.record_receipt(b.msg, token, status=b.status, signer=b.by, at=b.at):
             self.stats.receipts += 1
+
+    async def _record_escalation(self, token: str, note: object) -> None:
+        """A relay-signed notice that a message (not necessarily ours) is unacknowledged."""
+        assert self.inbox is not None
+        try:
+            notice = verify_receipt(token, self.directory, now=self.clock())
+        except KeysError as exc:
+            log.warning("dropping an escalation notice that does not verify: %s", exc)
+            return
+        b = notice.body
+        if b.status != "escalated":
+            log.warning("dropping an escalation notice with status %s", b.status)
+            return
+        log.warning(
+            "ESCALATION: message %s is not acknowledged (step %s): %s", b.msg, b.step, b.reason
+        )
+        if await self.inbox.record_receipt(b.msg, token, status=b.status, signer=b.by, at=b.at):
+            self.stats.escalations += 1
 
     # -- attachments -----------------------------------------------------------------------
 

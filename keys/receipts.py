@@ -18,6 +18,7 @@ rejected       a recipient, or a relay
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -145,3 +146,49 @@ def verify_receipt(
     return Receipt(
         token=token if isinstance(token, str) else token.decode("ascii"), body=body, signer=entry
     )
+
+
+# --- probes -------------------------------------------------------------------------------
+
+TYP_PROBE = "cpar-probe+jws"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeAnswer:
+    by: str
+    nonce: str
+    at: int
+
+
+def sign_probe(signer: Identity, *, nonce: str, now: int) -> str:
+    """A daemon's signed answer to the relay's reachability probe ``nonce``."""
+    key = signer.signing_key(now)
+    header = dumps({"alg": "Ed25519", "typ": TYP_PROBE, "kid": key.kid})
+    body = dumps({"v": 1, "probe": nonce, "by": signer.id, "at": now})
+    return sign_compact(header, body, key.secret)
+
+
+def verify_probe(token: str | bytes, directory: Directory, *, nonce: str, by: str) -> ProbeAnswer:
+    """Check that ``by`` signed an answer to exactly this probe ``nonce``."""
+    jws = parse_compact(token, what="probe answer", max_bytes=2048)
+    try:
+        jh = JwsHeader.model_validate_json(jws.protected)
+    except ValidationError as exc:
+        raise EncodingError("probe answer is malformed") from exc
+    if jh.typ != TYP_PROBE:
+        raise EncodingError(f"not a probe answer (typ {jh.typ!r})")
+    owner = directory.signer(jh.kid)
+    if owner is None or owner[0].id != by:
+        raise UnknownSigningKeyError(f"probe answer is not signed by a key of {by}")
+    key = owner[1]
+    verify_compact(jws, b64d(key.pk), what="probe answer")
+    if key.revoked is not None:
+        raise SenderKeyRevokedError(f"probe answer key {key.kid} has been revoked")
+    try:
+        body = json.loads(jws.payload)
+        answer = ProbeAnswer(by=str(body["by"]), nonce=str(body["probe"]), at=int(body["at"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EncodingError("probe answer payload is malformed") from exc
+    if answer.by != by or answer.nonce != nonce:
+        raise ReceiptError("probe answer is for another probe or another authority")
+    return answer

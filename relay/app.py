@@ -115,12 +115,14 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics=app[METRICS],
     )
     core = app[CORE]
+    core.prober.interval_s = settings.probe_interval_s
     tasks = [
         asyncio.create_task(_maintenance(app), name="relay-maintenance"),
         asyncio.create_task(
             core.escalation.run(interval_s=settings.escalation_interval_s), name="escalation"
         ),
         asyncio.create_task(_listen(core), name="store-listener"),
+        asyncio.create_task(core.prober.run(), name="probes"),
     ]
     log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
     try:

@@ -94,6 +94,8 @@ class RelaySettings(BaseSettings):
     policies: dict[str, PolicyConfig] = Field(default_factory=lambda: dict(DEFAULT_POLICIES))
     """Escalation policy per priority (urgent, high, routine); see docs/OPERATIONS.md."""
     escalation_interval_s: float = Field(0.25, gt=0, le=10)
+    probe_interval_s: float = Field(60.0, gt=0)
+    """How often each connected daemon is probed end to end."""
     operators: list[OperatorCredential] = Field(default_factory=list)
     """Operator credentials for /ops, /metrics and `relay status` (hashed tokens)."""
 

@@ -82,3 +82,55 @@ async def test_delivery_stores_once_and_receipts_reach_the_sender(
         # Everything was acknowledged: nothing is queued for either side.
         assert await relay.client("fr-oclcc").poll() == []
         assert fr.stats.stored == 1 and fr.stats.duplicates == 0
+
+
+async def test_probe_is_answered_with_a_signed_nonce(relay: RelayEnv, tmp_path: Path) -> None:
+    from relay.api.state import CORE
+
+    assert relay.server is not None
+    core = relay.server.app[CORE]
+    assert core.probes.get("fr-oclcc") is None
+    async with running_daemon(relay, "fr-oclcc", tmp_path / "fr"):
+        assert await core.prober.round() == 1
+
+        async def answered() -> bool:
+            return "fr-oclcc" in core.probes
+
+        await until(answered)
+        assert core.prober.reachable("fr-oclcc", relay.clock.now)
+    # A forged or unexpected answer is refused.
+    with pytest.raises(Exception, match="no such probe"):
+        core.prober.answer("fr-oclcc", "not-a-nonce", "x.y.z")
+
+
+async def test_escalation_notices_reach_the_duty_desk_daemon(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    from relay.api.state import CORE
+
+    assert relay.server is not None
+    core = relay.server.app[CORE]
+    net = relay.net
+    async with running_daemon(relay, "fr-deputy", tmp_path / "dep") as deputy:
+        sealed = seal(
+            net["it-tpc"],
+            net.directory,
+            to=["fr-oclcc"],
+            content=NOTICE,
+            now=relay.clock.now,
+            priority="urgent",
+        )
+        await relay.client("it-tpc").send(sealed.token)
+        relay.clock.advance(10 * 60_000)
+        await core.escalation.tick()
+        relay.clock.advance(20 * 60_000)
+        await core.escalation.tick()  # release: the deputy is notified
+
+        async def notified() -> bool:
+            return deputy.stats.escalations == 1
+
+        await until(notified)
+        assert deputy.inbox is not None
+        (stored,) = await deputy.inbox.timeline(sealed.id)
+        assert stored.status == "escalated"
+        assert await relay.client("fr-deputy").poll() == []  # acknowledged

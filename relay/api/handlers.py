@@ -196,7 +196,11 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         else:
             await ws.send_str(json.dumps({"type": "items", "items": [item_json(i) for i in items]}))
 
+    async def control(frame: dict[str, Any]) -> None:
+        await ws.send_str(json.dumps(frame))
+
     session.send = send
+    session.control = control
     core.hub.attach(session)
     tasks: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(WS_CONCURRENCY)
@@ -280,6 +284,8 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
                 await ws.send_str(
                     json.dumps({"type": "receipts_ok", "results": out, "ref": frame.get("ref")})
                 )
+        elif kind == "probe_ok":
+            core.prober.answer(session.authority, frame.get("nonce"), frame.get("answer"))
         elif kind == "ping":
             if not ws.closed:
                 await ws.send_str('{"type":"pong"}')

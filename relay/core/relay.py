@@ -35,6 +35,7 @@ from relay.core.errors import (
 from relay.core.escalation import EscalationEngine
 from relay.core.metrics import Metrics
 from relay.core.policy import DEFAULT_POLICIES, PolicyConfig, snapshot
+from relay.core.probes import Prober
 from relay.store.base import (
     STEP_EXPIRE,
     STEP_REMIND,
@@ -94,6 +95,8 @@ class Session:
 
     authority: str
     send: Callable[[list[QueueItem]], Awaitable[None]] | None = None
+    control: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    """Sends a control frame (a probe) on a live connection."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: set[int] = field(default_factory=set)
     connected_at: int = 0
@@ -171,6 +174,7 @@ class RelayCore:
         self.metrics = metrics
         self.hub = Hub()
         self.escalation = EscalationEngine(self)
+        self.prober = Prober(self)
         # msg id -> (sender, recipients incl. fallbacks, envelope hash, accepted at).
         self._meta: OrderedDict[str, tuple[str, frozenset[str], str, int]] = OrderedDict()
 
@@ -195,6 +199,11 @@ class RelayCore:
             )
             self._remember(msg_id, *meta)
         return meta
+
+    @property
+    def probes(self) -> dict[str, int]:
+        """authority -> when its daemon last answered a probe (ms)."""
+        return self.prober.answers
 
     @property
     def directory(self) -> Directory:
