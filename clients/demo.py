@@ -246,6 +246,10 @@ class Demo:
         (d / "relay.toml").write_text(
             f'port = {port}\ndata_dir = "relay-data"\ndirectory_dir = "directory"\nroot_key = "{root_key}"\n'
             'keystore = "relay.ks"\nkeystore_passphrase_file = "passphrase"\nlog_level = "WARNING"\n'
+            "# Demo only: escalation in seconds instead of minutes and hours.\n"
+            '[policies.urgent]\nremind_after = "3s"\nrelease_after = "6s"\nnotify_after = "1h"\n'
+            '[policies.high]\nremind_after = "2h"\nrelease_after = "8h"\nnotify_after = "1d"\n'
+            '[policies.routine]\nremind_after = "2d"\nrelease_after = "5d"\nnotify_after = "10d"\n'
         )
         for aid, *_ in AUTHORITIES:
             (d / aid / "client.toml").write_text(
@@ -339,6 +343,44 @@ class Demo:
         self.step("it-tpc follows the signed receipt timeline (each receipt verified offline)")
         self._wait(lambda: self._state("it-tpc", msg_id) == "acknowledged", "acknowledgement")
         self.notice("it-tpc", "status", msg_id)
+
+        self.step(
+            "An unacknowledged request escalates (demo policy: remind at 3 s, release at 6 s)"
+        )
+        sent = self.notice(
+            "it-tpc",
+            "send",
+            "--json",
+            "--to",
+            "fr-central",
+            "--fallback",
+            "fr-ocbc",
+            "--priority",
+            "urgent",
+            "--kind",
+            "mla_request",
+            "--reference-no",
+            "IT-MLA-2026-117",
+            "--legal-basis",
+            "UNTOC art. 18; 1970 UNESCO Convention",
+            "--facts",
+            "Seizure requested before the auction closes tonight.",
+            "--measure",
+            "Seize lot 112 pending restitution proceedings",
+            quiet=True,
+        )
+        mla_id = json.loads(sent)["id"]
+        self.console.print(
+            f"request [bold]{mla_id}[/bold] sent to fr-central, with fr-ocbc as fallback; nobody acknowledges it"
+        )
+        self._wait(lambda: self._escalated("it-tpc", mla_id) >= 2, "escalation", limit_s=30)
+        self.notice("it-tpc", "status", mla_id)
+        self.console.print("fr-ocbc, the fallback, now has the request in its inbox:")
+        self.notice("fr-ocbc", "inbox")
+
+    def _escalated(self, aid: str, msg_id: str) -> int:
+        out = self.notice(aid, "status", msg_id, "--json", show=False, quiet=True)
+        return sum(1 for r in json.loads(out).get("receipts", []) if r.get("status") == "escalated")
 
     def _state(self, aid: str, msg_id: str) -> str:
         out = self.notice(aid, "status", msg_id, "--json", show=False, quiet=True)

@@ -23,6 +23,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
         "HANDLING RESTRICTIONS",
         "Acknowledged",
         "State: acknowledged",
+        "reminded fr-central; step 1",
+        "released to fr-ocbc; step 2",
         "relay stopped (exit 0)",
         "Demo complete.",
     ):
