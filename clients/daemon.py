@@ -38,7 +38,7 @@ from keys.envelope import OpenedEnvelope, envelope_hash, open_envelope
 from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
 from keys.identity import Identity
 from keys.keystore import write_private_file
-from keys.receipts import sign_probe, sign_receipt, verify_receipt
+from keys.receipts import Receipt, sign_probe, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
@@ -384,9 +384,12 @@ class Daemon:
                     self.stats.duplicates += 1
             out.receipts.extend(await asyncio.to_thread(self._receipts_for, envelopes, opened, now))
             out.seqs.extend(e["seq"] for e in envelopes)
-        for item in receipts:
-            await self._record_receipt(item["receipt"])
-            out.seqs.append(item["seq"])
+        if receipts:
+            tokens = [i["receipt"] for i in receipts]
+            verified = await asyncio.to_thread(self._verify_all, tokens)
+            for token, result in zip(tokens, verified, strict=True):
+                await self._record_receipt(token, result)
+            out.seqs.extend(i["seq"] for i in receipts)
         for item in notices:
             await self._record_escalation(item["notice"], item.get("note"))
             out.seqs.append(item["seq"])
@@ -436,12 +439,21 @@ class Daemon:
                     )
         return tokens
 
-    async def _record_receipt(self, token: str) -> None:
+    def _verify_all(self, tokens: list[str]) -> list[Receipt | KeysError]:
+        """Verify receipts about our messages (in a worker thread: one Ed25519 each)."""
+        directory, now = self.directory, self.clock()
+        out: list[Receipt | KeysError] = []
+        for token in tokens:
+            try:
+                out.append(verify_receipt(token, directory, now=now))
+            except KeysError as exc:
+                out.append(exc)
+        return out
+
+    async def _record_receipt(self, token: str, receipt: Receipt | KeysError) -> None:
         assert self.inbox is not None
-        try:
-            receipt = verify_receipt(token, self.directory, now=self.clock())
-        except KeysError as exc:
-            log.warning("dropping a receipt that does not verify: %s", exc)
+        if isinstance(receipt, KeysError):
+            log.warning("dropping a receipt that does not verify: %s", receipt)
             return
         b = receipt.body
         sent = await self.inbox.get_sent(b.msg)
