@@ -1,6 +1,7 @@
 # Cultural Property Alert Relay - developer entry points.
 #   make demo   create .venv if missing, install, run the end-to-end demo
 #   make test   create .venv if missing, install, lint, run the whole test suite
+#               (installs redis-server and chromium with apt-get when missing and root)
 #   make lint   ruff check, ruff format --check, mypy --strict
 #   make bench  run the benchmarks in bench/
 
@@ -9,7 +10,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench install clean help
+.PHONY: demo test lint format bench install clean help system-deps
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -36,7 +37,21 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+# Debian packages the suite needs beyond pip: redis-server (Redis tests start their
+# own servers) and chromium (the /ops browser test drives it with Playwright).
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; apt-get update && apt-get install -y $$missing; \
+	  else \
+	    echo "missing:$$missing - install them (sudo apt-get install -y$$missing) and re-run"; exit 1; \
+	  fi; \
+	fi
+
+test: system-deps lint
 	$(BIN)/pytest
 
 bench: $(STAMP)

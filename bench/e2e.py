@@ -8,8 +8,13 @@ signed ``delivered`` receipt; the sender's clock stops when that receipt, verifi
 is back over its own WebSocket.
 
 Figures: ``msgs_per_s`` (first send to last delivered receipt), ``p50_ms``/``p99_ms``
-(send to delivered, per message), ``relay_cpu_us_per_msg`` (relay process user+system
-CPU over the run, divided by messages). With ``--json`` the last line is one JSON object.
+(send to delivered, per message), ``relay_cpu_us_per_msg`` (user+system CPU of every relay
+process over the run, divided by messages). With ``--json`` the last line is one JSON object.
+
+``--store redis`` starts a private ``redis-server`` (AOF, ``appendfsync always``, a free
+port, files in the temp folder) and reports its CPU too (``redis_cpu_us_per_msg``).
+``--instances N`` runs N relay processes on that Redis: sender i submits to instance
+i mod N, recipient daemon i connects to instance i mod N (with the others as failover).
 
 Targets (docs/DESIGN targets): throughput >= 1.5x NATS JetStream on the same workload;
 p99 <= 10 ms at a paced 1,000 msg/s; relay CPU <= 150 us per message.
@@ -23,6 +28,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -115,19 +121,64 @@ def build_network(work: Path, args: argparse.Namespace, t0: int) -> dict[str, An
     return {"root_key": b64e(root.signing_key().public), "directory": d}
 
 
+def start_redis(work: Path, appendfsync: str = "always") -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server: AOF on (fsync before every reply by default), no RDB."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("--store redis needs redis-server on PATH")
+    port = free_port()
+    (work / "redis").mkdir()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(work / "redis"),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            appendfsync,
+            "--save",
+            "",
+            "--logfile",
+            str(work / "redis" / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit("redis-server did not start")
+        time.sleep(0.05)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
 def start_relay(
-    work: Path, args: argparse.Namespace, root_key: str
+    work: Path, args: argparse.Namespace, root_key: str, index: int = 0, redis_url: str = ""
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
         "RELAY_PORT": str(port),
-        "RELAY_DATA_DIR": str(work / "relay-data"),
+        "RELAY_DATA_DIR": str(work / f"relay-data-{index}"),
+        "RELAY_REDIS_URL": redis_url,
         "RELAY_DIRECTORY_DIR": str(work / "directory"),
         "RELAY_ROOT_KEY": root_key,
         "RELAY_KEYSTORE": str(work / "relay.ks"),
         "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
         "RELAY_STORE": args.store,
+        "RELAY_REDIS_DURABILITY": args.redis_appendfsync,
         "RELAY_LOG_LEVEL": "WARNING",
         "RELAY_DELIVERY_WINDOW": "4000",
     }
@@ -156,9 +207,11 @@ async def run_daemons(conf: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     daemons = []
-    for aid in conf["recipients"]:
+    urls = conf["urls"]
+    for i, aid in enumerate(conf["recipients"]):
+        first = i % len(urls)
         settings = ClientSettings(
-            relay_url=conf["url"],
+            relay_urls=urls[first:] + urls[:first],
             root_key=conf["root_key"],
             data_dir=Path(conf["work"]) / aid,
             reconnect_min_s=0.1,
@@ -176,11 +229,11 @@ async def run_daemons(conf: dict[str, Any]) -> None:
 
 
 async def run_senders(
-    args: argparse.Namespace, url: str, directory: Any, t0: int
+    args: argparse.Namespace, urls: list[str], directory: Any, t0: int
 ) -> dict[str, Any]:
     senders, recipients = names(args)
     ids = {a: identity(a, t0) for a in senders}
-    clients = {a: RelayClient(url, ids[a]) for a in senders}
+    clients = {a: RelayClient(urls[n % len(urls)], ids[a]) for n, a in enumerate(senders)}
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     done = asyncio.Event()
@@ -297,6 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         "--batch", type=int, default=1, help="envelopes per submit request (1 = one request each)"
     )
     p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="relay processes (redis store only); senders and daemons are spread over them",
+    )
+    p.add_argument(
+        "--redis-appendfsync",
+        choices=["always", "everysec"],
+        default="always",
+        help="the private Redis's appendfsync, and the relays' redis_durability (default always)",
+    )
     p.add_argument("--json", action="store_true", help="last line: one JSON object of figures")
     p.add_argument("--daemons-config", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -305,16 +370,26 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_daemons(json.loads(Path(args.daemons_config).read_text())))
         return 0
 
+    if args.instances < 1 or (args.instances > 1 and args.store != "redis"):
+        p.error("--instances above 1 needs --store redis (an SQLite file has one relay)")
     t0 = now_ms() - 60_000
     with tempfile.TemporaryDirectory(prefix="cpar-bench-") as tmp:
         work = Path(tmp)
         net = build_network(work, args, t0)
-        relay, url = start_relay(work, args, net["root_key"])
+        redis, redis_url = (
+            start_redis(work, args.redis_appendfsync) if args.store == "redis" else (None, "")
+        )
+        relays: list[subprocess.Popen[bytes]] = []
+        urls: list[str] = []
         daemons = None
         try:
+            for i in range(args.instances):
+                relay, url = start_relay(work, args, net["root_key"], i, redis_url)
+                relays.append(relay)
+                urls.append(url)
             _, recipients = names(args)
             conf = {
-                "url": url,
+                "urls": urls,
                 "root_key": net["root_key"],
                 "work": str(work),
                 "t0": t0,
@@ -329,22 +404,30 @@ def main(argv: list[str] | None = None) -> int:
             assert daemons.stdout is not None
             if b"ready" not in daemons.stdout.readline():
                 raise SystemExit("daemons did not start")
-            cpu0 = cpu_seconds(relay.pid)
-            figures = asyncio.run(run_senders(args, url, net["directory"], t0))
-            cpu = cpu_seconds(relay.pid) - cpu0
+            cpu0 = [cpu_seconds(r.pid) for r in relays]
+            rcpu0 = cpu_seconds(redis.pid) if redis is not None else 0.0
+            figures = asyncio.run(run_senders(args, urls, net["directory"], t0))
+            cpu = sum(cpu_seconds(r.pid) - c for r, c in zip(relays, cpu0, strict=True))
+            rcpu = cpu_seconds(redis.pid) - rcpu0 if redis is not None else 0.0
         finally:
-            for proc in (daemons, relay):
-                if proc is not None:
+            procs = [daemons, *relays, redis]
+            for proc in procs:
+                if proc is not None and proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in (daemons, relay):
+            for proc in procs:
                 if proc is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         proc.wait(timeout=20)
                     if proc.poll() is None:
                         proc.kill()
-    figures["relay_cpu_us_per_msg"] = round(cpu * 1e6 / max(1, figures["delivered"]), 1)
+    delivered = max(1, figures["delivered"])
+    figures["relay_cpu_us_per_msg"] = round(cpu * 1e6 / delivered, 1)
+    if args.store == "redis":
+        figures["redis_cpu_us_per_msg"] = round(rcpu * 1e6 / delivered, 1)
+        figures["redis_appendfsync"] = args.redis_appendfsync
     figures.update(
         store=args.store,
+        instances=args.instances,
         senders=args.senders,
         recipients=args.recipients,
         rate=args.rate,

@@ -49,6 +49,10 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CPAR_", extra="forbid", frozen=True)
 
     relay_url: str = "http://127.0.0.1:8080"
+    relay_urls: list[str] = Field(default_factory=list)
+    """Several instances of one relay (sharing a Redis store): the daemon connects to the
+    first and moves on to the next each time it reconnects (client-side failover). When
+    set, it replaces ``relay_url`` for the daemon. Environment: a JSON list."""
     keystore: Path = Path("authority.ks")
     passphrase_file: Path | None = None
     passphrase_env: str = "CPAR_KEYSTORE_PASSPHRASE"  # noqa: S105 - a variable name
@@ -77,6 +81,8 @@ class ClientSettings(BaseSettings):
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         if not self.relay_url.startswith(("http://", "https://")):
             raise ValueError("relay_url must start with http:// or https://")
+        if not all(u.startswith(("http://", "https://")) for u in self.relay_urls):
+            raise ValueError("every relay_urls entry must start with http:// or https://")
         names = [h.name for h in self.hooks]
         if len(set(names)) != len(names):
             raise ValueError("two hooks have the same name")
@@ -89,6 +95,11 @@ class ClientSettings(BaseSettings):
             return root_public_key(self.root_key)
         assert self.root_key_file is not None
         return root_public_key(self.root_key_file.read_text(encoding="ascii"))
+
+    @property
+    def relay_endpoints(self) -> list[str]:
+        """The relay URLs the daemon rotates through: ``relay_urls``, else ``relay_url``."""
+        return list(self.relay_urls) or [self.relay_url]
 
     @property
     def inbox_path(self) -> Path:

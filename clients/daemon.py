@@ -107,7 +107,9 @@ class Daemon:
         await asyncio.to_thread(s.data_dir.mkdir, parents=True, exist_ok=True)
         self.pin = await asyncio.to_thread(self._load_pin)
         self.inbox = await Inbox.open(s.inbox_path)
-        self.client = RelayClient(s.relay_url, self.identity, clock=self.clock)
+        urls = s.relay_endpoints
+        current = 0
+        self.client = RelayClient(urls[current], self.identity, clock=self.clock)
         self._hooks = HookRunner(self.inbox, s.hooks, clock=self.clock)
         hook_stop = asyncio.Event()
         hook_task = asyncio.create_task(
@@ -128,6 +130,10 @@ class Daemon:
                 self.connected.clear()
                 if stop.is_set():
                     break
+                if len(urls) > 1:
+                    # Client-side failover: each reconnect goes to the next relay instance.
+                    current = (current + 1) % len(urls)
+                    self.client.base_url = urls[current].rstrip("/")
                 delay = backoff * self.rand()  # full jitter
                 backoff = min(s.reconnect_max_s, backoff * 2)
                 log.info("reconnecting in %.1f s", delay)
@@ -232,7 +238,8 @@ class Daemon:
         elif kind == "probe" and isinstance(frame.get("nonce"), str):
             self._answer_probe(frame["nonce"])
         elif kind == "hello":
-            log.info("connected to %s as %s", self.settings.relay_url, frame.get("authority"))
+            base = self.client.base_url if self.client else self.settings.relay_url
+            log.info("connected to %s as %s", base, frame.get("authority"))
             self.connected.set()
         elif kind == "error":
             log.warning("relay reported: %s", frame.get("problem", {}).get("detail"))

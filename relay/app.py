@@ -22,13 +22,14 @@ from keys.keystore import load_keystore, resolve_passphrase
 from relay.api.auth import auth_middleware
 from relay.api.handlers import routes
 from relay.api.openapi import openapi_handler
+from relay.api.ops import setup_ops
 from relay.api.problems import problem_middleware
 from relay.api.state import CLOCK, CORE, DIRECTORY, METRICS, NONCES, SETTINGS, SOCKETS, STORE
 from relay.core.directory import DirectoryHolder
 from relay.core.metrics import Metrics
 from relay.core.relay import Clock, Limits, RelayCore
 from relay.settings import RelaySettings
-from relay.store.base import Store
+from relay.store.base import QueueItem, Store, StoreError
 from relay.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,13 @@ def load_identity(settings: RelaySettings) -> Identity:
 def make_store(settings: RelaySettings) -> Store:
     if settings.store == "sqlite":
         return SQLiteStore(settings.db_path)
-    raise StartupError("the redis store is not available in this build yet")
+    from relay.store.redis import RedisStore
+
+    return RedisStore(
+        settings.redis_url,
+        durability=settings.redis_durability,
+        allow_no_aof=settings.redis_allow_no_aof,
+    )
 
 
 def create_app(
@@ -81,6 +88,7 @@ def create_app(
     )
     app.router.add_routes(routes)
     app.router.add_get("/openapi.json", openapi_handler)
+    setup_ops(app)  # /metrics, /ops: operator-authenticated
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     return app
@@ -98,7 +106,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         raise StartupError(f"directory: {exc}") from exc
     if holder.current.get(identity.id) is None:
         raise StartupError(f"relay {identity.id} is not listed in the directory")
-    await store.start()
+    try:
+        await store.start()
+    except StoreError as exc:  # unreachable, or configured so it cannot keep the promise
+        raise StartupError(f"store: {exc}") from exc
     app[CORE] = RelayCore(
         store=store,
         identity=identity,
@@ -136,9 +147,21 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 async def _listen(core: RelayCore) -> None:
     """Pushes committed by other relay instances (shared stores only); retried on error."""
+
+    def deliver(items: list[QueueItem]) -> None:
+        if items:
+            core.hub.publish(items)
+            return
+        # The store may have missed pushes (its listener reconnected, or a write's outcome
+        # is unknown): every local session and long-poll waiter re-reads its queue.
+        for group in core.hub.sessions.values():
+            for session in group:
+                session.caught_up = False
+                session.wake.set()
+
     while True:
         try:
-            await core.store.listen(core.hub.publish)
+            await core.store.listen(deliver)
             return  # a single-instance store has nothing to listen to
         except asyncio.CancelledError:
             raise

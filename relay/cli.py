@@ -113,6 +113,71 @@ def check_config(config: str | None) -> None:
     )
 
 
+@cli.command("operator-token")
+@click.option("--name", required=True, help="The operator's name (letters, digits, . _ -).")
+def operator_token(name: str) -> None:
+    """Make an operator credential for /ops, /metrics and `relay status`.
+
+    Prints a fresh token once (give it to the operator; the relay keeps only its
+    SHA-256) and the [[operators]] entry to add to the relay configuration.
+    """
+    from pydantic import ValidationError
+
+    from relay.api.ops import new_operator_token, token_digest
+    from relay.settings import OperatorCredential
+
+    token = new_operator_token()
+    try:
+        cred = OperatorCredential(name=name, token_sha256=token_digest(token))
+    except ValidationError as exc:
+        raise click.BadParameter(
+            "use 1-64 letters, digits, '.', '_' or '-'", param_hint="--name"
+        ) from exc
+    click.echo(f"operator token for {cred.name} (shown once; store it like a password):")
+    click.echo(token)
+    click.echo("")
+    click.echo("add to the relay configuration (TOML):")
+    click.echo("[[operators]]")
+    click.echo(f'name = "{cred.name}"')
+    click.echo(f'token_sha256 = "{cred.token_sha256}"')
+
+
+@cli.command()
+@click.option(
+    "--url",
+    envvar="RELAY_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The relay's base URL.",
+)
+@click.option(
+    "--token-file",
+    envvar="RELAY_OPERATOR_TOKEN_FILE",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="File holding an operator token (from `relay operator-token`).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
+def status(url: str, token_file: str, as_json: bool) -> None:
+    """Show authorities, open escalations and timers; exit 1 if a timer is overdue.
+
+    Also exits 1, with one line on stderr, when the relay cannot be asked.
+    """
+    from pathlib import Path
+
+    from relay.status import StatusError, run_status
+
+    token = Path(token_file).read_text(encoding="utf-8").strip()
+    if not token:
+        raise click.ClickException(f"{token_file} is empty")
+    try:
+        problems = run_status(url, token, as_json=as_json)
+    except StatusError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if problems:
+        raise click.ClickException("; ".join(problems))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cli.main(

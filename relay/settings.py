@@ -66,6 +66,13 @@ class RelaySettings(BaseSettings):
 
     store: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    """The Redis server shared by every relay instance (``store = "redis"``)."""
+    redis_durability: Literal["always", "everysec"] = "always"
+    """``always``: a message is accepted only once Redis has fsynced it (WAITAOF on Redis
+    >= 7.2, else ``appendfsync always`` is required). ``everysec``: up to a second of
+    accepted messages may be lost if the Redis server crashes."""
+    redis_allow_no_aof: bool = False
+    """Start even if Redis has no AOF (or its configuration cannot be read): test servers only."""
 
     directory_dir: Path = Path("var/directory")
     """Folder of signed directory versions (``*.jws``), re-read when files change."""

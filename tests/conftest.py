@@ -33,3 +33,34 @@ async def relay(relay_settings: RelaySettings, net: Network) -> AsyncIterator[Re
     env = RelayEnv(net=net, settings=relay_settings, clock=FakeClock())
     async for started in start_relay(env):
         yield started
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A private redis-server (AOF, appendfsync always) for this test session."""
+    from tests.redisfixture import REDIS_SERVER, RedisServer, set_session_server
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start_sync()
+    set_session_server(server)
+    try:
+        yield server
+    finally:
+        set_session_server(None)
+        server.stop_sync()
+
+
+STORE_BACKEND_FIXTURES = ("backend", "tstore")
+"""Fixtures parametrized over tests/test_store_contract.py's FACTORIES."""
+
+
+@pytest.fixture(autouse=True)
+def _flush_redis_for_redis_backend(request: pytest.FixtureRequest) -> None:
+    """A store-contract test on the "redis" backend starts from an empty Redis."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and any(
+        callspec.params.get(name) == "redis" for name in STORE_BACKEND_FIXTURES
+    ):
+        request.getfixturevalue("redis_server").flushall_sync()

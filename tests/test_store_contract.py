@@ -28,8 +28,10 @@ from relay.store.base import (
     Store,
     StoreError,
 )
+from relay.store.redis import RedisStore
 from relay.store.sqlite import SQLiteStore
 from tests.netfixture import NOW
+from tests.redisfixture import session_redis_url
 
 DAY = 86_400_000
 StoreFactory = Callable[[Path], Store]
@@ -39,7 +41,13 @@ def _sqlite(where: Path) -> Store:
     return SQLiteStore(where / "relay.sqlite3")
 
 
-FACTORIES: dict[str, StoreFactory] = {"sqlite": _sqlite}
+def _redis(where: Path) -> Store:
+    # The session's private redis-server (tests/conftest.py), flushed before each test;
+    # a reopen in the same test sees the same data.
+    return RedisStore(session_redis_url())
+
+
+FACTORIES: dict[str, StoreFactory] = {"sqlite": _sqlite, "redis": _redis}
 
 
 @pytest.fixture(params=list(FACTORIES))

@@ -234,12 +234,14 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         log.warning("stream for %s not started: %s", authority, exc.detail)
         await ws.close(code=1011, message=b"relay unavailable; reconnect")
     finally:
+        # Forget the session first: the handler may itself be cancelled (the client
+        # went away) while it waits below, and a stale session would look connected.
+        core.hub.detach(session, app[CLOCK]())
+        sockets.discard(ws)
         running = [*tasks, *([pump] if pump is not None else [])]
         for t in running:
             t.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-        core.hub.detach(session, app[CLOCK]())
-        sockets.discard(ws)
     return ws
 
 

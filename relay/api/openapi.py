@@ -178,6 +178,49 @@ SPEC: dict[str, Any] = {
         "/v1/directory/history": {
             "get": _op("Every directory version", {"200": _json({"type": "object"})})
         },
+        "/metrics": {
+            "get": {
+                **_op(
+                    "Prometheus metrics (operator token)",
+                    {"200": {"description": "text exposition"}},
+                    signed=False,
+                ),
+                "security": [{"operatorToken": []}],
+            }
+        },
+        "/ops": {
+            "get": {
+                **_op("Operator dashboard (HTML)", {"200": {"description": "HTML"}}, signed=False),
+                "security": [{"operatorToken": []}],
+            }
+        },
+        "/ops/events": {
+            "get": {
+                **_op(
+                    "Dashboard snapshots (SSE)",
+                    {"200": {"description": "text/event-stream"}},
+                    signed=False,
+                ),
+                "security": [{"operatorToken": []}],
+            }
+        },
+        "/ops/snapshot": {
+            "get": {
+                **_op("Delivery health snapshot", {"200": _json({"type": "object"})}, signed=False),
+                "security": [{"operatorToken": []}],
+            }
+        },
+        "/ops/messages/{id}": {
+            "get": {
+                **_op(
+                    "One message's timeline (metadata)",
+                    {"200": _json({"type": "object"})},
+                    params=[_ID],
+                    signed=False,
+                ),
+                "security": [{"operatorToken": []}],
+            }
+        },
         "/healthz": {"get": _op("Liveness", {"200": _json({"type": "object"})}, signed=False)},
         "/readyz": {
             "get": _op(
@@ -189,12 +232,17 @@ SPEC: dict[str, Any] = {
     },
     "components": {
         "securitySchemes": {
+            "operatorToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "operator token from `relay operator-token`",
+            },
             "httpMessageSignature": {
                 "type": "apiKey",
                 "in": "header",
                 "name": "Signature",
                 "description": "RFC 9421 profile cpar-v1, see docs/PROTOCOL.md",
-            }
+            },
         },
         "responses": {
             "Problem": {

@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from keys.errors import KeysError
-from relay.core.errors import RelayError
+from relay.core.errors import RelayError, UnavailableError
+from relay.store.base import StoreError
 
 log = logging.getLogger(__name__)
 PROBLEM_TYPE = "application/problem+json"
@@ -65,6 +66,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except RelayError as exc:
         return from_relay_error(exc)
+    except StoreError as exc:  # a store call outside RelayCore (nonces, attachments)
+        return from_relay_error(UnavailableError(f"the message store is unavailable: {exc}"))
     except KeysError as exc:  # a refusal the handler did not translate itself
         return problem(422, exc.code, "Refused", str(exc))
     except web.HTTPException as exc:

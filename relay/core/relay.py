@@ -548,6 +548,25 @@ class RelayCore:
         finally:
             self.hub.detach(waiter, self.clock())
 
+    # -- operators ------------------------------------------------------------------
+
+    def health(self, now: int, *, recent: int = 256) -> dict[str, Any]:
+        """Metadata for the operator views (``/ops``, ``/metrics``, ``relay status``); no I/O.
+
+        ``connected``: authority -> open connections; ``last_seen``: authority -> ms
+        (``now`` while connected); ``recent``: up to ``recent`` of the latest accepted
+        messages, newest first, as (id, sender, recipients incl. fallbacks, accepted at),
+        from which relay.status derives per-authority delivery latency.
+        """
+        connected = {aid: len(group) for aid, group in self.hub.sessions.items() if group}
+        last_seen = {**self.hub.last_seen, **dict.fromkeys(connected, now)}
+        latest: list[tuple[str, str, tuple[str, ...], int]] = []
+        for msg_id, (sender, recipients, _hash, accepted_at) in reversed(self._meta.items()):
+            if len(latest) >= recent:
+                break
+            latest.append((msg_id, sender, tuple(sorted(recipients)), accepted_at))
+        return {"connected": connected, "last_seen": last_seen, "recent": latest}
+
 
 def item_json(item: QueueItem) -> dict[str, Any]:
     """The wire form of a queued item (docs/API.md, "Inbox delivery")."""

@@ -243,7 +243,11 @@ class Store(Protocol):
     async def listen(self, deliver: Callable[[list[QueueItem]], None]) -> None:
         """Until cancelled, hand ``deliver`` the items committed by *other* relay
         instances, so a daemon connected here gets a message submitted there. A store
-        used by one instance only returns at once."""
+        used by one instance only returns at once.
+
+        ``deliver([])`` (no items) means pushes may have been missed (the listener
+        reconnected, or a write's outcome is unknown): every local session must re-read
+        its queue from the store."""
         ...
 
     async def claim_nonce(self, nonce: str, expires_at: int) -> bool:

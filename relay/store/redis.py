@@ -1,0 +1,1277 @@
+"""The scale-out store: Redis (redis.asyncio + hiredis), shared by several relay instances.
+
+Layout (``cpar:`` prefix; hash tags keep the keys of one entity in one slot):
+
+=============================== ==============================================================
+``cpar:{<authority>}:q``        STREAM: the authority's queue of unacknowledged items, with
+                                the consumer group ``relay``. Entry id ``<seq>-0``; fields
+                                ``t`` type, ``m`` message id, ``at`` enqueued at, ``p``
+                                payload (absent: the message's own envelope), ``r`` reminder,
+                                ``n`` note.
+``cpar:{<msg id>}:m``           HASH: the message (envelope, header fields, state, fencing
+                                generation, escalation step, released fallbacks).
+``cpar:{<msg id>}:r`` / ``:rk`` LIST of receipts in the order received / SET of their
+                                idempotency keys (signer|status|step).
+``cpar:{<msg id>}:qi``          SET of ``recipient|seq``: the queued copies of the envelope
+                                (withdrawn on expiry).
+``cpar:{<digest>}:a`` / ``:rd`` HASH: attachment metadata / SET: who may read it.
+``cpar:{timers}:z`` / ``:lease`` ZSET ``<msg id>|<step>`` scored by due time (ms) / HASH of
+                                short leases (``instance|until``) taken by ``due_timers``.
+``cpar:seq``                    the counter every queue seq is taken from (INCR).
+``cpar:recipients``             SET of authorities that have had something queued.
+``cpar:escalating``             ZSET of messages past step 1 (by accepted_at), for the ops view.
+``cpar:nonce:{<nonce>}``        request nonces (SET NX EX), shared by every instance.
+``cpar:push``                   pub/sub channel: items committed, ``<instance>\\n<json>``.
+=============================== ==============================================================
+
+**Seq.** The protocol's integer ``seq`` is the millisecond part of the stream entry id:
+every item gets ``seq = INCR cpar:seq`` and is added with ``XADD ... <seq>-0``. Seqs are
+therefore unique across all queues (one authority cannot name another's items) and
+increase in commit order within each queue, so ``pending(after)`` is ``XRANGE
+(<after>-0 +`` on the stream itself.
+
+**Queue and consumer group.** The stream holds exactly the unacknowledged items: ``ack``
+is ``XACK`` + ``XDEL``, so depth is ``XLEN`` and ``pending`` reads the stream. When an
+instance reads items for a daemon connected to it, the same script records the hand-over
+in the consumer group (one consumer per relay process): ``XAUTOCLAIM`` (idle 0) takes
+over the daemon's unacknowledged items from whichever instance had them before (a dead
+one, or the previous connection), ``XREADGROUP`` takes the newly queued ones, and empty
+consumers of departed instances are deleted. ``XPENDING cpar:{aid}:q relay`` then shows
+which instance delivers what, and how often an item was redelivered. The group is a
+ledger, never the source of truth: items pushed from memory right after a commit do not
+pass through it until the next store read.
+
+**Atomicity.** Every write is one Lua script (EVALSHA): accept + dedupe of a whole batch;
+a batch of receipts (idempotency, state change, fencing); firing escalation timers
+(compare-and-delete of the timer on its due time, the generation check and every effect
+in one script, so only the instance whose script removes the timer fires it); acks;
+attachment metadata. Concurrent accepts (and receipts, acks, nonces) are coalesced into
+one script call while the previous one is in flight: group commit, as in SQLite. The
+scripts build key names themselves and touch several slots: they run on one Redis server
+(with replicas), not on Redis Cluster (docs/OPERATIONS.md).
+
+**Pushes between instances.** Each script PUBLISHes the items it queued, in full (an
+envelope item carries the envelope), prefixed with the writer's instance id;
+:meth:`RedisStore.listen` hands the items of *other* instances to the local hub. When
+it (re)subscribes or loses the subscription, and after a write whose outcome is unknown
+(the connection dropped), it calls ``deliver([])``: every local session then re-reads
+its queue from the store, so nothing published while the subscription was down is
+missed (and if Redis cannot be reached, the sessions close and their daemons move on).
+
+**Durability.** An ``accepted`` receipt is returned only after the write is on disk: on
+Redis >= 7.2 each durable write is followed by ``WAITAOF 1 0`` on the same connection; on
+older servers the store relies on ``appendfsync always`` (Redis fsyncs the AOF before it
+replies). :meth:`RedisStore.start` reads ``appendonly``/``appendfsync`` (CONFIG GET) and
+refuses a server that cannot keep the promise, unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import inspect
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from relay.store.base import (
+    TERMINAL_STATES,
+    AcceptResult,
+    Escalation,
+    MessageRecord,
+    NewMessage,
+    QueueItem,
+    QueueStats,
+    ReceiptRecord,
+    StoreError,
+    StoreUnavailableError,
+    Timer,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Durability = Literal["always", "everysec"]
+
+PREFIX = "cpar:"
+GROUP = "relay"
+CHANNEL = PREFIX + "push"
+LEASE_MS = 5_000
+"""How long ``due_timers`` hides a timer from other instances while this one fires it."""
+WAITAOF_TIMEOUT_MS = 5_000
+POOL_SIZE = 64
+STATS_SCAN = 64
+"""queue_stats looks at the first items of each queue for the oldest enqueued_at."""
+RETRIES = 1
+BATCH_ITEMS = 500
+BATCH_BYTES = 16 * 1024 * 1024
+"""Most messages (or receipts, acks, nonces) and bytes in one coalesced script call."""
+WAITAOF_MIN_VERSION = (7, 2, 0)
+
+
+# A Redis host that vanishes without closing the connection (a partition) is noticed in
+# about 20-25 s instead of the OS defaults (hours idle, ~15 min with data in flight).
+_KEEPALIVE: dict[int, int] = {
+    opt: value
+    for name, value in (
+        ("TCP_KEEPIDLE", 10),
+        ("TCP_KEEPINTVL", 5),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", 20_000),
+    )
+    if (opt := getattr(socket, name, None)) is not None
+}
+
+# No CLIENT SETINFO on connect: redis-py would read its package metadata from disk (a
+# blocking call on the event loop) for every new connection. (redis-py >= 7 spells it
+# driver_info; older versions lib_name/lib_version.)
+_NO_CLIENT_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+
+class StoreConfigError(StoreError):
+    """The Redis server is reachable but configured so it cannot keep the store's promise."""
+
+
+def qkey(authority: str) -> str:
+    return f"{PREFIX}{{{authority}}}:q"
+
+
+def mkey(msg_id: str) -> str:
+    return f"{PREFIX}{{{msg_id}}}:m"
+
+
+def rkey(msg_id: str) -> str:
+    return f"{PREFIX}{{{msg_id}}}:r"
+
+
+def akey(digest: str) -> str:
+    return f"{PREFIX}{{{digest}}}:a"
+
+
+def readers_key(digest: str) -> str:
+    return f"{PREFIX}{{{digest}}}:rd"
+
+
+TIMERS = PREFIX + "{timers}:z"
+LEASES = PREFIX + "{timers}:lease"
+RECIPIENTS = PREFIX + "recipients"
+ESCALATING = PREFIX + "escalating"
+
+
+# --- Lua ----------------------------------------------------------------------------------
+
+_LUA_COMMON = r"""
+local P = ARGV[1]
+local INST = ARGV[2]
+local SEQ = P .. 'seq'
+local RECIPIENTS = P .. 'recipients'
+local TIMERS = P .. '{timers}:z'
+local LEASES = P .. '{timers}:lease'
+local ESCALATING = P .. 'escalating'
+local CHANNEL = P .. 'push'
+local TERMINAL = {acknowledged = true, rejected = true, expired = true}
+local OPEN = {accepted = true, delivered = true}
+local STATE_AFTER = {
+  delivered = {from = {accepted = true}, to = 'delivered'},
+  acknowledged = {from = OPEN, to = 'acknowledged'},
+  rejected = {from = OPEN, to = 'rejected'},
+  expired = {from = OPEN, to = 'expired'},
+}
+local STEPS = {'1', '2', '3', '9'}
+local pushed = {}
+
+local function qkey(aid) return P .. '{' .. aid .. '}:q' end
+local function mkey(id) return P .. '{' .. id .. '}:m' end
+
+-- Queue one item; payload '' means "the message's own envelope" (stored once, in the
+-- message hash) and ``envelope`` is what other instances receive for it.
+local function enqueue(aid, typ, msg, payload, at, reminder, note, envelope)
+  local seq = redis.call('INCR', SEQ)
+  local q = qkey(aid)
+  if redis.call('EXISTS', q) == 0 then
+    redis.call('XGROUP', 'CREATE', q, 'relay', '0', 'MKSTREAM')
+  end
+  local f = {'t', typ, 'm', msg, 'at', at}
+  if payload ~= '' then f[#f + 1] = 'p'; f[#f + 1] = payload end
+  if reminder == '1' then f[#f + 1] = 'r'; f[#f + 1] = '1' end
+  if note ~= '' then f[#f + 1] = 'n'; f[#f + 1] = note end
+  redis.call('XADD', q, seq .. '-0', unpack(f))
+  redis.call('SADD', RECIPIENTS, aid)
+  local body = payload
+  if body == '' then body = envelope end
+  pushed[#pushed + 1] = {seq, aid, typ, msg, body, at, reminder == '1' and 1 or 0, note}
+  return seq
+end
+
+local function drop_timers(msg)
+  local members = {}
+  for i, s in ipairs(STEPS) do members[i] = msg .. '|' .. s end
+  redis.call('ZREM', TIMERS, unpack(members))
+  redis.call('HDEL', LEASES, unpack(members))
+  redis.call('ZREM', ESCALATING, msg)
+end
+
+-- A receipt: idempotent on (signer, status, step); queued for ``notify``; moves the
+-- message's state forward, and a decision bumps the fencing generation and drops the
+-- timers in the same script. Returns the seq, or 0 when already stored.
+local function add_receipt(msg, status, signer, at, token, received_at, step, notify)
+  local pre = P .. '{' .. msg .. '}:'
+  if redis.call('SADD', pre .. 'rk', signer .. '|' .. status .. '|' .. step) == 0 then
+    return 0
+  end
+  redis.call('RPUSH', pre .. 'r', cjson.encode({status, signer, at, token, received_at, step}))
+  local seq = enqueue(notify, 'receipt', msg, token, received_at, '0', '', '')
+  local rule = STATE_AFTER[status]
+  if rule then
+    local mk = mkey(msg)
+    local state = redis.call('HGET', mk, 'state')
+    if state and rule.from[state] then
+      redis.call('HSET', mk, 'state', rule.to)
+      if TERMINAL[rule.to] then
+        redis.call('HINCRBY', mk, 'gen', 1)
+        drop_timers(msg)
+      end
+    end
+  end
+  return seq
+end
+
+local function publish()
+  if #pushed > 0 then
+    redis.call('PUBLISH', CHANNEL, INST .. '\n' .. cjson.encode(pushed))
+  end
+end
+"""
+
+_LUA_ACCEPT = (
+    _LUA_COMMON
+    + r"""
+-- ARGV: prefix, instance, n, then 15 fields per message.
+local n = tonumber(ARGV[3])
+local out = {}
+local i = 4
+for _ = 1, n do
+  local id, sender, to, fallbacks, envelope, env_hash = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
+  local created, expires, priority, ack_by, accepted_at = ARGV[i+6], ARGV[i+7], ARGV[i+8], ARGV[i+9], ARGV[i+10]
+  local receipt, attachments, policy, timers = ARGV[i+11], ARGV[i+12], ARGV[i+13], ARGV[i+14]
+  i = i + 15
+  local mk = mkey(id)
+  local old = redis.call('HMGET', mk, 'env_hash', 'accepted_receipt')
+  if old[1] then
+    if old[1] == env_hash then
+      out[#out + 1] = {'duplicate', old[2]}
+    else
+      out[#out + 1] = {'conflict', ''}
+    end
+  else
+    redis.call('HSET', mk, 'sender', sender, 'to', to, 'fallbacks', fallbacks,
+      'envelope', envelope, 'env_hash', env_hash, 'created', created, 'expires', expires,
+      'priority', priority, 'ack_by', ack_by, 'accepted_at', accepted_at,
+      'accepted_receipt', receipt, 'state', 'accepted', 'attachments', attachments,
+      'policy', policy, 'gen', '0', 'step', '0', 'released', '[]')
+    for _, t in ipairs(cjson.decode(timers)) do
+      redis.call('ZADD', TIMERS, t[2], id .. '|' .. t[1])
+    end
+    local result = {'accepted', receipt}
+    local qi = P .. '{' .. id .. '}:qi'
+    for _, aid in ipairs(cjson.decode(to)) do
+      local seq = enqueue(aid, 'envelope', id, '', accepted_at, '0', '', envelope)
+      redis.call('SADD', qi, aid .. '|' .. seq)
+      result[#result + 1] = seq
+    end
+    local atts = cjson.decode(attachments)
+    if #atts > 0 then
+      local readers = cjson.decode(to)
+      for _, f in ipairs(cjson.decode(fallbacks)) do readers[#readers + 1] = f end
+      for _, d in ipairs(atts) do
+        redis.call('SADD', P .. '{' .. d .. '}:rd', unpack(readers))
+      end
+    end
+    out[#out + 1] = result
+  end
+end
+publish()
+return out
+"""
+)
+
+_LUA_RECEIPTS = (
+    _LUA_COMMON
+    + r"""
+-- ARGV: prefix, instance, n, then 8 fields per receipt.
+local n = tonumber(ARGV[3])
+local out = {}
+local i = 4
+for _ = 1, n do
+  out[#out + 1] = add_receipt(ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7])
+  i = i + 8
+end
+publish()
+return out
+"""
+)
+
+_LUA_FIRE = (
+    _LUA_COMMON
+    + r"""
+-- ARGV: prefix, instance, then one JSON object per escalation (every number a string).
+local out = {}
+for a = 3, #ARGV do
+  local e = cjson.decode(ARGV[a])
+  local msg = e.msg
+  local member = msg .. '|' .. e.step
+  local mk = mkey(msg)
+  local score = redis.call('ZSCORE', TIMERS, member)
+  if not score or tonumber(score) ~= tonumber(e.due) then
+    out[#out + 1] = {0}  -- fired already (here or by another instance), or moved
+  else
+    local m = redis.call('HMGET', mk, 'state', 'gen', 'envelope', 'step', 'accepted_at', 'released')
+    -- The claim: whoever removes the timer fires it.
+    redis.call('ZREM', TIMERS, member)
+    redis.call('HDEL', LEASES, member)
+    if not m[1] or tonumber(m[2]) ~= tonumber(e.gen) or TERMINAL[m[1]] then
+      out[#out + 1] = {0}  -- fenced off by a decision, or the message is closed
+    else
+      local seqs = {1}
+      local qi = P .. '{' .. msg .. '}:qi'
+      for _, it in ipairs(e.items) do
+        local seq = enqueue(it[1], it[2], msg, it[3], e.due, it[4], it[5], m[3])
+        if it[2] == 'envelope' and it[3] == '' then redis.call('SADD', qi, it[1] .. '|' .. seq) end
+        seqs[#seqs + 1] = seq
+      end
+      if e.receipt ~= cjson.null then
+        local r = e.receipt
+        local seq = add_receipt(msg, r[1], r[2], r[3], r[4], r[5], r[6], e.sender)
+        if seq ~= 0 then seqs[#seqs + 1] = seq end
+      end
+      if e.drop then
+        for _, copy in ipairs(redis.call('SMEMBERS', qi)) do
+          local sep = string.find(copy, '|', 1, true)
+          local q = qkey(string.sub(copy, 1, sep - 1))
+          local id = string.sub(copy, sep + 1) .. '-0'
+          redis.call('XACK', q, 'relay', id)
+          redis.call('XDEL', q, id)
+        end
+        redis.call('DEL', qi)
+      end
+      local closed = false
+      if e.new_state ~= '' then
+        redis.call('HSET', mk, 'state', e.new_state)
+        if TERMINAL[e.new_state] then
+          closed = true
+          redis.call('HINCRBY', mk, 'gen', 1)
+          drop_timers(msg)
+        end
+      end
+      local step = tonumber(e.step)
+      if (step == 1 or step == 2 or step == 3) and e.new_state == '' and not e.deferred then
+        if step > tonumber(m[4]) then redis.call('HSET', mk, 'step', e.step) end
+        redis.call('ZADD', ESCALATING, m[5], msg)
+      end
+      if #e.released > 0 then
+        local set = {}
+        for _, f in ipairs(cjson.decode(m[6])) do set[f] = true end
+        for _, f in ipairs(e.released) do set[f] = true end
+        local merged = {}
+        for f in pairs(set) do merged[#merged + 1] = f end
+        table.sort(merged)
+        redis.call('HSET', mk, 'released', cjson.encode(merged))
+      end
+      if e.next ~= cjson.null and not closed then
+        redis.call('ZADD', TIMERS, e.next[2], msg .. '|' .. e.next[1])
+      end
+      out[#out + 1] = seqs
+    end
+  end
+end
+publish()
+return out
+"""
+)
+
+_LUA_DUE = (
+    _LUA_COMMON
+    + r"""
+-- ARGV: prefix, instance, now, limit, lease ms. Takes a short lease on each due timer
+-- that no other live instance holds, so instances do not plan the same steps twice.
+local due = redis.call('ZRANGEBYSCORE', TIMERS, '-inf', ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = INST .. '|' .. (now + tonumber(ARGV[5]))
+local out = {}
+for k = 1, #due, 2 do
+  local held = redis.call('HGET', LEASES, due[k])
+  local take = true
+  if held then
+    local sep = string.find(held, '|', 1, true)
+    local owner, till = string.sub(held, 1, sep - 1), tonumber(string.sub(held, sep + 1))
+    take = owner == INST or till <= now
+  end
+  if take then
+    redis.call('HSET', LEASES, due[k], lease)
+    out[#out + 1] = due[k]
+    out[#out + 1] = due[k + 1]
+  end
+end
+return out
+"""
+)
+
+_LUA_PENDING = (
+    _LUA_COMMON
+    + r"""
+-- ARGV: prefix, instance, authority, after, after + 1, limit.
+local q = qkey(ARGV[3])
+local page = redis.call('XRANGE', q, '(' .. ARGV[4] .. '-0', '+', 'COUNT', tonumber(ARGV[6]))
+if #page == 0 then return page end
+-- The ledger: this instance now delivers these items.
+redis.call('XAUTOCLAIM', q, 'relay', INST, 0, ARGV[5] .. '-0', 'COUNT', #page, 'JUSTID')
+local last = page[#page][1]
+local lastms = tonumber(string.sub(last, 1, string.find(last, '-', 1, true) - 1))
+for _ = 1, 16 do
+  local got = redis.call('XREADGROUP', 'GROUP', 'relay', INST, 'COUNT', #page, 'STREAMS', q, '>')
+  if not got then break end
+  local entries = got[1][2]
+  if #entries == 0 then break end
+  local id = entries[#entries][1]
+  if tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1)) >= lastms then break end
+end
+local consumers = redis.call('XINFO', 'CONSUMERS', q, 'relay')
+for _, c in ipairs(consumers) do
+  local name, pending
+  for k = 1, #c, 2 do
+    if c[k] == 'name' then name = c[k + 1] elseif c[k] == 'pending' then pending = c[k + 1] end
+  end
+  if name ~= INST and pending == 0 then redis.call('XGROUP', 'DELCONSUMER', q, 'relay', name) end
+end
+return page
+"""
+)
+
+_LUA_ACK = r"""
+-- ARGV: prefix, instance, n, then per acknowledgement: authority, count, entry ids.
+-- Returns how many items each one removed.
+local P = ARGV[1]
+local out = {}
+local i = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local q = P .. '{' .. ARGV[i] .. '}:q'
+  local count = tonumber(ARGV[i + 1])
+  local removed = 0
+  if redis.call('EXISTS', q) == 1 then
+    for first = i + 2, i + 1 + count, 1000 do
+      local ids = {}
+      for k = first, math.min(i + 1 + count, first + 999) do ids[#ids + 1] = ARGV[k] end
+      redis.call('XACK', q, 'relay', unpack(ids))
+      removed = removed + redis.call('XDEL', q, unpack(ids))
+    end
+  end
+  out[#out + 1] = removed
+  i = i + 2 + count
+end
+return out
+"""
+
+_LUA_NONCES = r"""
+-- ARGV: prefix, instance, n, then per nonce: nonce, ttl (s). 1 if it was new, else 0.
+local out = {}
+for k = 0, tonumber(ARGV[3]) - 1 do
+  local key = ARGV[1] .. 'nonce:{' .. ARGV[4 + 2 * k] .. '}'
+  if redis.call('SET', key, '1', 'NX', 'EX', ARGV[5 + 2 * k]) then out[#out + 1] = 1
+  else out[#out + 1] = 0 end
+end
+return out
+"""
+
+_LUA_PUT_ATTACHMENT = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'uploader', ARGV[1], 'size', ARGV[2], 'stored_at', ARGV[3])
+return 1
+"""
+
+_LUA_QUEUE_STATS = r"""
+-- KEYS[1]: the recipients set; ARGV[1]: prefix, ARGV[2]: items scanned per queue.
+local out = {}
+for _, aid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local q = ARGV[1] .. '{' .. aid .. '}:q'
+  local depth = redis.call('XLEN', q)
+  if depth == 0 then
+    redis.call('SREM', KEYS[1], aid)
+  else
+    local oldest = nil
+    for _, e in ipairs(redis.call('XRANGE', q, '-', '+', 'COUNT', tonumber(ARGV[2]))) do
+      local f = e[2]
+      for k = 1, #f, 2 do
+        if f[k] == 'at' then
+          local at = tonumber(f[k + 1])
+          if oldest == nil or at < tonumber(oldest) then oldest = f[k + 1] end
+        end
+      end
+    end
+    out[#out + 1] = {aid, depth, oldest or ''}
+  end
+end
+return out
+"""
+
+
+class _Script:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+ACCEPT = _Script(_LUA_ACCEPT)
+RECEIPTS = _Script(_LUA_RECEIPTS)
+FIRE = _Script(_LUA_FIRE)
+DUE = _Script(_LUA_DUE)
+PENDING = _Script(_LUA_PENDING)
+ACK = _Script(_LUA_ACK)
+NONCES = _Script(_LUA_NONCES)
+PUT_ATTACHMENT = _Script(_LUA_PUT_ATTACHMENT)
+QUEUE_STATS = _Script(_LUA_QUEUE_STATS)
+
+
+# --- durability ---------------------------------------------------------------------------
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """'7.0.15' -> (7, 0, 15); anything unreadable counts as 0."""
+    parts = [int(p) if p.isdigit() else 0 for p in text.split(".")[:3]]
+    parts += [0] * (3 - len(parts))
+    return parts[0], parts[1], parts[2]
+
+
+def durability_plan(
+    *,
+    version: tuple[int, int, int],
+    appendonly: str | None,
+    appendfsync: str | None,
+    durability: Durability,
+    allow_no_aof: bool,
+) -> tuple[bool, str | None]:
+    """Decide how a write is made durable: (use WAITAOF, a warning to log).
+
+    Raises :class:`StoreConfigError` (one line) when the server cannot give the chosen
+    durability. ``appendonly``/``appendfsync`` are None when CONFIG GET is not allowed.
+    """
+    waitaof = version >= WAITAOF_MIN_VERSION
+    if appendonly is None:
+        if allow_no_aof:
+            return False, "cannot read the redis AOF configuration (CONFIG GET refused)"
+        raise StoreConfigError(
+            "cannot read the redis AOF configuration (CONFIG GET refused); allow CONFIG GET "
+            "for the relay's user, or set redis_allow_no_aof = true to run without the check"
+        )
+    if appendonly != "yes":
+        if allow_no_aof:
+            return False, "redis has appendonly off: accepted messages can be lost on a crash"
+        raise StoreConfigError(
+            "redis has appendonly off, so accepted messages would not be durable; run redis "
+            "with --appendonly yes --appendfsync always (or set redis_allow_no_aof = true "
+            "for a throwaway test server)"
+        )
+    if durability == "always":
+        if waitaof and appendfsync == "everysec":
+            return True, (
+                "redis appendfsync is everysec: every accept waits for the next fsync "
+                "(WAITAOF); appendfsync always is faster with redis_durability = always"
+            )
+        if appendfsync != "always":
+            if allow_no_aof:
+                return False, f"redis appendfsync is {appendfsync}: writes are not fsynced"
+            needs = "always or everysec" if waitaof else "always (WAITAOF needs redis 7.2)"
+            raise StoreConfigError(
+                f"redis_durability = always needs appendfsync {needs} on redis "
+                f"{'.'.join(map(str, version))}, found {appendfsync}"
+            )
+        return waitaof, None
+    # everysec: up to a second of accepted writes may be lost on a crash of the server.
+    if appendfsync not in ("always", "everysec"):
+        if allow_no_aof:
+            return False, f"redis appendfsync is {appendfsync}: writes are fsynced by the OS"
+        raise StoreConfigError(
+            f"redis_durability = everysec needs appendfsync everysec or always "
+            f"(found {appendfsync})"
+        )
+    return False, None
+
+
+# --- the store ----------------------------------------------------------------------------
+
+
+async def _any(aw: Awaitable[Any]) -> Any:
+    """redis-py's reply types are wider than what ``decode_responses=True`` gives."""
+    return await aw
+
+
+def _num(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+def _record(msg_id: str, h: dict[str, str]) -> MessageRecord:
+    return MessageRecord(
+        id=msg_id,
+        sender=h["sender"],
+        to=tuple(json.loads(h["to"])),
+        fallbacks=tuple(json.loads(h["fallbacks"])),
+        envelope=h["envelope"],
+        env_hash=h["env_hash"],
+        created=int(h["created"]),
+        expires=int(h["expires"]),
+        priority=h["priority"],
+        ack_by=int(h["ack_by"]) if h.get("ack_by") else None,
+        accepted_at=int(h["accepted_at"]),
+        accepted_receipt=h["accepted_receipt"],
+        state=h["state"],  # type: ignore[arg-type]
+        attachments=tuple(json.loads(h["attachments"])),
+        policy=h["policy"],
+        generation=int(h["gen"]),
+        escalation_step=int(h["step"]),
+        released=tuple(json.loads(h["released"])),
+    )
+
+
+def _pushed_item(raw: list[Any]) -> QueueItem:
+    seq, recipient, typ, msg_id, payload, at, reminder, note = raw
+    return QueueItem(
+        int(seq), recipient, typ, msg_id, payload, int(at), bool(reminder), note or None
+    )
+
+
+class _Coalescer:
+    """Group commit for one kind of write: calls made while the previous script call of
+    that kind is in flight go to Redis together, as one script call.
+
+    Each call gives its part of the script's arguments and how many results it expects;
+    the script (ARGV: prefix, instance, total, parts...) returns one flat list of
+    results, split back in order. At low load a call goes alone and waits for nothing.
+    """
+
+    def __init__(self, store: RedisStore, script: _Script, *, durable: bool, queues: bool) -> None:
+        self.store = store
+        self.script = script
+        self.durable = durable
+        self.queues = queues
+        self._queue: deque[tuple[list[Any], int, int, asyncio.Future[list[Any]]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def call(self, args: list[Any], count: int, size: int = 0) -> list[Any]:
+        self.store._conn()  # refuse at once when closed
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((args, count, size, fut))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="redis-group-commit")
+        return await fut
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch: list[tuple[list[Any], int, int, asyncio.Future[list[Any]]]] = []
+            count = size = 0
+            while self._queue and (
+                not batch or (count < BATCH_ITEMS and size + self._queue[0][2] < BATCH_BYTES)
+            ):
+                item = self._queue.popleft()
+                batch.append(item)
+                count += item[1]
+                size += item[2]
+            args = self.store._args(count)
+            for part, _, _, _ in batch:
+                args += part
+            self.store.commits += 1
+            try:
+                raw = await self.store._write(
+                    self.script, [], args, durable=self.durable, queues=self.queues
+                )
+            except BaseException as exc:
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            at = 0
+            for _, n, _, fut in batch:
+                if not fut.done():
+                    fut.set_result(list(raw[at : at + n]))
+                at += n
+
+    async def drain(self) -> None:
+        if self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
+
+class RedisStore:
+    """:class:`relay.store.base.Store` on one Redis server, shared by many relay processes."""
+
+    shared = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durability: Durability = "always",
+        allow_no_aof: bool = False,
+        instance: str | None = None,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        self.url = url
+        self.durability: Durability = durability
+        self.allow_no_aof = allow_no_aof
+        self.instance = instance or f"{os.getpid()}-{secrets.token_hex(4)}"
+        """This process's name: its consumer in every group, and the tag on its pushes."""
+        self._pool_size = pool_size
+        self._r: aioredis.Redis | None = None
+        self._closed = False
+        self._waitaof = False
+        self._deliver: Callable[[list[QueueItem]], None] | None = None
+        self.server_version: tuple[int, int, int] = (0, 0, 0)
+        self.commits = 0
+        """Coalesced script calls sent (for benchmarks and tests: writes per call)."""
+        self._accepts = _Coalescer(self, ACCEPT, durable=True, queues=True)
+        self._receipts = _Coalescer(self, RECEIPTS, durable=True, queues=True)
+        self._acks = _Coalescer(self, ACK, durable=False, queues=False)
+        self._nonces = _Coalescer(self, NONCES, durable=False, queues=False)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def _client(self, **extra: Any) -> aioredis.Redis:
+        """A separate client (the pub/sub listener's)."""
+        options: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_connect_timeout": 2.0,
+            "socket_keepalive": True,
+            "socket_keepalive_options": _KEEPALIVE,
+            # No retries inside redis-py: _call retries itself, knowing what a repeated
+            # write means. A failed connection is reopened by the pool on next use.
+            "retry": Retry(NoBackoff(), 0),
+            **_NO_CLIENT_SETINFO,
+            **extra,
+        }
+        return aioredis.Redis.from_url(self.url, **options)
+
+    async def start(self) -> None:
+        # A blocking pool: under load a command waits (up to 5 s) for a free connection
+        # instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self._pool_size,
+            timeout=5.0,
+            decode_responses=True,
+            socket_connect_timeout=2.0,
+            socket_timeout=WAITAOF_TIMEOUT_MS / 1000 + 5.0,
+            socket_keepalive=True,
+            socket_keepalive_options=_KEEPALIVE,
+            retry=Retry(NoBackoff(), 0),
+            **_NO_CLIENT_SETINFO,
+        )
+        self._r = aioredis.Redis.from_pool(pool)
+        r = self._r
+        try:
+            info = await r.info("server")
+            self.server_version = parse_version(str(info.get("redis_version", "0")))
+            try:
+                cfg = await r.config_get("append*")
+                appendonly: str | None = cfg.get("appendonly")
+                appendfsync: str | None = cfg.get("appendfsync")
+            except RedisError as exc:
+                if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+                    raise
+                appendonly = appendfsync = None
+        except RedisError as exc:
+            await self._drop_client()
+            raise StoreUnavailableError(f"redis at {self._where()}: {exc}") from exc
+        try:
+            self._waitaof, warning = durability_plan(
+                version=self.server_version,
+                appendonly=appendonly,
+                appendfsync=appendfsync,
+                durability=self.durability,
+                allow_no_aof=self.allow_no_aof,
+            )
+        except StoreConfigError:
+            await self._drop_client()
+            raise
+        if warning:
+            log.warning("redis store: %s", warning)
+        log.info(
+            "redis store at %s (redis %s, appendonly %s, appendfsync %s, %s), instance %s",
+            self._where(),
+            ".".join(map(str, self.server_version)),
+            appendonly,
+            appendfsync,
+            "WAITAOF after each durable write" if self._waitaof else "no WAITAOF",
+            self.instance,
+        )
+
+    def _where(self) -> str:
+        # The URL without credentials, for messages.
+        tail = self.url.split("@", 1)[-1]
+        return tail if "://" in tail else self.url.split("://", 1)[0] + "://" + tail
+
+    async def _drop_client(self) -> None:
+        if self._r is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._r.aclose()
+            self._r = None
+
+    async def close(self) -> None:
+        self._closed = True
+        for batcher in (self._accepts, self._receipts, self._acks, self._nonces):
+            await batcher.drain()  # writes in flight finish
+        await self._drop_client()
+
+    async def ping(self) -> None:
+        await self._call(lambda r: r.ping(), write=False)
+
+    # -- plumbing -------------------------------------------------------------------
+
+    def _conn(self) -> aioredis.Redis:
+        if self._closed or self._r is None:
+            raise StoreUnavailableError(
+                "store is closed" if self._closed else "store is not started"
+            )
+        return self._r
+
+    async def _call(
+        self,
+        fn: Callable[[aioredis.Redis], Awaitable[T]],
+        *,
+        write: bool,
+        queues: bool = False,
+    ) -> T:
+        """Run ``fn``; every Redis failure becomes :class:`StoreUnavailableError`.
+
+        A connection error is retried once, on a fresh connection: after Redis restarts,
+        every pooled connection is stale and fails on first use. Every write is
+        idempotent (a repeated accept is a duplicate with the original receipt, a
+        repeated receipt or timer firing is a no-op), so running one twice is safe; but
+        if the first attempt did commit, its items never reached the local hub, so when
+        a write that ``queues`` items fails, local sessions are told to re-read.
+        Timeouts are not retried (a slow server would only get more work).
+        """
+        r = self._r  # not _conn(): writes queued before close() still go out
+        if r is None:
+            raise StoreUnavailableError(
+                "store is closed" if self._closed else "store is not started"
+            )
+        for attempt in range(1 + RETRIES):
+            try:
+                return await fn(r)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if write and queues:
+                    self._resync()
+                if isinstance(exc, RedisConnectionError) and attempt < RETRIES:
+                    continue
+                raise StoreUnavailableError(f"redis at {self._where()}: {exc}") from exc
+            except RedisError as exc:  # e.g. LOADING after a restart, MISCONF (disk full)
+                raise StoreUnavailableError(f"redis at {self._where()}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def _eval(
+        self, r: aioredis.Redis, script: _Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """EVALSHA (loading the script when the server does not know it: nothing ran)."""
+        try:
+            return await r.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await r.script_load(script.text)
+            return await r.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _write(
+        self,
+        script: _Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        durable: bool = True,
+        queues: bool = False,
+    ) -> Any:
+        async def run(r: aioredis.Redis) -> Any:
+            if not (durable and self._waitaof):
+                return await self._eval(r, script, keys, args)
+            for _ in range(2):
+                # WAITAOF waits for this connection's writes: same pipeline, same connection.
+                pipe = r.pipeline(transaction=False)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+                result, waited = await pipe.execute(raise_on_error=False)
+                if isinstance(result, NoScriptError):
+                    await r.script_load(script.text)
+                    continue
+                if isinstance(result, Exception):
+                    raise result
+                if isinstance(waited, Exception):
+                    raise waited
+                if int(waited[0]) < 1:
+                    if queues:
+                        self._resync()
+                    raise StoreUnavailableError(
+                        f"redis did not fsync the write within {WAITAOF_TIMEOUT_MS} ms"
+                    )
+                return result
+            raise StoreUnavailableError("redis keeps forgetting the store's scripts")
+
+        return await self._call(run, write=True, queues=queues)
+
+    def _resync(self) -> None:
+        if self._deliver is not None:
+            try:
+                self._deliver([])
+            except Exception:
+                log.exception("resync of local sessions failed")
+
+    def _args(self, *rest: Any) -> list[Any]:
+        return [PREFIX, self.instance, *rest]
+
+    # -- messages -------------------------------------------------------------------
+
+    async def accept(self, messages: Sequence[NewMessage]) -> list[AcceptResult]:
+        msgs = list(messages)
+        if not msgs:
+            return []
+        args: list[Any] = []
+        for m in msgs:
+            args += [
+                m.id,
+                m.sender,
+                json.dumps(list(m.to)),
+                json.dumps(list(m.fallbacks)),
+                m.envelope,
+                m.env_hash,
+                str(m.created),
+                str(m.expires),
+                m.priority,
+                _num(m.ack_by),
+                str(m.accepted_at),
+                m.accepted_receipt,
+                json.dumps(list(m.attachments)),
+                m.policy,
+                json.dumps([[str(step), str(due)] for step, due in m.timers]),
+            ]
+        size = sum(len(m.envelope) for m in msgs)
+        raw = await self._accepts.call(args, len(msgs), size)
+        out: list[AcceptResult] = []
+        for m, row in zip(msgs, raw, strict=True):
+            outcome = row[0]
+            if outcome == "accepted":
+                out.append(AcceptResult(m.id, "accepted", row[1], tuple(int(s) for s in row[2:])))
+            elif outcome == "duplicate":
+                out.append(AcceptResult(m.id, "duplicate", row[1]))
+            else:
+                out.append(AcceptResult(m.id, "conflict", None))
+        return out
+
+    async def get_message(self, msg_id: str) -> MessageRecord | None:
+        h: dict[str, str] = await self._call(lambda r: _any(r.hgetall(mkey(msg_id))), write=False)
+        return _record(msg_id, h) if h else None
+
+    async def add_receipt(self, receipt: ReceiptRecord, *, notify: str) -> bool:
+        (seq,) = await self.add_receipts([(receipt, notify)])
+        return seq is not None
+
+    async def add_receipts(self, receipts: Sequence[tuple[ReceiptRecord, str]]) -> list[int | None]:
+        batch = list(receipts)
+        if not batch:
+            return []
+        args: list[Any] = []
+        for r, notify in batch:
+            args += [
+                r.msg_id,
+                r.status,
+                r.signer,
+                str(r.at),
+                r.token,
+                str(r.received_at),
+                str(r.step),
+                notify,
+            ]
+        raw = await self._receipts.call(args, len(batch), sum(len(r.token) for r, _ in batch))
+        return [int(s) or None for s in raw]
+
+    async def receipts(self, msg_id: str) -> list[ReceiptRecord]:
+        rows: list[str] = await self._call(
+            lambda r: _any(r.lrange(rkey(msg_id), 0, -1)), write=False
+        )
+        out = []
+        for row in rows:
+            status, signer, at, token, received_at, step = json.loads(row)
+            out.append(
+                ReceiptRecord(
+                    msg_id, status, signer, int(at), token, int(received_at), step=int(step)
+                )
+            )
+        return out
+
+    # -- queues ---------------------------------------------------------------------
+
+    async def pending(self, recipient: str, *, after: int, limit: int) -> list[QueueItem]:
+        after = max(0, int(after))
+        if limit <= 0:
+            return []
+        args = self._args(recipient, str(after), str(after + 1), str(limit))
+        # A write (the consumer-group ledger), but not one that needs to be durable.
+        page = await self._write(PENDING, [], args, durable=False)
+        items: list[QueueItem] = []
+        need: dict[str, str | None] = {}
+        for entry_id, flat in page:
+            f = dict(zip(flat[0::2], flat[1::2], strict=True))
+            if "p" not in f:
+                need[f["m"]] = None
+            items.append(
+                QueueItem(
+                    seq=int(entry_id.split("-", 1)[0]),
+                    recipient=recipient,
+                    type=f["t"],
+                    msg_id=f["m"],
+                    payload=f.get("p", ""),
+                    enqueued_at=int(f["at"]),
+                    reminder=f.get("r") == "1",
+                    note=f.get("n") or None,
+                )
+            )
+        if need:
+            ids = list(need)
+
+            async def envelopes(r: aioredis.Redis) -> list[Any]:
+                pipe = r.pipeline(transaction=False)
+                for msg_id in ids:
+                    pipe.hget(mkey(msg_id), "envelope")
+                return list(await pipe.execute())
+
+            for msg_id, env in zip(ids, await self._call(envelopes, write=False), strict=True):
+                need[msg_id] = env
+            items = [
+                i
+                if i.payload or i.type != "envelope"
+                else QueueItem(
+                    i.seq,
+                    i.recipient,
+                    i.type,
+                    i.msg_id,
+                    need.get(i.msg_id) or "",
+                    i.enqueued_at,
+                    i.reminder,
+                    i.note,
+                )
+                for i in items
+            ]
+        return items
+
+    async def ack(self, recipient: str, seqs: Sequence[int]) -> int:
+        ids = [f"{int(s)}-0" for s in seqs]
+        if not ids:
+            return 0
+        (removed,) = await self._acks.call([recipient, len(ids), *ids], 1)
+        return int(removed)
+
+    async def depth(self, recipient: str) -> int:
+        return int(await self._call(lambda r: r.xlen(qkey(recipient)), write=False))
+
+    async def queue_stats(self) -> list[QueueStats]:
+        rows = await self._call(
+            lambda r: self._eval(r, QUEUE_STATS, [RECIPIENTS], [PREFIX, STATS_SCAN]), write=False
+        )
+        return [
+            QueueStats(aid, int(depth), int(oldest) if oldest else None)
+            for aid, depth, oldest in rows
+        ]
+
+    # -- escalation timers ------------------------------------------------------------
+
+    async def due_timers(self, now: int, *, limit: int) -> list[tuple[Timer, MessageRecord]]:
+        flat = await self._write(
+            DUE, [], self._args(str(now), str(limit), str(LEASE_MS)), durable=False
+        )
+        due = [(flat[i], int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
+        if not due:
+            return []
+        ids = [member.rsplit("|", 1)[0] for member, _ in due]
+
+        async def load(r: aioredis.Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for msg_id in ids:
+                pipe.hgetall(mkey(msg_id))
+            return list(await pipe.execute())
+
+        records = await self._call(load, write=False)
+        out: list[tuple[Timer, MessageRecord]] = []
+        for (member, due_at), msg_id, h in zip(due, ids, records, strict=True):
+            if not h:
+                continue
+            record = _record(msg_id, h)
+            step = int(member.rsplit("|", 1)[1])
+            out.append((Timer(msg_id, step, due_at, record.generation), record))
+        return out
+
+    async def fire(self, escalations: Sequence[Escalation]) -> list[tuple[int, ...] | None]:
+        batch = list(escalations)
+        if not batch:
+            return []
+        args = self._args()
+        for e in batch:
+            t = e.timer
+            r = e.receipt
+            args.append(
+                json.dumps(
+                    {
+                        "msg": t.msg_id,
+                        "step": str(t.step),
+                        "due": str(t.due),
+                        "gen": str(t.generation),
+                        "items": [
+                            [
+                                i.recipient,
+                                i.type,
+                                i.payload or "",
+                                "1" if i.reminder else "0",
+                                i.note or "",
+                            ]
+                            for i in e.items
+                        ],
+                        "receipt": None
+                        if r is None
+                        else [
+                            r.status,
+                            r.signer,
+                            str(r.at),
+                            r.token,
+                            str(r.received_at),
+                            str(r.step),
+                        ],
+                        "sender": e.sender,
+                        "next": None
+                        if e.next_timer is None
+                        else [str(e.next_timer[0]), str(e.next_timer[1])],
+                        "new_state": e.new_state or "",
+                        "released": list(e.released),
+                        "drop": e.drop_queued,
+                        "deferred": e.deferred,
+                    }
+                )
+            )
+        raw = await self._write(FIRE, [], args, queues=True)
+        return [tuple(int(s) for s in row[1:]) if int(row[0]) else None for row in raw]
+
+    async def timer_stats(self, now: int, *, overdue_after_ms: int) -> tuple[int, int, int | None]:
+        async def q(r: aioredis.Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            pipe.zcard(TIMERS)
+            pipe.zcount(TIMERS, "-inf", f"({now - overdue_after_ms}")
+            pipe.zrange(TIMERS, 0, 0, withscores=True)
+            return list(await pipe.execute())
+
+        total, overdue, first = await self._call(q, write=False)
+        nxt = int(first[0][1]) if first else None
+        return int(total), int(overdue), nxt
+
+    async def open_escalations(self, *, limit: int) -> list[MessageRecord]:
+        ids: list[str] = await self._call(
+            lambda r: _any(r.zrevrange(ESCALATING, 0, max(0, limit * 2 - 1))), write=False
+        )
+        if not ids:
+            return []
+
+        async def load(r: aioredis.Redis) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for msg_id in ids:
+                pipe.hgetall(mkey(msg_id))
+            return list(await pipe.execute())
+
+        out = []
+        for msg_id, h in zip(ids, await self._call(load, write=False), strict=True):
+            if h and h["state"] not in TERMINAL_STATES and int(h["step"]) > 0:
+                out.append(_record(msg_id, h))
+        return out[:limit]
+
+    # -- coordination between instances -----------------------------------------------
+
+    async def listen(self, deliver: Callable[[list[QueueItem]], None]) -> None:
+        self._conn()
+        self._deliver = deliver
+        backoff = 0.05
+        try:
+            while True:
+                sub = self._client(socket_timeout=None, health_check_interval=10)
+                pubsub = sub.pubsub()
+                subscribed = False
+                try:
+                    await pubsub.subscribe(CHANNEL)
+                    subscribed = True
+                    # Subscribed: whatever was committed while we were not is in the store.
+                    deliver([])
+                    backoff = 0.05
+                    while True:
+                        msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                        if msg is None:
+                            continue
+                        self._handle_push(msg["data"], deliver)
+                except (RedisError, OSError) as exc:
+                    log.warning("redis push listener: %s; resubscribing", exc)
+                    if subscribed:
+                        # Pushes from other instances stop here: sessions re-read, and if
+                        # Redis cannot be reached they close, so their daemons reconnect
+                        # (to an instance that can reach it, when only this one cannot).
+                        deliver([])
+                finally:
+                    with contextlib.suppress(RedisError, OSError):
+                        await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    with contextlib.suppress(RedisError, OSError):
+                        await sub.aclose()
+                await asyncio.sleep(backoff)
+                backoff = min(2.0, backoff * 2)
+        finally:
+            self._deliver = None
+
+    def _handle_push(self, data: str, deliver: Callable[[list[QueueItem]], None]) -> None:
+        origin, _, body = data.partition("\n")
+        if origin == self.instance:
+            return  # our own commit: the hub had it before the script returned
+        try:
+            items = [_pushed_item(raw) for raw in json.loads(body)]
+        except (ValueError, TypeError) as exc:
+            log.warning("dropping a malformed push from %s: %s", origin, exc)
+            return
+        if items:
+            deliver(items)
+
+    async def claim_nonce(self, nonce: str, expires_at: int) -> bool:
+        ttl = max(1, min(expires_at - int(time.time()), 7 * 86_400))
+        (new,) = await self._nonces.call([nonce, ttl], 1)
+        return bool(int(new))
+
+    # -- attachments ----------------------------------------------------------------
+
+    async def put_attachment(self, digest: str, *, uploader: str, size: int, at: int) -> bool:
+        new = await self._write(PUT_ATTACHMENT, [akey(digest)], [uploader, str(size), str(at)])
+        return bool(int(new))
+
+    async def attachment_known(self, digest: str) -> bool:
+        return bool(await self._call(lambda r: r.exists(akey(digest)), write=False))
+
+    async def may_read_attachment(self, digest: str, authority: str) -> bool:
+        uploader = await self._call(lambda r: r.hget(akey(digest), "uploader"), write=False)
+        if uploader is None:
+            return False
+        if uploader == authority:
+            return True
+        return bool(
+            await self._call(lambda r: r.sismember(readers_key(digest), authority), write=False)
+        )
