@@ -441,8 +441,8 @@ _LUA_PENDING = (
 local q = qkey(ARGV[3])
 local page = redis.call('XRANGE', q, '(' .. ARGV[4] .. '-0', '+', 'COUNT', tonumber(ARGV[6]))
 if #page == 0 then return page end
--- The ledger: this instance now delivers these items.
-redis.call('XAUTOCLAIM', q, 'relay', INST, 0, ARGV[5] .. '-0', 'COUNT', #page, 'JUSTID')
+-- The ledger: this instance now delivers these items (a takeover counts as a delivery).
+redis.call('XAUTOCLAIM', q, 'relay', INST, 0, ARGV[5] .. '-0', 'COUNT', #page)
 local last = page[#page][1]
 local lastms = tonumber(string.sub(last, 1, string.find(last, '-', 1, true) - 1))
 for _ = 1, 16 do
