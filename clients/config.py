@@ -11,34 +11,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from clients.hooks import HookConfig
-
-
-class _TomlFile(TomlConfigSettingsSource):
-    """The TOML source, with relative paths taken relative to the file, not the cwd."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        self._fields = settings_cls.model_fields  # _read_file runs inside __init__
-        super().__init__(settings_cls)
-
-    def _read_file(self, file_path: Any) -> dict[str, Any]:
-        data = super()._read_file(file_path)
-        base = Path(str(file_path)).parent
-        for name, info in self._fields.items():
-            value = data.get(name)
-            ann = info.annotation
-            is_path = ann is Path or Path in getattr(ann, "__args__", ())
-            if is_path and isinstance(value, str) and not Path(value).is_absolute():
-                data[name] = str(base / value)
-        return data
+from keys import settingsfile
 
 
 class ConfigError(Exception):
@@ -118,30 +95,18 @@ class ClientSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _TomlFile(settings_cls))
+        return settingsfile.sources(settings_cls, init_settings, env_settings)
 
 
 def load_client_settings(
     config_file: str | os.PathLike[str] | None = None, **overrides: Any
 ) -> ClientSettings:
-    config_file = config_file or os.environ.get("CPAR_CONFIG") or None
-    cls: type[ClientSettings] = ClientSettings
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        config = SettingsConfigDict(**{**ClientSettings.model_config, "toml_file": path})
-        cls = type("ClientSettingsFromFile", (ClientSettings,), {"model_config": config})
-    try:
-        return cls(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        if not err["loc"]:  # a rule about several settings: its message names them
-            raise ConfigError(
-                f"invalid configuration: {err['msg'].removeprefix('Value error, ')}"
-            ) from exc
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
-        where = f"{name} (CPAR_{name.split('.')[0].upper()})" if err["loc"] else name
-        raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    """Build settings from overrides, env variables and the TOML file, or raise one line."""
+    return settingsfile.load(
+        ClientSettings,
+        config_file,
+        overrides,
+        config_env="CPAR_CONFIG",
+        prefix="CPAR_",
+        error=ConfigError,
+    )

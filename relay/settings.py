@@ -12,34 +12,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from keys import settingsfile
 from relay.core.policy import DEFAULT_POLICIES, PolicyConfig
-
-
-class _TomlFile(TomlConfigSettingsSource):
-    """The TOML source, with relative paths taken relative to the file, not the cwd."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        self._fields = settings_cls.model_fields  # _read_file runs inside __init__
-        super().__init__(settings_cls)
-
-    def _read_file(self, file_path: Any) -> dict[str, Any]:
-        data = super()._read_file(file_path)
-        base = Path(str(file_path)).parent
-        for name, info in self._fields.items():
-            value = data.get(name)
-            ann = info.annotation
-            is_path = ann is Path or Path in getattr(ann, "__args__", ())
-            if is_path and isinstance(value, str) and not Path(value).is_absolute():
-                data[name] = str(base / value)
-        return data
 
 
 class OperatorCredential(BaseModel):
@@ -164,32 +141,18 @@ class RelaySettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file (if any) is set per load by load_settings(); env beats the file.
-        return (init_settings, env_settings, _TomlFile(settings_cls))
+        return settingsfile.sources(settings_cls, init_settings, env_settings)
 
 
 def load_settings(
     config_file: str | os.PathLike[str] | None = None, **overrides: Any
 ) -> RelaySettings:
-    """Build settings, turning any validation problem into one :class:`ConfigError` line."""
-    config_file = config_file or os.environ.get("RELAY_CONFIG") or None
-    cls: type[RelaySettings] = RelaySettings
-    if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        config = SettingsConfigDict(**{**RelaySettings.model_config, "toml_file": path})
-        cls = type("RelaySettingsFromFile", (RelaySettings,), {"model_config": config})
-    try:
-        return cls(**overrides)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        if not err["loc"]:  # a rule about several settings: its message names them
-            raise ConfigError(
-                f"invalid configuration: {err['msg'].removeprefix('Value error, ')}"
-            ) from exc
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
-        env = f"RELAY_{name.upper()}" if err["loc"] else ""
-        where = f"{name} ({env})" if env else name
-        raise ConfigError(f"invalid setting {where}: {err['msg']}") from exc
-    except ValueError as exc:  # e.g. a TOML syntax error
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    """Build settings from overrides, env variables and the TOML file, or raise one line."""
+    return settingsfile.load(
+        RelaySettings,
+        config_file,
+        overrides,
+        config_env="RELAY_CONFIG",
+        prefix="RELAY_",
+        error=ConfigError,
+    )
