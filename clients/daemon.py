@@ -234,7 +234,9 @@ class Daemon:
             for item in frame.get("items", []):
                 queue.put_nowait(item)
         elif kind in ("receipts_ok", "receipt_ok", "error") and frame.get("ref") in self._waiting:
-            self._waiting.pop(frame["ref"]).set_result(frame)
+            fut = self._waiting.pop(frame["ref"])
+            if not fut.done():  # it may have timed out already
+                fut.set_result(frame)
         elif kind == "probe" and isinstance(frame.get("nonce"), str):
             self._answer_probe(frame["nonce"])
         elif kind == "hello":
@@ -289,12 +291,18 @@ class Daemon:
         """Send a batch's receipts, wait until the relay stored them, then acknowledge."""
         if done.receipts:
             self._refs += 1
+            ref = self._refs
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-            self._waiting[self._refs] = fut
-            await ws.send_str(
-                json.dumps({"type": "receipts", "receipts": done.receipts, "ref": self._refs})
-            )
-            answer = await asyncio.wait_for(fut, RECEIPT_REPLY_TIMEOUT_S)
+            self._waiting[ref] = fut
+            try:
+                await ws.send_str(
+                    json.dumps({"type": "receipts", "receipts": done.receipts, "ref": ref})
+                )
+                answer = await asyncio.wait_for(fut, RECEIPT_REPLY_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise ClientError("the relay did not confirm our receipts in time") from exc
+            finally:
+                self._waiting.pop(ref, None)
             if answer.get("type") == "error":
                 detail = answer.get("problem", {}).get("detail")
                 raise ClientError(f"relay refused our receipts: {detail}")
@@ -329,6 +337,8 @@ class Daemon:
                 try:
                     await self.client.send_receipt(token)
                 except RelayProblem as exc:
+                    if exc.status >= 500:  # not stored: do not acknowledge; try again later
+                        raise
                     log.warning("relay refused a receipt: %s", exc)
             if result.seqs:
                 await self.client.ack(result.seqs)
@@ -365,13 +375,17 @@ class Daemon:
                 if isinstance(r, STALE_DIRECTORY_ERRORS)
             ]
             if stale:
-                with contextlib.suppress(ClientError, KeysError):
+                # Perhaps a newer directory lists the sender. If it cannot be fetched now,
+                # do not reject (a final answer) nor acknowledge: end the session, and the
+                # relay pushes these again after the reconnect.
+                try:
                     await self.refresh_directory(force=True)
-                    retried = iter(await asyncio.to_thread(self._open_all, stale, now))
-                    opened = [
-                        next(retried) if isinstance(r, STALE_DIRECTORY_ERRORS) else r
-                        for r in opened
-                    ]
+                except (ClientError, KeysError) as exc:
+                    raise ClientError(f"directory refresh failed, will retry: {exc}") from exc
+                retried = iter(await asyncio.to_thread(self._open_all, stale, now))
+                opened = [
+                    next(retried) if isinstance(r, STALE_DIRECTORY_ERRORS) else r for r in opened
+                ]
             good = [
                 (o, e["envelope"])
                 for e, o in zip(envelopes, opened, strict=True)

@@ -156,8 +156,7 @@ async def _listen(core: RelayCore) -> None:
         # is unknown): every local session and long-poll waiter re-reads its queue.
         for group in core.hub.sessions.values():
             for session in group:
-                session.caught_up = False
-                session.wake.set()
+                session.resync()
 
     while True:
         try:

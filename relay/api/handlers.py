@@ -27,7 +27,13 @@ from relay.api.state import (
     UPLOAD_SHA256,
     UPLOAD_SIZE,
 )
-from relay.core.errors import MalformedError, NotFoundError, RelayError, TooLargeError
+from relay.core.errors import (
+    MalformedError,
+    NotFoundError,
+    RelayError,
+    TooLargeError,
+    UnavailableError,
+)
 from relay.core.relay import Session, Submitted, item_json
 from relay.store.base import QueueItem
 
@@ -208,8 +214,8 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     async def run_pump() -> None:
         try:
             await core.pump(session)
-        except RelayError as exc:  # the store went away: tell the daemon to come back
-            log.warning("delivery to %s stopped: %s", authority, exc.detail)
+        except Exception as exc:  # the store went away: tell the daemon to come back
+            log.warning("delivery to %s stopped: %s", authority, exc)
             await ws.close(code=1011, message=b"delivery interrupted; reconnect")
 
     def finished(task: asyncio.Task[None]) -> None:
@@ -260,7 +266,13 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
         frame = _json_object(data, "frame")
         kind = frame.get("type")
         if kind == "ack":
-            await core.ack(session, session.authority, _seqs(frame))
+            try:
+                await core.ack(session, session.authority, _seqs(frame))
+            except UnavailableError:
+                # The acknowledgement may not have been stored, and the delivery window
+                # still counts those items: start over on a fresh connection.
+                await ws.close(code=1011, message=b"acknowledgement not stored; reconnect")
+                return
         elif kind == "receipt":
             token = frame.get("receipt")
             if not isinstance(token, str):

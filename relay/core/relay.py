@@ -8,10 +8,11 @@ problem+json. Time comes from the injected clock (integer milliseconds).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -106,12 +107,20 @@ class Session:
     """Every pending item with seq <= covered was returned by a store read."""
     caught_up: bool = False
     """False until a store read returned less than a full page (then the buffer is complete)."""
+    resyncs: int = 0
+    """Bumped whenever the buffer may have missed items; a store read in flight then
+    does not count as catching up."""
+
+    def resync(self) -> None:
+        self.buffer.clear()
+        self.caught_up = False
+        self.resyncs += 1
+        self.wake.set()
 
     def offer(self, item: QueueItem) -> None:
         if len(self.buffer) >= BUFFER_LIMIT:
             # A slow consumer: drop the copy in memory and read from the store again.
-            self.buffer.clear()
-            self.caught_up = False
+            self.resync()
         else:
             self.buffer.append(item)
         self.wake.set()
@@ -174,6 +183,7 @@ class RelayCore:
         self.metrics = metrics
         self.hub = Hub()
         self.escalation = EscalationEngine(self)
+        self._background: set[asyncio.Future[Any]] = set()
         self.prober = Prober(self)
         # msg id -> (sender, recipients incl. fallbacks, envelope hash, accepted at).
         self._meta: OrderedDict[str, tuple[str, frozenset[str], str, int]] = OrderedDict()
@@ -241,25 +251,7 @@ class RelayCore:
         # batch as a duplicate (same envelope) or a conflict (another envelope).
         results: list[AcceptResult] = []
         if fresh:
-            results = await self._store(self.store.accept(fresh))
-            queued: list[QueueItem] = []
-            for msg, res in zip(fresh, results, strict=True):
-                if res.outcome != "accepted":
-                    continue
-                self._remember(
-                    msg.id,
-                    msg.sender,
-                    frozenset((*msg.to, *msg.fallbacks)),
-                    msg.env_hash,
-                    msg.accepted_at,
-                )
-                queued.extend(
-                    QueueItem(seq, rcpt, "envelope", msg.id, msg.envelope, msg.accepted_at)
-                    for rcpt, seq in zip(msg.to, res.queued, strict=True)
-                )
-            self.hub.publish(queued)
-            if self.metrics is not None:
-                self.metrics.accepted.inc(sum(1 for r in results if r.outcome == "accepted"))
+            results = await self._shielded(self._accept_and_publish(fresh))
         pending = iter(results)
         out: list[Submitted | RelayError] = []
         for item in checked:
@@ -275,6 +267,36 @@ class RelayCore:
                 assert res.receipt is not None
                 out.append(Submitted(item.id, res.receipt, res.outcome == "duplicate"))
         return out
+
+    async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a commit-then-publish step to its end even if the caller is cancelled (a
+        client went away): a committed item must reach the connected sessions."""
+        task = asyncio.ensure_future(self._store(coro))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return await asyncio.shield(task)
+
+    async def _accept_and_publish(self, fresh: list[NewMessage]) -> list[AcceptResult]:
+        results = await self.store.accept(fresh)
+        queued: list[QueueItem] = []
+        for msg, res in zip(fresh, results, strict=True):
+            if res.outcome != "accepted":
+                continue
+            self._remember(
+                msg.id,
+                msg.sender,
+                frozenset((*msg.to, *msg.fallbacks)),
+                msg.env_hash,
+                msg.accepted_at,
+            )
+            queued.extend(
+                QueueItem(seq, rcpt, "envelope", msg.id, msg.envelope, msg.accepted_at)
+                for rcpt, seq in zip(msg.to, res.queued, strict=True)
+            )
+        self.hub.publish(queued)
+        if self.metrics is not None:
+            self.metrics.accepted.inc(sum(1 for r in results if r.outcome == "accepted"))
+        return results
 
     def _check_all(
         self, authority: str, tokens: Sequence[str], directory: Directory, now: int
@@ -407,18 +429,23 @@ class RelayCore:
             slots.append(len(out))
             out.append(StoredReceipt(item.msg, True))
         if batch:
-            seqs = await self._store(self.store.add_receipts(batch))
-            items: list[QueueItem] = []
-            for (record, sender), seq, slot in zip(batch, seqs, slots, strict=True):
+            seqs = await self._shielded(self._add_and_publish(batch, now))
+            for (record, _), seq, slot in zip(batch, seqs, slots, strict=True):
                 if seq is None:
                     out[slot] = StoredReceipt(record.msg_id, False)
-                else:
-                    items.append(
-                        QueueItem(seq, sender, "receipt", record.msg_id, record.token, now)
-                    )
-                    self._observe(record, now)
-            self.hub.publish(items)
         return out
+
+    async def _add_and_publish(
+        self, batch: list[tuple[ReceiptRecord, str]], now: int
+    ) -> list[int | None]:
+        seqs = await self.store.add_receipts(batch)
+        items: list[QueueItem] = []
+        for (record, sender), seq in zip(batch, seqs, strict=True):
+            if seq is not None:
+                items.append(QueueItem(seq, sender, "receipt", record.msg_id, record.token, now))
+                self._observe(record, now)
+        self.hub.publish(items)
+        return seqs
 
     def _observe(self, record: ReceiptRecord, now: int) -> None:
         if self.metrics is None:
@@ -492,12 +519,13 @@ class RelayCore:
             batch: list[QueueItem] = []
             if not session.caught_up:
                 page = min(room, 500)
+                resyncs = session.resyncs
                 items = await self._store(
                     self.store.pending(session.authority, after=session.covered, limit=page)
                 )
                 if items:
                     session.covered = items[-1].seq
-                if len(items) < page:
+                if len(items) < page and session.resyncs == resyncs:
                     session.caught_up = True
                 batch = [i for i in items if i.seq not in session.inflight]
             while session.buffer and len(batch) < room:
@@ -534,16 +562,15 @@ class RelayCore:
         self, authority: str, *, after: int, wait_s: float, limit: int
     ) -> list[QueueItem]:
         """Long-poll: items after ``after``, waiting up to ``wait_s`` for the first one."""
-        items = await self._store(self.store.pending(authority, after=after, limit=limit))
-        if items or wait_s <= 0:
-            return items
+        # Attach before the first read, so an item committed during it still wakes us.
         waiter = Session(authority=authority)
         self.hub.attach(waiter)
         try:
-            try:
+            items = await self._store(self.store.pending(authority, after=after, limit=limit))
+            if items or wait_s <= 0:
+                return items
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wake.wait(), timeout=wait_s)
-            except TimeoutError:
-                return []
             return await self._store(self.store.pending(authority, after=after, limit=limit))
         finally:
             self.hub.detach(waiter, self.clock())

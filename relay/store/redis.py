@@ -80,6 +80,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
@@ -822,9 +823,13 @@ class RedisStore:
         )
 
     def _where(self) -> str:
-        # The URL without credentials, for messages.
-        tail = self.url.split("@", 1)[-1]
-        return tail if "://" in tail else self.url.split("://", 1)[0] + "://" + tail
+        """The URL without credentials (user, password), for messages and logs."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
     async def _drop_client(self) -> None:
         if self._r is not None:

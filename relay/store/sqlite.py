@@ -284,10 +284,7 @@ class SQLiteStore:
         self._reader.shutdown(wait=False)
 
     async def ping(self) -> None:
-        try:
-            await self._read(lambda c: c.execute("SELECT 1").fetchone())
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"sqlite: {exc}") from exc
+        await self._read(lambda c: c.execute("SELECT 1").fetchone())  # raises StoreUnavailable
 
     # -- plumbing -------------------------------------------------------------------
 
@@ -297,7 +294,10 @@ class SQLiteStore:
                 "store is closed" if self._closed else "store is not started"
             )
         conn = self._rconn
-        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader, fn, conn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"sqlite: {exc}") from exc
 
     async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self._wconn is None:
@@ -338,6 +338,8 @@ class SQLiteStore:
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.OperationalError):  # I/O, busy, locked
+                        exc = StoreUnavailableError(f"sqlite: {exc}")
                     results.append((False, exc))
                 else:
                     conn.execute("RELEASE op")
