@@ -10,6 +10,7 @@ body in the Content-Digest check, so a large upload is never held in memory.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 
 from aiohttp import web
@@ -32,6 +33,7 @@ from relay.api.state import (
 )
 
 _UPLOAD = re.compile(r"^/v1/attachments/[0-9a-f]{64}$")
+_DIGEST = re.compile(r"sha-256=:([A-Za-z0-9+/]{43}=):")
 
 
 @web.middleware
@@ -57,12 +59,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     digest: bytes | None = None
     upload = request.method == "PUT" and _UPLOAD.match(request.path) is not None
     if upload:
-        settings = app[SETTINGS]
-        tmp, hexdigest, size = await stream_body_to_file(
-            request, settings.data_dir / "attachments" / "incoming", settings.max_attachment_bytes
-        )
-        request[UPLOAD_FILE], request[UPLOAD_SHA256], request[UPLOAD_SIZE] = tmp, hexdigest, size
-        digest = bytes.fromhex(hexdigest)
+        # Verify the signature over the *claimed* Content-Digest before a byte of the body
+        # touches the disk; the body is then checked against that digest as it streams.
+        digest = _claimed_sha256(request.headers.get("Content-Digest", ""))
+        if digest is None:
+            return problem(
+                401,
+                "missing_signature",
+                "Request signature refused",
+                "an upload needs a Content-Digest: sha-256=:<base64>: header",
+            )
     else:
         body = await request.read()
     try:
@@ -92,10 +98,35 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             401, "replayed_nonce", "Request signature refused", "this request was already seen"
         )
     request[AUTHORITY] = who[-1]
+    if upload:
+        settings = app[SETTINGS]
+        tmp, hexdigest, size = await stream_body_to_file(
+            request, settings.data_dir / "attachments" / "incoming", settings.max_attachment_bytes
+        )
+        request[UPLOAD_FILE], request[UPLOAD_SHA256], request[UPLOAD_SIZE] = tmp, hexdigest, size
+        if digest is None or bytes.fromhex(hexdigest) != digest:
+            await _discard(request)
+            return problem(
+                400,
+                "digest_mismatch",
+                "Malformed request",
+                "the uploaded body does not match its signed Content-Digest",
+            )
     try:
         return await handler(request)
     finally:
         await _discard(request)
+
+
+def _claimed_sha256(value: str) -> bytes | None:
+    match = _DIGEST.fullmatch(value.strip())
+    if match is None:
+        return None
+    try:
+        raw = base64.b64decode(match.group(1), validate=True)
+    except ValueError:
+        return None
+    return raw if len(raw) == 32 else None
 
 
 async def _discard(request: web.Request) -> None:
