@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from clients.hooks import HookConfig
 from keys import settingsfile
@@ -22,7 +22,7 @@ class ConfigError(Exception):
     """A client setting is missing or invalid."""
 
 
-class ClientSettings(BaseSettings):
+class ClientSettings(settingsfile.PinnedRootSettings):
     model_config = SettingsConfigDict(env_prefix="CPAR_", extra="forbid", frozen=True)
 
     relay_url: str = "http://127.0.0.1:8080"
@@ -33,9 +33,6 @@ class ClientSettings(BaseSettings):
     keystore: Path = Path("authority.ks")
     passphrase_file: Path | None = None
     passphrase_env: str = "CPAR_KEYSTORE_PASSPHRASE"  # noqa: S105 - a variable name
-    root_key: str = ""
-    """The network root public key (base64url), pinned: every directory must be signed by it."""
-    root_key_file: Path | None = None
     data_dir: Path = Path("var/authority")
     """The inbox database, the directory pin and downloaded attachments."""
 
@@ -50,10 +47,6 @@ class ClientSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> ClientSettings:
-        if not self.root_key and self.root_key_file is None:
-            raise ValueError(
-                "root_key (CPAR_ROOT_KEY) or root_key_file (CPAR_ROOT_KEY_FILE) is required"
-            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         if not self.relay_url.startswith(("http://", "https://")):
@@ -64,14 +57,6 @@ class ClientSettings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError("two hooks have the same name")
         return self
-
-    def root_public_key(self) -> bytes:
-        from keys.directory import root_public_key
-
-        if self.root_key:
-            return root_public_key(self.root_key)
-        assert self.root_key_file is not None
-        return root_public_key(self.root_key_file.read_text(encoding="ascii"))
 
     @property
     def relay_endpoints(self) -> list[str]:
@@ -85,17 +70,6 @@ class ClientSettings(BaseSettings):
     @property
     def pin_path(self) -> Path:
         return self.data_dir / "directory-pin.json"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return settingsfile.sources(settings_cls, init_settings, env_settings)
 
 
 def load_client_settings(

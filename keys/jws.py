@@ -16,7 +16,6 @@ import nacl.exceptions
 from keys.encoding import b64d, b64e
 from keys.errors import EncodingError, TamperedError
 
-ACCEPTED_ALGS = frozenset({"Ed25519", "EdDSA"})
 SIGNATURE_BYTES = 64
 
 

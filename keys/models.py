@@ -25,7 +25,6 @@ from pydantic import (
 
 from keys.encoding import AUTHORITY_ID_PATTERN, MESSAGE_ID_PATTERN, b64d, key_id
 
-PROTOCOL_VERSION = 1
 TYP_ENVELOPE = "cpar-envelope+jws"
 TYP_RECEIPT = "cpar-receipt+jws"
 TYP_DIRECTORY = "cpar-directory+jws"

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from keys.directory import root_public_key
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -40,6 +42,41 @@ class TomlFileSource(TomlConfigSettingsSource):
             if is_path and isinstance(value, str) and not Path(value).is_absolute():
                 data[name] = str(base / value)
         return data
+
+
+class PinnedRootSettings(BaseSettings):
+    """Base of the relay's and the clients' settings: the env + TOML sources, and the
+    network root key that every directory must be signed by."""
+
+    root_key: str = ""
+    """The network root public key (base64url), pinned: every directory must be signed by it."""
+    root_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _root_given(self) -> Self:
+        if not self.root_key and self.root_key_file is None:
+            p = self.model_config.get("env_prefix", "")
+            raise ValueError(
+                f"root_key ({p}ROOT_KEY) or root_key_file ({p}ROOT_KEY_FILE) is required"
+            )
+        return self
+
+    def root_public_key(self) -> bytes:
+        if self.root_key:
+            return root_public_key(self.root_key)
+        assert self.root_key_file is not None
+        return root_public_key(self.root_key_file.read_text(encoding="ascii"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return sources(settings_cls, init_settings, env_settings)
 
 
 def sources(

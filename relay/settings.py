@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from keys import settingsfile
 from relay.core.policy import DEFAULT_POLICIES, PolicyConfig
@@ -31,7 +31,7 @@ class ConfigError(Exception):
     """A setting is missing or invalid. The message names it, on one line."""
 
 
-class RelaySettings(BaseSettings):
+class RelaySettings(settingsfile.PinnedRootSettings):
     model_config = SettingsConfigDict(
         env_prefix="RELAY_", extra="forbid", frozen=True, validate_default=True
     )
@@ -53,10 +53,6 @@ class RelaySettings(BaseSettings):
 
     directory_dir: Path = Path("var/directory")
     """Folder of signed directory versions (``*.jws``), re-read when files change."""
-    root_key: str = ""
-    """The network root public key (base64url) every directory must be signed by."""
-    root_key_file: Path | None = None
-
     keystore: Path = Path("var/relay.ks")
     """The relay's own identity (``keys identity create --kind relay``)."""
     keystore_passphrase_file: Path | None = None
@@ -111,37 +107,9 @@ class RelaySettings(BaseSettings):
                 raise ValueError("must be a 32-byte base64url Ed25519 public key") from exc
         return value
 
-    @model_validator(mode="after")
-    def _root_given(self) -> RelaySettings:
-        if not self.root_key and self.root_key_file is None:
-            raise ValueError(
-                "root_key (RELAY_ROOT_KEY) or root_key_file (RELAY_ROOT_KEY_FILE) is required"
-            )
-        return self
-
-    def root_public_key(self) -> bytes:
-        from keys.directory import root_public_key
-
-        if self.root_key:
-            return root_public_key(self.root_key)
-        assert self.root_key_file is not None
-        return root_public_key(self.root_key_file.read_text(encoding="ascii"))
-
     @property
     def db_path(self) -> Path:
         return self.data_dir / "relay.sqlite3"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file (if any) is set per load by load_settings(); env beats the file.
-        return settingsfile.sources(settings_cls, init_settings, env_settings)
 
 
 def load_settings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -32,12 +33,14 @@ async def send(env: RelayEnv, *msgs: SealedEnvelope) -> None:
         assert not (await env.client("it-tpc").send(m.token)).duplicate
 
 
-_unread: dict[int, list[Frame]] = {}
+# Frames unpacked from an "items" frame and not read yet, per connection (weakly held,
+# so a closed connection's leftovers can never be read from a new one).
+_unread: weakref.WeakKeyDictionary[WS, list[Frame]] = weakref.WeakKeyDictionary()
 
 
 async def receive(ws: WS) -> Frame:
     """The next frame; an "items" frame (several pushed items at once) is unpacked."""
-    backlog = _unread.setdefault(id(ws), [])
+    backlog = _unread.setdefault(ws, [])
     if backlog:
         return backlog.pop(0)
     msg = await ws.receive(timeout=5.0)

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +413,3 @@ async def readyz(request: web.Request) -> web.Response:
     if problems:
         return _json_response({"status": "unavailable", "problems": problems}, status=503)
     return _json_response({"status": "ready"})
-
-
-Routes = Callable[[web.Application], None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +67,3 @@ class DirectoryHolder:
             log.info("directory %s version %d is current", newest.network, newest.version)
             return True
         return False
-
-
-def ensure_dir(path: Path) -> None:
-    os.makedirs(path, exist_ok=True)

@@ -25,10 +25,6 @@ class MalformedError(RelayError):
     status, code, title = 400, "malformed", "Malformed request"
 
 
-class UnauthenticatedError(RelayError):
-    status, code, title = 401, "unauthenticated", "Request signature refused"
-
-
 class ForbiddenError(RelayError):
     status, code, title = 403, "forbidden", "Not allowed"
 
