@@ -6,6 +6,7 @@ The network (tests/netfixture.py) gives fr-oclcc a deputy (fr-deputy), a duty de
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -128,7 +129,7 @@ async def test_acknowledgement_racing_a_firing_timer_wins(relay: RelayEnv) -> No
     await relay.client("it-tpc").send(sealed.token)
     relay.clock.advance(30 * MIN)
     due = await core.store.due_timers(relay.clock.now, limit=10)
-    plans = core.escalation._plan_all(due, relay.clock.now)
+    plans = [p.store for p in core.escalation._plan_all(due, relay.clock.now)]
     assert [p.timer.step for p in plans] == [1]
     ack = sign_receipt(
         relay.net["fr-oclcc"],
@@ -144,13 +145,58 @@ async def test_acknowledgement_racing_a_firing_timer_wins(relay: RelayEnv) -> No
     assert await relay.client("fr-desk").poll() == []
 
 
+async def test_a_notify_step_fenced_off_by_an_acknowledgement_never_warns(
+    relay: RelayEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operators are warned after the fenced commit, only for a step that took effect."""
+    core = core_of(relay)
+    sealed = urgent(relay)
+    await relay.client("it-tpc").send(sealed.token)
+    assert await advance_and_tick(relay, 11 * MIN) == 1  # remind
+    assert await advance_and_tick(relay, 20 * MIN) == 1  # release
+    relay.clock.advance(2 * HOUR)
+    due = await core.store.due_timers(relay.clock.now, limit=10)
+    planned = core.escalation._plan_all(due, relay.clock.now)
+    assert [p.store.timer.step for p in planned] == [3]
+    assert planned[0].effects.alert_operators
+    ack = sign_receipt(
+        relay.net["fr-oclcc"],
+        msg_id=sealed.id,
+        envelope_hash=sealed.hash,
+        status="acknowledged",
+        now=relay.clock.now,
+        person="Lt. Dupont",
+    )
+    await relay.client("fr-oclcc").send_receipt(ack)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="relay.core.escalation"):
+        results = await core.store.fire([p.store for p in planned])
+        assert core.escalation._publish(planned, results) == 0
+    assert results == [None]
+    assert [r for r in caplog.records if "escalation to operators" in r.getMessage()] == []
+    assert [s[1] for s in await escalated_steps(relay, sealed.id)] == [1, 2]
+
+
+async def test_a_notify_step_that_fires_warns_the_operators_once(
+    relay: RelayEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    sealed = urgent(relay)
+    await relay.client("it-tpc").send(sealed.token)
+    assert await advance_and_tick(relay, 11 * MIN) == 1
+    assert await advance_and_tick(relay, 20 * MIN) == 1
+    with caplog.at_level(logging.WARNING, logger="relay.core.escalation"):
+        assert await advance_and_tick(relay, 2 * HOUR) == 1
+    warned = [r for r in caplog.records if "escalation to operators" in r.getMessage()]
+    assert len(warned) == 1 and sealed.id in warned[0].getMessage()
+
+
 async def test_each_timer_fires_once_even_when_fired_twice(relay: RelayEnv) -> None:
     core = core_of(relay)
     sealed = urgent(relay)
     await relay.client("it-tpc").send(sealed.token)
     relay.clock.advance(10 * MIN)
     due = await core.store.due_timers(relay.clock.now, limit=10)
-    plans = core.escalation._plan_all(due, relay.clock.now)
+    plans = [p.store for p in core.escalation._plan_all(due, relay.clock.now)]
     first, second = await core.store.fire(plans), await core.store.fire(plans)
     assert first[0] is not None and second == [None]
     assert [s[1] for s in await escalated_steps(relay, sealed.id)] == [1]

@@ -79,6 +79,7 @@ async def test_fire_applies_everything_once(tstore: Store) -> None:
         receipt=escalated(m, STEP_REMIND, NOW + 10 * MIN),
         sender="it-tpc",
         next_timer=(STEP_RELEASE, NOW + 30 * MIN),
+        record_step=True,
     )
     (seqs,) = await tstore.fire([esc])
     assert seqs is not None and len(seqs) == 3
@@ -107,6 +108,7 @@ async def test_fire_applies_everything_once(tstore: Store) -> None:
                 receipt=escalated(m, STEP_RELEASE, NOW + 30 * MIN),
                 sender="it-tpc",
                 released=("fr-desk",),
+                record_step=True,
             )
         ]
     )
@@ -117,6 +119,7 @@ async def test_fire_applies_everything_once(tstore: Store) -> None:
     ]
     record = await tstore.get_message(m.id)
     assert record is not None and record.released == ("fr-desk",)
+    assert record.escalation_step == STEP_RELEASE
 
 
 @pytest.mark.parametrize("status", ["acknowledged", "rejected"])
@@ -146,7 +149,12 @@ async def test_expiry_closes_and_withdraws_queued_copies(tstore: Store) -> None:
     (seqs,) = await tstore.fire(
         [
             Escalation(
-                timer=expire, receipt=exp, sender="it-tpc", new_state="expired", drop_queued=True
+                timer=expire,
+                receipt=exp,
+                sender="it-tpc",
+                new_state="expired",
+                close=True,
+                drop_queued=True,
             )
         ]
     )

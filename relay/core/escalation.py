@@ -1,23 +1,14 @@
 """The escalation engine: fires durable timers, once, fenced by a generation token.
 
 Each accepted message starts with two timers: its first escalation step and its expiry.
-:meth:`EscalationEngine.tick` takes the timers due now, decides what each step does
-(:meth:`plan`, pure), and asks the store to apply all of them atomically. The store
+:meth:`EscalationEngine.tick` takes the timers due now, asks :func:`keys.lifecycle.plan_step`
+(pure: the one place the steps are defined) what each does, signs the step's statement
+as a relay receipt, and asks the store to apply all of them atomically. The store
 applies a step only if its timer still exists with the same generation and the message
 is still open, so a step never runs twice, and never after an acknowledgement or a
 rejection (which bump the generation and drop the timers in the same transaction).
-
-Steps:
-
-1. **remind**: push the message again to its recipients, flagged as a reminder;
-2. **release**: deliver it to the fallback recipients (whose wrapped keys it already
-   carries) and notify each recipient's deputies and duty desk from the directory;
-3. **notify**: notify each recipient's supervising authority, and the operators.
-
-Each step adds a relay-signed ``escalated`` receipt to the sender's timeline; the
-notification sent to deputies, duty desks and supervisors is that same signed receipt
-(metadata only). Expiry closes the message with a relay-signed ``expired`` receipt and
-withdraws the copies still queued. Time always comes from the injected clock.
+Everything a person or an operator sees (WARNING lines, counters, pushes) happens after
+that commit, and only for the steps that took effect.
 """
 
 from __future__ import annotations
@@ -25,15 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from keys.lifecycle import STEP_NAMES, MessageFacts, StepEffects, plan_step
 from keys.receipts import sign_receipt
-from relay.core.policy import Snapshot
 from relay.store.base import (
-    STEP_EXPIRE,
-    STEP_NOTIFY,
-    STEP_RELEASE,
     STEP_REMIND,
     Escalation,
     MessageRecord,
@@ -46,19 +33,17 @@ from relay.store.base import (
 if TYPE_CHECKING:
     from relay.core.relay import RelayCore
 
+
+class _Planned(NamedTuple):
+    record: MessageRecord
+    effects: StepEffects
+    store: Escalation
+
+
 log = logging.getLogger(__name__)
-STEP_NAMES = {
-    STEP_REMIND: "remind",
-    STEP_RELEASE: "release",
-    STEP_NOTIFY: "notify",
-    STEP_EXPIRE: "expire",
-}
+__all__ = ["OVERDUE_AFTER_MS", "STEP_NAMES", "EscalationEngine"]
 TICK_BATCH = 2000
 OVERDUE_AFTER_MS = 1000
-
-
-def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 class EscalationEngine:
@@ -67,118 +52,54 @@ class EscalationEngine:
         self.overdue = 0
         self.pending = 0
 
-    # -- planning (pure: no I/O) ---------------------------------------------------------
+    # -- planning (no I/O) -------------------------------------------------------------
 
-    def plan(self, timer: Timer, record: MessageRecord, now: int) -> Escalation:
-        snap = Snapshot.loads(record.policy)
-        if timer.step == STEP_EXPIRE:
-            return self._expire(timer, record, now)
-        if snap is None:  # a message accepted without a policy: nothing to escalate
-            return Escalation(timer=timer)
-        directory = self.core.directory
-        if snap.working_hours and timer.step in (STEP_REMIND, STEP_NOTIFY):
-            opens = []
-            for aid in record.to:
-                entry = directory.get(aid)
-                if entry is not None and entry.hours is not None:
-                    opens.append(entry.hours.next_open(now))
-            if opens and min(opens) > now:
-                # Nobody is at their desk: try again when the first office opens.
-                return Escalation(timer=timer, next_timer=(timer.step, min(opens)), deferred=True)
-        items: list[NewItem] = []
-        released: tuple[str, ...] = ()
-        nxt = snap.next_after(timer.step)
-        due = snap.due(STEP_REMIND) or timer.due
-        if timer.step == STEP_REMIND:
-            reason = f"not acknowledged by {_when(due)}: reminded {', '.join(record.to)}"
-            note = f"reminder: not acknowledged by {_when(due)}"
-            items = [NewItem(r, "envelope", None, True, note) for r in record.to]
-        elif timer.step == STEP_RELEASE:
-            chain: list[str] = []
-            for aid in record.to:
-                entry = directory.get(aid)
-                if entry is not None:
-                    chain += [*entry.escalation.deputies]
-                    if entry.escalation.duty_desk:
-                        chain.append(entry.escalation.duty_desk)
-            released = tuple(f for f in record.fallbacks if directory.get(f) is not None)
-            notify = [a for a in dict.fromkeys(chain) if a not in released and a != record.sender]
-            parts = []
-            if released:
-                parts.append(f"released to {', '.join(released)}")
-            if notify:
-                parts.append(f"notified {', '.join(notify)}")
-            reason = f"{', '.join(record.to)} did not acknowledge: " + (
-                "; ".join(parts) or "no fallback or deputy named"
+    def plan(self, timer: Timer, record: MessageRecord, now: int) -> _Planned:
+        """The lifecycle's effects for this timer, with the statement signed."""
+        facts = MessageFacts(record.id, record.sender, record.to, record.fallbacks, record.policy)
+        effects = plan_step(timer.step, facts, self.core.directory.get, now)
+        return _Planned(record, effects, self.resolve(timer, record, effects, now))
+
+    def resolve(self, timer: Timer, record: MessageRecord, fx: StepEffects, now: int) -> Escalation:
+        """Turn effects into what the store applies: queue items and a signed receipt."""
+        receipt: ReceiptRecord | None = None
+        token = ""
+        if fx.statement is not None:
+            st = fx.statement
+            token = sign_receipt(
+                self.core.identity,
+                msg_id=record.id,
+                envelope_hash=record.env_hash,
+                status=st.status,
+                now=now,
+                reason=st.reason[:500],
+                step=st.step or None,
             )
-            note = f"released to you: {', '.join(record.to)} did not acknowledge by {_when(due)}"
-            items = [NewItem(f, "envelope", None, False, note) for f in released]
-            items += [
-                NewItem(a, "escalation", None, False, f"escalation: {reason}") for a in notify
-            ]
-        else:  # STEP_NOTIFY
-            supervisors = []
-            for aid in record.to:
-                entry = directory.get(aid)
-                if entry is not None and entry.escalation.supervisor:
-                    supervisors.append(entry.escalation.supervisor)
-            supervisors = [s for s in dict.fromkeys(supervisors) if s != record.sender]
-            reason = (
-                f"{', '.join(record.to)} did not acknowledge: notified "
-                + (f"supervising authority {', '.join(supervisors)} and " if supervisors else "")
-                + "the operators"
+            receipt = ReceiptRecord(
+                record.id, st.status, self.core.identity.id, now, token, now, step=st.step
             )
-            items = [
-                NewItem(s, "escalation", None, False, f"escalation: {reason}") for s in supervisors
-            ]
-            log.warning(
-                "escalation to operators: message %s from %s to %s: %s",
-                record.id,
-                record.sender,
-                ",".join(record.to),
-                reason,
+        items = tuple(
+            NewItem(
+                n.recipient,
+                n.kind,
+                token if n.kind == "escalation" else None,
+                n.reminder,
+                n.note or None,
             )
-        token = sign_receipt(
-            self.core.identity,
-            msg_id=record.id,
-            envelope_hash=record.env_hash,
-            status="escalated",
-            now=now,
-            reason=reason[:500],
-            step=timer.step,
-        )
-        items = [
-            NewItem(i.recipient, i.type, token, i.reminder, i.note) if i.type == "escalation" else i
-            for i in items
-        ]
-        receipt = ReceiptRecord(
-            record.id, "escalated", self.core.identity.id, now, token, now, step=timer.step
+            for n in fx.notify
         )
         return Escalation(
             timer=timer,
-            items=tuple(items),
+            items=items,
             receipt=receipt,
             sender=record.sender,
-            next_timer=nxt,
-            released=released,
-        )
-
-    def _expire(self, timer: Timer, record: MessageRecord, now: int) -> Escalation:
-        token = sign_receipt(
-            self.core.identity,
-            msg_id=record.id,
-            envelope_hash=record.env_hash,
-            status="expired",
-            now=now,
-            reason="expired before any recipient acknowledged",
-        )
-        receipt = ReceiptRecord(record.id, "expired", self.core.identity.id, now, token, now)
-        return Escalation(
-            timer=timer,
-            receipt=receipt,
-            sender=record.sender,
-            new_state="expired",
-            drop_queued=True,
+            next_timer=fx.next_timer,
+            new_state=fx.set_state,
+            close=fx.close,
+            record_step=fx.record_step,
+            released=fx.release,
+            drop_queued=fx.withdraw_queued,
+            deferred=fx.deferred,
         )
 
     # -- firing ------------------------------------------------------------------------
@@ -195,28 +116,34 @@ class EscalationEngine:
                 plans = self._plan_all(due, now)
             else:  # signing many receipts: off the event loop
                 plans = await asyncio.to_thread(self._plan_all, due, now)
-            results = await self.core._store(self.core.store.fire(plans))
-            fired += self._publish(plans, [r for _, r in due], results)
+            results = await self.core._store(self.core.store.fire([p.store for p in plans]))
+            fired += self._publish(plans, results)
             if len(due) < TICK_BATCH:
                 return fired
 
-    def _plan_all(self, due: Sequence[tuple[Timer, MessageRecord]], now: int) -> list[Escalation]:
+    def _plan_all(self, due: Sequence[tuple[Timer, MessageRecord]], now: int) -> list[_Planned]:
         return [self.plan(t, r, now) for t, r in due]
 
     def _publish(
-        self,
-        plans: Sequence[Escalation],
-        records: Sequence[MessageRecord],
-        results: Sequence[tuple[int, ...] | None],
+        self, planned: Sequence[_Planned], results: Sequence[tuple[int, ...] | None]
     ) -> int:
+        """After the commit: pushes, counters and warnings for the steps that took effect."""
         items: list[QueueItem] = []
         fired = 0
         metrics = self.core.metrics
-        for plan, record, seqs in zip(plans, records, results, strict=True):
+        for (record, effects, plan), seqs in zip(planned, results, strict=True):
             if seqs is None or plan.deferred:
-                continue
+                continue  # fenced off, fired elsewhere, or only moved: nothing to tell
             fired += 1
             step = STEP_NAMES.get(plan.timer.step, str(plan.timer.step))
+            if effects.alert_operators:
+                log.warning(
+                    "escalation to operators: message %s from %s to %s: %s",
+                    record.id,
+                    record.sender,
+                    ",".join(record.to),
+                    effects.statement.reason if effects.statement else "",
+                )
             if metrics is not None:
                 metrics.escalations.labels(step=step).inc()
                 if plan.new_state == "expired" and record.state == "accepted":

@@ -9,14 +9,11 @@ message in flight. A sender's ``ack_by`` can only bring the steps earlier.
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from relay.store.base import STEP_NOTIFY, STEP_RELEASE, STEP_REMIND
+from keys.lifecycle import Schedule, Step, schedule
 
 _DURATION = re.compile(r"^(\d+)\s*(ms|s|m|h|d)$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -59,9 +56,9 @@ class PolicyConfig(BaseModel):
 
     def offsets(self) -> list[tuple[int, int]]:
         return [
-            (STEP_REMIND, parse_duration(self.remind_after)),
-            (STEP_RELEASE, parse_duration(self.release_after)),
-            (STEP_NOTIFY, parse_duration(self.notify_after)),
+            (Step.REMIND, parse_duration(self.remind_after)),
+            (Step.RELEASE, parse_duration(self.release_after)),
+            (Step.NOTIFY, parse_duration(self.notify_after)),
         ]
 
 
@@ -74,46 +71,18 @@ DEFAULT_POLICIES: dict[str, PolicyConfig] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """The schedule fixed for one message at accept time."""
-
-    priority: str
-    steps: tuple[tuple[int, int], ...]
-    working_hours: bool
-
-    def due(self, step: int) -> int | None:
-        return next((d for s, d in self.steps if s == step), None)
-
-    def next_after(self, step: int) -> tuple[int, int] | None:
-        return next(((s, d) for s, d in self.steps if s > step), None)
-
-    def dumps(self) -> str:
-        return json.dumps(
-            {
-                "priority": self.priority,
-                "steps": [list(s) for s in self.steps],
-                "working_hours": self.working_hours,
-            }
-        )
-
-    @classmethod
-    def loads(cls, text: str) -> Snapshot | None:
-        try:
-            raw: dict[str, Any] = json.loads(text)
-            steps = tuple((int(s), int(d)) for s, d in raw["steps"])
-            return cls(str(raw["priority"]), steps, bool(raw.get("working_hours", False)))
-        except (ValueError, KeyError, TypeError):
-            return None
+Snapshot = Schedule
+"""The schedule fixed for one message at accept time (:class:`keys.lifecycle.Schedule`)."""
 
 
 def snapshot(
     policy: PolicyConfig, *, priority: str, accepted_at: int, ack_by: int | None
-) -> Snapshot:
+) -> Schedule:
     """Absolute due times; ``ack_by`` earlier than the first step pulls every step earlier."""
-    steps = [(step, accepted_at + offset) for step, offset in policy.offsets()]
-    first_due = steps[0][1]
-    if ack_by is not None and ack_by < first_due:
-        shift = first_due - max(ack_by, accepted_at)
-        steps = [(step, due - shift) for step, due in steps]
-    return Snapshot(priority, tuple(steps), policy.working_hours)
+    return schedule(
+        policy.offsets(),
+        priority=priority,
+        accepted_at=accepted_at,
+        ack_by=ack_by,
+        working_hours=policy.working_hours,
+    )

@@ -13,10 +13,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-MessageState = Literal["accepted", "delivered", "acknowledged", "rejected", "expired"]
+from keys.lifecycle import CLOSED, State, Step
+
+MessageState = State
 ItemType = Literal["envelope", "receipt", "escalation"]
-TERMINAL_STATES: frozenset[str] = frozenset({"acknowledged", "rejected", "expired"})
-STEP_REMIND, STEP_RELEASE, STEP_NOTIFY, STEP_EXPIRE = 1, 2, 3, 9
+TERMINAL_STATES: frozenset[str] = CLOSED
+STEP_REMIND, STEP_RELEASE, STEP_NOTIFY, STEP_EXPIRE = (
+    int(Step.REMIND),
+    int(Step.RELEASE),
+    int(Step.NOTIFY),
+    int(Step.EXPIRE),
+)
 
 
 class StoreError(Exception):
@@ -129,20 +136,27 @@ class Timer:
 
 @dataclass(frozen=True, slots=True)
 class Escalation:
-    """What firing one timer does, decided by the core; applied atomically by the store.
+    """What firing one timer does (:class:`keys.lifecycle.StepEffects`, resolved by the
+    core into queue items and a signed receipt); applied atomically by the store.
 
-    The store applies it only if the timer still exists with the same generation and
-    the message is not in a terminal state (a late timer after an acknowledgement does
-    nothing).
+    The store decides nothing: it applies every field as given, and only if the timer
+    still exists with the same generation and the message is not closed (a late timer
+    after an acknowledgement does nothing).
     """
 
     timer: Timer
     items: tuple[NewItem, ...] = ()
     receipt: ReceiptRecord | None = None
-    """The relay-signed escalated/expired receipt, queued for ``sender``."""
+    """The relay-signed escalated/expired receipt, queued for ``sender`` (it moves no
+    state by itself: ``new_state`` and ``close`` do)."""
     sender: str = ""
     next_timer: tuple[int, int] | None = None
+    """Start this (step, due) timer, with the same generation (not when closing)."""
     new_state: MessageState | None = None
+    close: bool = False
+    """Bump the fencing generation and drop every timer of the message."""
+    record_step: bool = False
+    """Record the timer's step as the message's escalation step."""
     released: tuple[str, ...] = ()
     drop_queued: bool = False
     """Remove the message's envelopes still queued (on expiry)."""

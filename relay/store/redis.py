@@ -79,6 +79,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -89,6 +90,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from keys.lifecycle import transition
 from relay.store.base import (
     TERMINAL_STATES,
     AcceptResult,
@@ -176,361 +178,9 @@ RECIPIENTS = PREFIX + "recipients"
 ESCALATING = PREFIX + "escalating"
 
 
-# --- Lua ----------------------------------------------------------------------------------
-
-_LUA_COMMON = r"""
-local P = ARGV[1]
-local INST = ARGV[2]
-local SEQ = P .. 'seq'
-local RECIPIENTS = P .. 'recipients'
-local TIMERS = P .. '{timers}:z'
-local LEASES = P .. '{timers}:lease'
-local ESCALATING = P .. 'escalating'
-local CHANNEL = P .. 'push'
-local TERMINAL = {acknowledged = true, rejected = true, expired = true}
-local OPEN = {accepted = true, delivered = true}
-local STATE_AFTER = {
-  delivered = {from = {accepted = true}, to = 'delivered'},
-  acknowledged = {from = OPEN, to = 'acknowledged'},
-  rejected = {from = OPEN, to = 'rejected'},
-  expired = {from = OPEN, to = 'expired'},
-}
-local STEPS = {'1', '2', '3', '9'}
-local pushed = {}
-
-local function qkey(aid) return P .. '{' .. aid .. '}:q' end
-local function mkey(id) return P .. '{' .. id .. '}:m' end
-
--- Queue one item; payload '' means "the message's own envelope" (stored once, in the
--- message hash) and ``envelope`` is what other instances receive for it.
-local function enqueue(aid, typ, msg, payload, at, reminder, note, envelope)
-  local seq = redis.call('INCR', SEQ)
-  local q = qkey(aid)
-  if redis.call('EXISTS', q) == 0 then
-    redis.call('XGROUP', 'CREATE', q, 'relay', '0', 'MKSTREAM')
-  end
-  local f = {'t', typ, 'm', msg, 'at', at}
-  if payload ~= '' then f[#f + 1] = 'p'; f[#f + 1] = payload end
-  if reminder == '1' then f[#f + 1] = 'r'; f[#f + 1] = '1' end
-  if note ~= '' then f[#f + 1] = 'n'; f[#f + 1] = note end
-  redis.call('XADD', q, seq .. '-0', unpack(f))
-  redis.call('SADD', RECIPIENTS, aid)
-  local body = payload
-  if body == '' then body = envelope end
-  pushed[#pushed + 1] = {seq, aid, typ, msg, body, at, reminder == '1' and 1 or 0, note}
-  return seq
-end
-
-local function drop_timers(msg)
-  local members = {}
-  for i, s in ipairs(STEPS) do members[i] = msg .. '|' .. s end
-  redis.call('ZREM', TIMERS, unpack(members))
-  redis.call('HDEL', LEASES, unpack(members))
-  redis.call('ZREM', ESCALATING, msg)
-end
-
--- A receipt: idempotent on (signer, status, step); queued for ``notify``; moves the
--- message's state forward, and a decision bumps the fencing generation and drops the
--- timers in the same script. Returns the seq, or 0 when already stored.
-local function add_receipt(msg, status, signer, at, token, received_at, step, notify)
-  local pre = P .. '{' .. msg .. '}:'
-  if redis.call('SADD', pre .. 'rk', signer .. '|' .. status .. '|' .. step) == 0 then
-    return 0
-  end
-  redis.call('RPUSH', pre .. 'r', cjson.encode({status, signer, at, token, received_at, step}))
-  local seq = enqueue(notify, 'receipt', msg, token, received_at, '0', '', '')
-  local rule = STATE_AFTER[status]
-  if rule then
-    local mk = mkey(msg)
-    local state = redis.call('HGET', mk, 'state')
-    if state and rule.from[state] then
-      redis.call('HSET', mk, 'state', rule.to)
-      if TERMINAL[rule.to] then
-        redis.call('HINCRBY', mk, 'gen', 1)
-        drop_timers(msg)
-      end
-    end
-  end
-  return seq
-end
-
-local function publish()
-  if #pushed > 0 then
-    redis.call('PUBLISH', CHANNEL, INST .. '\n' .. cjson.encode(pushed))
-  end
-end
-"""
-
-_LUA_ACCEPT = (
-    _LUA_COMMON
-    + r"""
--- ARGV: prefix, instance, n, then 15 fields per message.
-local n = tonumber(ARGV[3])
-local out = {}
-local i = 4
-for _ = 1, n do
-  local id, sender, to, fallbacks, envelope, env_hash = ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5]
-  local created, expires, priority, ack_by, accepted_at = ARGV[i+6], ARGV[i+7], ARGV[i+8], ARGV[i+9], ARGV[i+10]
-  local receipt, attachments, policy, timers = ARGV[i+11], ARGV[i+12], ARGV[i+13], ARGV[i+14]
-  i = i + 15
-  local mk = mkey(id)
-  local old = redis.call('HMGET', mk, 'env_hash', 'accepted_receipt')
-  if old[1] then
-    if old[1] == env_hash then
-      out[#out + 1] = {'duplicate', old[2]}
-    else
-      out[#out + 1] = {'conflict', ''}
-    end
-  else
-    redis.call('HSET', mk, 'sender', sender, 'to', to, 'fallbacks', fallbacks,
-      'envelope', envelope, 'env_hash', env_hash, 'created', created, 'expires', expires,
-      'priority', priority, 'ack_by', ack_by, 'accepted_at', accepted_at,
-      'accepted_receipt', receipt, 'state', 'accepted', 'attachments', attachments,
-      'policy', policy, 'gen', '0', 'step', '0', 'released', '[]')
-    for _, t in ipairs(cjson.decode(timers)) do
-      redis.call('ZADD', TIMERS, t[2], id .. '|' .. t[1])
-    end
-    local result = {'accepted', receipt}
-    local qi = P .. '{' .. id .. '}:qi'
-    for _, aid in ipairs(cjson.decode(to)) do
-      local seq = enqueue(aid, 'envelope', id, '', accepted_at, '0', '', envelope)
-      redis.call('SADD', qi, aid .. '|' .. seq)
-      result[#result + 1] = seq
-    end
-    local atts = cjson.decode(attachments)
-    if #atts > 0 then
-      local readers = cjson.decode(to)
-      for _, f in ipairs(cjson.decode(fallbacks)) do readers[#readers + 1] = f end
-      for _, d in ipairs(atts) do
-        redis.call('SADD', P .. '{' .. d .. '}:rd', unpack(readers))
-      end
-    end
-    out[#out + 1] = result
-  end
-end
-publish()
-return out
-"""
-)
-
-_LUA_RECEIPTS = (
-    _LUA_COMMON
-    + r"""
--- ARGV: prefix, instance, n, then 8 fields per receipt.
-local n = tonumber(ARGV[3])
-local out = {}
-local i = 4
-for _ = 1, n do
-  out[#out + 1] = add_receipt(ARGV[i], ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6], ARGV[i+7])
-  i = i + 8
-end
-publish()
-return out
-"""
-)
-
-_LUA_FIRE = (
-    _LUA_COMMON
-    + r"""
--- ARGV: prefix, instance, then one JSON object per escalation (every number a string).
-local out = {}
-for a = 3, #ARGV do
-  local e = cjson.decode(ARGV[a])
-  local msg = e.msg
-  local member = msg .. '|' .. e.step
-  local mk = mkey(msg)
-  local score = redis.call('ZSCORE', TIMERS, member)
-  if not score or tonumber(score) ~= tonumber(e.due) then
-    out[#out + 1] = {0}  -- fired already (here or by another instance), or moved
-  else
-    local m = redis.call('HMGET', mk, 'state', 'gen', 'envelope', 'step', 'accepted_at', 'released')
-    -- The claim: whoever removes the timer fires it.
-    redis.call('ZREM', TIMERS, member)
-    redis.call('HDEL', LEASES, member)
-    if not m[1] or tonumber(m[2]) ~= tonumber(e.gen) or TERMINAL[m[1]] then
-      out[#out + 1] = {0}  -- fenced off by a decision, or the message is closed
-    else
-      local seqs = {1}
-      local qi = P .. '{' .. msg .. '}:qi'
-      for _, it in ipairs(e.items) do
-        local seq = enqueue(it[1], it[2], msg, it[3], e.due, it[4], it[5], m[3])
-        if it[2] == 'envelope' and it[3] == '' then redis.call('SADD', qi, it[1] .. '|' .. seq) end
-        seqs[#seqs + 1] = seq
-      end
-      if e.receipt ~= cjson.null then
-        local r = e.receipt
-        local seq = add_receipt(msg, r[1], r[2], r[3], r[4], r[5], r[6], e.sender)
-        if seq ~= 0 then seqs[#seqs + 1] = seq end
-      end
-      if e.drop then
-        for _, copy in ipairs(redis.call('SMEMBERS', qi)) do
-          local sep = string.find(copy, '|', 1, true)
-          local q = qkey(string.sub(copy, 1, sep - 1))
-          local id = string.sub(copy, sep + 1) .. '-0'
-          redis.call('XACK', q, 'relay', id)
-          redis.call('XDEL', q, id)
-        end
-        redis.call('DEL', qi)
-      end
-      local closed = false
-      if e.new_state ~= '' then
-        redis.call('HSET', mk, 'state', e.new_state)
-        if TERMINAL[e.new_state] then
-          closed = true
-          redis.call('HINCRBY', mk, 'gen', 1)
-          drop_timers(msg)
-        end
-      end
-      local step = tonumber(e.step)
-      if (step == 1 or step == 2 or step == 3) and e.new_state == '' and not e.deferred then
-        if step > tonumber(m[4]) then redis.call('HSET', mk, 'step', e.step) end
-        redis.call('ZADD', ESCALATING, m[5], msg)
-      end
-      if #e.released > 0 then
-        local set = {}
-        for _, f in ipairs(cjson.decode(m[6])) do set[f] = true end
-        for _, f in ipairs(e.released) do set[f] = true end
-        local merged = {}
-        for f in pairs(set) do merged[#merged + 1] = f end
-        table.sort(merged)
-        redis.call('HSET', mk, 'released', cjson.encode(merged))
-      end
-      if e.next ~= cjson.null and not closed then
-        redis.call('ZADD', TIMERS, e.next[2], msg .. '|' .. e.next[1])
-      end
-      out[#out + 1] = seqs
-    end
-  end
-end
-publish()
-return out
-"""
-)
-
-_LUA_DUE = (
-    _LUA_COMMON
-    + r"""
--- ARGV: prefix, instance, now, limit, lease ms. Takes a short lease on each due timer
--- that no other live instance holds, so instances do not plan the same steps twice.
-local due = redis.call('ZRANGEBYSCORE', TIMERS, '-inf', ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local lease = INST .. '|' .. (now + tonumber(ARGV[5]))
-local out = {}
-for k = 1, #due, 2 do
-  local held = redis.call('HGET', LEASES, due[k])
-  local take = true
-  if held then
-    local sep = string.find(held, '|', 1, true)
-    local owner, till = string.sub(held, 1, sep - 1), tonumber(string.sub(held, sep + 1))
-    take = owner == INST or till <= now
-  end
-  if take then
-    redis.call('HSET', LEASES, due[k], lease)
-    out[#out + 1] = due[k]
-    out[#out + 1] = due[k + 1]
-  end
-end
-return out
-"""
-)
-
-_LUA_PENDING = (
-    _LUA_COMMON
-    + r"""
--- ARGV: prefix, instance, authority, after, after + 1, limit.
-local q = qkey(ARGV[3])
-local page = redis.call('XRANGE', q, '(' .. ARGV[4] .. '-0', '+', 'COUNT', tonumber(ARGV[6]))
-if #page == 0 then return page end
--- The ledger: this instance now delivers these items (a takeover counts as a delivery).
-redis.call('XAUTOCLAIM', q, 'relay', INST, 0, ARGV[5] .. '-0', 'COUNT', #page)
-local last = page[#page][1]
-local lastms = tonumber(string.sub(last, 1, string.find(last, '-', 1, true) - 1))
-for _ = 1, 16 do
-  local got = redis.call('XREADGROUP', 'GROUP', 'relay', INST, 'COUNT', #page, 'STREAMS', q, '>')
-  if not got then break end
-  local entries = got[1][2]
-  if #entries == 0 then break end
-  local id = entries[#entries][1]
-  if tonumber(string.sub(id, 1, string.find(id, '-', 1, true) - 1)) >= lastms then break end
-end
-local consumers = redis.call('XINFO', 'CONSUMERS', q, 'relay')
-for _, c in ipairs(consumers) do
-  local name, pending
-  for k = 1, #c, 2 do
-    if c[k] == 'name' then name = c[k + 1] elseif c[k] == 'pending' then pending = c[k + 1] end
-  end
-  if name ~= INST and pending == 0 then redis.call('XGROUP', 'DELCONSUMER', q, 'relay', name) end
-end
-return page
-"""
-)
-
-_LUA_ACK = r"""
--- ARGV: prefix, instance, n, then per acknowledgement: authority, count, entry ids.
--- Returns how many items each one removed.
-local P = ARGV[1]
-local out = {}
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
-  local q = P .. '{' .. ARGV[i] .. '}:q'
-  local count = tonumber(ARGV[i + 1])
-  local removed = 0
-  if redis.call('EXISTS', q) == 1 then
-    for first = i + 2, i + 1 + count, 1000 do
-      local ids = {}
-      for k = first, math.min(i + 1 + count, first + 999) do ids[#ids + 1] = ARGV[k] end
-      redis.call('XACK', q, 'relay', unpack(ids))
-      removed = removed + redis.call('XDEL', q, unpack(ids))
-    end
-  end
-  out[#out + 1] = removed
-  i = i + 2 + count
-end
-return out
-"""
-
-_LUA_NONCES = r"""
--- ARGV: prefix, instance, n, then per nonce: nonce, ttl (s). 1 if it was new, else 0.
-local out = {}
-for k = 0, tonumber(ARGV[3]) - 1 do
-  local key = ARGV[1] .. 'nonce:{' .. ARGV[4 + 2 * k] .. '}'
-  if redis.call('SET', key, '1', 'NX', 'EX', ARGV[5 + 2 * k]) then out[#out + 1] = 1
-  else out[#out + 1] = 0 end
-end
-return out
-"""
-
-_LUA_PUT_ATTACHMENT = r"""
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'uploader', ARGV[1], 'size', ARGV[2], 'stored_at', ARGV[3])
-return 1
-"""
-
-_LUA_QUEUE_STATS = r"""
--- KEYS[1]: the recipients set; ARGV[1]: prefix, ARGV[2]: items scanned per queue.
-local out = {}
-for _, aid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local q = ARGV[1] .. '{' .. aid .. '}:q'
-  local depth = redis.call('XLEN', q)
-  if depth == 0 then
-    redis.call('SREM', KEYS[1], aid)
-  else
-    local oldest = nil
-    for _, e in ipairs(redis.call('XRANGE', q, '-', '+', 'COUNT', tonumber(ARGV[2]))) do
-      local f = e[2]
-      for k = 1, #f, 2 do
-        if f[k] == 'at' then
-          local at = tonumber(f[k + 1])
-          if oldest == nil or at < tonumber(oldest) then oldest = f[k + 1] end
-        end
-      end
-    end
-    out[#out + 1] = {aid, depth, oldest or ''}
-  end
-end
-return out
-"""
+# --- Lua ---------------------------------------------------------------------------------
+# Every write is one script; the scripts live in relay/store/lua/*.lua (package data),
+# are read once at import, and run by SHA (EVALSHA, loaded again on NOSCRIPT).
 
 
 class _Script:
@@ -538,16 +188,25 @@ class _Script:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
 
+    @classmethod
+    def load(cls, name: str, *, common: bool = False) -> _Script:
+        """``lua/<name>.lua``, after ``lua/common.lua`` when ``common``."""
+        files = resources.files("relay.store.lua")
+        text = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        if common:
+            text = files.joinpath("common.lua").read_text(encoding="utf-8") + text
+        return cls(text)
 
-ACCEPT = _Script(_LUA_ACCEPT)
-RECEIPTS = _Script(_LUA_RECEIPTS)
-FIRE = _Script(_LUA_FIRE)
-DUE = _Script(_LUA_DUE)
-PENDING = _Script(_LUA_PENDING)
-ACK = _Script(_LUA_ACK)
-NONCES = _Script(_LUA_NONCES)
-PUT_ATTACHMENT = _Script(_LUA_PUT_ATTACHMENT)
-QUEUE_STATS = _Script(_LUA_QUEUE_STATS)
+
+ACCEPT = _Script.load("accept", common=True)
+RECEIPTS = _Script.load("receipts", common=True)
+FIRE = _Script.load("fire", common=True)
+DUE = _Script.load("due", common=True)
+PENDING = _Script.load("pending", common=True)
+ACK = _Script.load("ack")
+NONCES = _Script.load("nonces")
+PUT_ATTACHMENT = _Script.load("put_attachment")
+QUEUE_STATS = _Script.load("queue_stats")
 
 
 # --- durability ---------------------------------------------------------------------------
@@ -998,6 +657,7 @@ class RedisStore:
             return []
         args: list[Any] = []
         for r, notify in batch:
+            rule = transition(r.status)
             args += [
                 r.msg_id,
                 r.status,
@@ -1007,6 +667,9 @@ class RedisStore:
                 str(r.received_at),
                 str(r.step),
                 notify,
+                ",".join(sorted(rule.before)) if rule else "",
+                rule.after if rule else "",
+                "1" if rule and rule.closes else "0",
             ]
         raw = await self._receipts.call(args, len(batch), sum(len(r.token) for r, _ in batch))
         return [int(s) or None for s in raw]
@@ -1168,7 +831,8 @@ class RedisStore:
                         "new_state": e.new_state or "",
                         "released": list(e.released),
                         "drop": e.drop_queued,
-                        "deferred": e.deferred,
+                        "close": e.close,
+                        "record_step": e.record_step,
                     }
                 )
             )

@@ -24,10 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keys.lifecycle import Transition, transition
 from relay.store.base import (
-    STEP_NOTIFY,
-    STEP_RELEASE,
-    STEP_REMIND,
     TERMINAL_STATES,
     AcceptResult,
     Escalation,
@@ -43,14 +41,6 @@ from relay.store.base import (
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 WriteOp = Callable[[sqlite3.Connection], Any]
-
-_STATE_AFTER = {
-    # status -> (states it may advance from, new state)
-    "delivered": ({"accepted"}, "delivered"),
-    "acknowledged": ({"accepted", "delivered"}, "acknowledged"),
-    "rejected": ({"accepted", "delivered"}, "rejected"),
-    "expired": ({"accepted", "delivered"}, "expired"),
-}
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -131,7 +121,16 @@ _INSERT_COLUMNS = (
 )
 
 
-def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord, notify: str) -> int | None:
+def _close(conn: sqlite3.Connection, msg_id: str) -> None:
+    """Stop escalation: bump the fencing generation and drop the timers, in the same
+    transaction, so a timer firing concurrently finds nothing to do."""
+    conn.execute("UPDATE messages SET generation = generation + 1 WHERE id = ?", (msg_id,))
+    conn.execute("DELETE FROM timers WHERE msg_id = ?", (msg_id,))
+
+
+def _add_receipt(
+    conn: sqlite3.Connection, r: ReceiptRecord, notify: str, rule: Transition | None
+) -> int | None:
     cur = conn.execute(
         "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at, step) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -144,21 +143,14 @@ def _add_receipt(conn: sqlite3.Connection, r: ReceiptRecord, notify: str) -> int
         "VALUES (?, 'receipt', ?, ?, ?)",
         (notify, r.msg_id, r.token, r.received_at),
     ).lastrowid
-    rule = _STATE_AFTER.get(r.status)
     if rule is not None:
-        before, after = rule
-        marks = ",".join("?" * len(before))
+        marks = ",".join("?" * len(rule.before))
         changed = conn.execute(
             f"UPDATE messages SET state = ? WHERE id = ? AND state IN ({marks})",
-            (after, r.msg_id, *sorted(before)),
+            (rule.after, r.msg_id, *sorted(rule.before)),
         ).rowcount
-        if changed and after in TERMINAL_STATES:
-            # Stop escalation: bump the fencing generation and drop the timers, in the
-            # same transaction, so a timer firing concurrently finds nothing to do.
-            conn.execute(
-                "UPDATE messages SET generation = generation + 1 WHERE id = ?", (r.msg_id,)
-            )
-            conn.execute("DELETE FROM timers WHERE msg_id = ?", (r.msg_id,))
+        if changed and rule.closes:
+            _close(conn, r.msg_id)
     return seq
 
 
@@ -191,7 +183,7 @@ def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
             or 0
         )
     if e.receipt is not None:
-        seq = _add_receipt(conn, e.receipt, e.sender)
+        seq = _add_receipt(conn, e.receipt, e.sender, None)
         if seq is not None:
             seqs.append(seq)
     if e.drop_queued:
@@ -201,16 +193,9 @@ def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
         )
     if e.new_state is not None:
         conn.execute("UPDATE messages SET state = ? WHERE id = ?", (e.new_state, t.msg_id))
-        if e.new_state in TERMINAL_STATES:
-            conn.execute(
-                "UPDATE messages SET generation = generation + 1 WHERE id = ?", (t.msg_id,)
-            )
-            conn.execute("DELETE FROM timers WHERE msg_id = ?", (t.msg_id,))
-    if (
-        t.step in (STEP_REMIND, STEP_RELEASE, STEP_NOTIFY)
-        and e.new_state is None
-        and not e.deferred
-    ):
+    if e.close:
+        _close(conn, t.msg_id)
+    if e.record_step:
         conn.execute(
             "UPDATE messages SET escalation_step = MAX(escalation_step, ?) WHERE id = ?",
             (t.step, t.msg_id),
@@ -223,7 +208,7 @@ def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
         conn.execute(
             "UPDATE messages SET released = ? WHERE id = ?", (json.dumps(merged), t.msg_id)
         )
-    if e.next_timer is not None and (e.new_state is None or e.new_state not in TERMINAL_STATES):
+    if e.next_timer is not None and not e.close:
         step, due = e.next_timer
         conn.execute(
             "INSERT OR REPLACE INTO timers (msg_id, step, due, generation) VALUES (?, ?, ?, ?)",
@@ -433,7 +418,7 @@ class SQLiteStore:
         batch = list(receipts)
 
         def op(conn: sqlite3.Connection) -> list[int | None]:
-            return [_add_receipt(conn, r, notify) for r, notify in batch]
+            return [_add_receipt(conn, r, notify, transition(r.status)) for r, notify in batch]
 
         return await self._write(op)
 
