@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
 
+from keys.directory import Directory
 from keys.encoding import now_ms
 from keys.errors import KeysError
 from keys.httpsig import NonceCache
@@ -24,10 +25,24 @@ from relay.api.handlers import routes
 from relay.api.openapi import openapi_handler
 from relay.api.ops import setup_ops
 from relay.api.problems import problem_middleware
-from relay.api.state import CLOCK, CORE, DIRECTORY, METRICS, NONCES, SETTINGS, SOCKETS, STORE
+from relay.api.state import (
+    CLOCK,
+    CORE,
+    DIRECTORY,
+    METRICS,
+    NONCES,
+    SETTINGS,
+    SOCKETS,
+    STORE,
+    Core,
+)
+from relay.core.delivery import Clock, Delivery, Hub
 from relay.core.directory import DirectoryHolder
+from relay.core.escalation import EscalationEngine
+from relay.core.intake import Intake, Limits, MessageIndex
 from relay.core.metrics import Metrics
-from relay.core.relay import Clock, Limits, RelayCore
+from relay.core.probes import Prober
+from relay.core.readmodel import ReadModel
 from relay.settings import RelaySettings
 from relay.store.base import QueueItem, Store, StoreError
 from relay.store.sqlite import SQLiteStore
@@ -110,29 +125,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.start()
     except StoreError as exc:  # unreachable, or configured so it cannot keep the promise
         raise StartupError(f"store: {exc}") from exc
-    app[CORE] = RelayCore(
-        store=store,
-        identity=identity,
-        directory=lambda: holder.current,
-        clock=app[CLOCK],
-        limits=Limits(
-            max_envelope_bytes=settings.max_envelope_bytes,
-            max_batch=settings.max_batch,
-            max_message_lifetime_ms=settings.max_message_lifetime_ms,
-            clock_skew_ms=settings.clock_skew_ms,
-            delivery_window=settings.delivery_window,
-        ),
-        policies=settings.policies,
-        metrics=app[METRICS],
-    )
-    core = app[CORE]
-    core.prober.interval_s = settings.probe_interval_s
+    core = app[CORE] = wire(app, identity, holder, store)
     tasks = [
         asyncio.create_task(_maintenance(app), name="relay-maintenance"),
         asyncio.create_task(
             core.escalation.run(interval_s=settings.escalation_interval_s), name="escalation"
         ),
-        asyncio.create_task(_listen(core), name="store-listener"),
+        asyncio.create_task(_listen(store, core.delivery.hub), name="store-listener"),
         asyncio.create_task(core.prober.run(), name="probes"),
     ]
     log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
@@ -145,22 +144,67 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-async def _listen(core: RelayCore) -> None:
+def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, store: Store) -> Core:
+    """Build the collaborators, each with its explicit dependencies (no locator)."""
+    settings, clock, metrics = app[SETTINGS], app[CLOCK], app[METRICS]
+
+    def directory() -> Directory:
+        return holder.current
+
+    hub = Hub()
+    delivery = Delivery(store=store, hub=hub, clock=clock, window=settings.delivery_window)
+    index = MessageIndex()
+    intake = Intake(
+        store=store,
+        delivery=delivery,
+        identity=identity,
+        directory=directory,
+        clock=clock,
+        index=index,
+        limits=Limits(
+            max_envelope_bytes=settings.max_envelope_bytes,
+            max_batch=settings.max_batch,
+            max_message_lifetime_ms=settings.max_message_lifetime_ms,
+            clock_skew_ms=settings.clock_skew_ms,
+        ),
+        policies=settings.policies,
+        metrics=metrics,
+    )
+    escalation = EscalationEngine(
+        store=store,
+        delivery=delivery,
+        identity=identity,
+        directory=directory,
+        clock=clock,
+        metrics=metrics,
+    )
+    prober = Prober(hub=hub, directory=directory, clock=clock, interval_s=settings.probe_interval_s)
+    read = ReadModel(
+        store=store,
+        hub=hub,
+        prober=prober,
+        index=index,
+        relay_id=identity.id,
+        directory=directory,
+        clock=clock,
+    )
+    return Core(intake, delivery, escalation, prober, read, store)
+
+
+async def _listen(store: Store, hub: Hub) -> None:
     """Pushes committed by other relay instances (shared stores only); retried on error."""
 
     def deliver(items: list[QueueItem]) -> None:
         if items:
-            core.hub.publish(items)
-            return
-        # The store may have missed pushes (its listener reconnected, or a write's outcome
-        # is unknown): every local session and long-poll waiter re-reads its queue.
-        for group in core.hub.sessions.values():
-            for session in group:
-                session.resync()
+            hub.publish(items)
+        else:
+            # The store may have missed pushes (its listener reconnected, or a write's
+            # outcome is unknown): every local session and long-poll waiter re-reads.
+            hub.resync_all()
 
     while True:
         try:
-            await core.store.listen(deliver)
+            await store.listen(deliver)
             return  # a single-instance store has nothing to listen to
         except asyncio.CancelledError:
             raise

@@ -25,14 +25,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keys.encoding import b64d
-from relay.core.escalation import OVERDUE_AFTER_MS, STEP_NAMES
-from relay.store.base import MessageRecord, ReceiptRecord, Store
+from keys.lifecycle import STEP_NAMES
+from relay.core.escalation import OVERDUE_AFTER_MS
+from relay.core.readmodel import ReadModel, RecentMessage
+from relay.store.base import MessageRecord, ReceiptRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from relay.core.metrics import Metrics
-    from relay.core.relay import RelayCore
 
 ESCALATION_LIMIT = 100
 """At most this many open escalations (newest first) are listed with their timelines."""
@@ -44,8 +45,6 @@ SAMPLES_PER_AUTHORITY = 200
 RECIPIENT_STATUSES = frozenset({"delivered", "acknowledged", "rejected"})
 
 Json = dict[str, Any]
-Recent = tuple[str, str, tuple[str, ...], int]
-"""(message id, sender, recipients incl. fallbacks, accepted at ms), as RelayCore.health()."""
 
 
 # -- delivery latency --------------------------------------------------------------------
@@ -63,7 +62,7 @@ def percentile(values: Iterable[float], p: float) -> float | None:
 class LatencyTracker:
     """Recent delivery latency per recipient authority: bounded in memory and in reads.
 
-    Fed with the latest accepted messages (``RelayCore.health()["recent"]``). Each one is
+    Fed with the latest accepted messages (:meth:`ReadModel.recent`). Each one is
     followed, by reading its receipts, until every recipient has answered, it expired,
     or it is older than :data:`TRACK_HORIZON_MS`; at most :data:`TRACK_MAX` messages are
     followed at once and :data:`SAMPLES_PER_AUTHORITY` latencies kept per authority. A
@@ -82,12 +81,12 @@ class LatencyTracker:
         values = self.samples.get(authority, ())
         return percentile(values, 0.5), percentile(values, 0.95), len(values)
 
-    async def refresh(self, store: Store, recent: Sequence[Recent], now: int) -> None:
+    async def refresh(self, read: ReadModel, recent: Sequence[RecentMessage], now: int) -> None:
         async with self._lock:
-            for msg_id, _sender, recipients, accepted_at in reversed(recent):  # oldest first
-                if msg_id in self._finished or msg_id in self._following:
+            for m in reversed(recent):  # oldest first
+                if m.id in self._finished or m.id in self._following:
                     continue
-                self._following[msg_id] = (set(recipients), accepted_at)
+                self._following[m.id] = (set(m.recipients), m.accepted_at)
                 while len(self._following) > TRACK_MAX:
                     self._finish(self._following.popitem(last=False)[0])
             for msg_id, (waiting, accepted_at) in list(self._following.items()):
@@ -95,7 +94,7 @@ class LatencyTracker:
                     self._finish(msg_id)
                     continue
                 done = False
-                for receipt in await store.receipts(msg_id):
+                for receipt in await read.receipts(msg_id):
                     if receipt.status in RECIPIENT_STATUSES and receipt.signer in waiting:
                         waiting.discard(receipt.signer)
                         latency = max(0, receipt.received_at - accepted_at) / 1000
@@ -177,64 +176,45 @@ def message_summary(
     }
 
 
-async def message_timeline(core: RelayCore, msg_id: str) -> Json | None:
-    record = await core.store.get_message(msg_id)
+async def message_timeline(read: ReadModel, msg_id: str) -> Json | None:
+    record = await read.message(msg_id)
     if record is None:
         return None
-    receipts = await core.store.receipts(msg_id)
-    return message_summary(record, receipts, core.identity.id)
+    receipts = await read.receipts(msg_id)
+    return message_summary(record, receipts, read.relay_id)
 
 
-def _probe(core: RelayCore, authority: str, now: int) -> tuple[int | None, int | None, bool | None]:
-    """(last answered ms, round trip ms, reachable) from the prober, if this relay has one."""
-    answers = getattr(core, "probes", None)
-    at = answers.get(authority) if isinstance(answers, Mapping) else None
-    at = at if isinstance(at, int) and not isinstance(at, bool) else None
-    prober = getattr(core, "prober", None)
-    rtts = getattr(prober, "rtt_ms", None)
-    rtt = rtts.get(authority) if isinstance(rtts, Mapping) else None
-    rtt = rtt if isinstance(rtt, int) and not isinstance(rtt, bool) else None
-    reachable: bool | None = None
-    check = getattr(prober, "reachable", None)
-    if callable(check):
-        try:
-            reachable = bool(check(authority, now))
-        except Exception:  # a prober in the making must not break the dashboard
-            reachable = None
-    return at, rtt, reachable
-
-
-async def refresh_gauges(core: RelayCore, metrics: Metrics) -> None:
+async def refresh_gauges(read: ReadModel, metrics: Metrics) -> None:
     """Set the gauges from the store and the hub (called on each /metrics scrape)."""
-    now = core.clock()
-    stats = await core.store.queue_stats()
-    pending, overdue, _ = await core.store.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
+    now = read.clock()
+    stats = await read.queue_stats()
+    timers = await read.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
     oldest = min((s.oldest_enqueued_at for s in stats if s.oldest_enqueued_at), default=None)
     metrics.pending.set(sum(s.depth for s in stats))
     metrics.oldest_unacked.set(max(0, now - oldest) / 1000 if oldest is not None else 0)
-    metrics.connected.set(core.hub.count())
-    metrics.pending_timers.set(pending)
-    metrics.overdue_timers.set(overdue)
+    metrics.connected.set(read.connections())
+    metrics.pending_timers.set(timers.pending)
+    metrics.overdue_timers.set(timers.overdue)
 
 
-async def build_snapshot(core: RelayCore, tracker: LatencyTracker) -> Json:
+async def build_snapshot(read: ReadModel, tracker: LatencyTracker) -> Json:
     """The operator snapshot (``GET /ops/snapshot``, the SSE events, ``relay status``)."""
-    now = core.clock()
-    store = core.store
-    health = core.health(now)
-    connected: Mapping[str, int] = health["connected"]
-    last_seen: Mapping[str, int] = health["last_seen"]
-    stats = {s.recipient: s for s in await store.queue_stats()}
-    pending, overdue, next_due = await store.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
-    await tracker.refresh(store, health["recent"], now)
+    now = read.clock()
+    presence = read.presence(now)
+    connected: Mapping[str, int] = presence.connected
+    last_seen: Mapping[str, int] = presence.last_seen
+    stats = {s.recipient: s for s in await read.queue_stats()}
+    timers = await read.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
+    pending, overdue, next_due = timers.pending, timers.overdue, timers.next_due
+    await tracker.refresh(read, read.recent(), now)
     escalations: list[Json] = []
     open_by: dict[str, int] = {}
-    for record in await store.open_escalations(limit=ESCALATION_LIMIT):
-        receipts = await store.receipts(record.id)
-        escalations.append(message_summary(record, receipts, core.identity.id))
+    for record in await read.open_escalations(limit=ESCALATION_LIMIT):
+        receipts = await read.receipts(record.id)
+        escalations.append(message_summary(record, receipts, read.relay_id))
         for aid in set(record.to):
             open_by[aid] = open_by.get(aid, 0) + 1
-    directory = core.directory
+    directory = read.directory
     authorities: list[Json] = []
     for entry in directory.authorities:
         if entry.role == "relay":
@@ -243,7 +223,8 @@ async def build_snapshot(core: RelayCore, tracker: LatencyTracker) -> Json:
         queue = stats.get(aid)
         oldest = queue.oldest_enqueued_at if queue is not None else None
         p50, p95, samples = tracker.stats(aid)
-        probe_at, rtt, reachable = _probe(core, aid, now)
+        probe = read.probe(aid, now)
+        probe_at, rtt, reachable = probe.answered_at, probe.rtt_ms, probe.reachable
         authorities.append(
             {
                 "id": aid,
@@ -271,7 +252,7 @@ async def build_snapshot(core: RelayCore, tracker: LatencyTracker) -> Json:
             f"by more than {OVERDUE_AFTER_MS} ms"
         )
     return {
-        "relay": core.identity.id,
+        "relay": read.relay_id,
         "network": directory.network,
         "directory_version": directory.version,
         "now": now,

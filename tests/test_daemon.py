@@ -89,12 +89,12 @@ async def test_probe_is_answered_with_a_signed_nonce(relay: RelayEnv, tmp_path: 
 
     assert relay.server is not None
     core = relay.server.app[CORE]
-    assert core.probes.get("fr-oclcc") is None
+    assert core.prober.answers.get("fr-oclcc") is None
     async with running_daemon(relay, "fr-oclcc", tmp_path / "fr"):
         assert await core.prober.round() == 1
 
         async def answered() -> bool:
-            return "fr-oclcc" in core.probes
+            return "fr-oclcc" in core.prober.answers
 
         await until(answered)
         assert core.prober.reachable("fr-oclcc", relay.clock.now)

@@ -14,8 +14,7 @@ import pytest
 
 from keys.envelope import SealedEnvelope, seal
 from keys.receipts import sign_receipt, verify_receipt
-from relay.api.state import CORE
-from relay.core.relay import RelayCore
+from relay.api.state import CORE, Core
 from relay.settings import RelaySettings
 from tests.netfixture import NOW, Network
 from tests.relayfixture import FakeClock, RelayEnv, start_relay
@@ -24,7 +23,7 @@ MIN = 60_000
 HOUR = 60 * MIN
 
 
-def core_of(env: RelayEnv) -> RelayCore:
+def core_of(env: RelayEnv) -> Core:
     assert env.server is not None
     return env.server.app[CORE]
 

@@ -26,8 +26,7 @@ from keys.receipts import sign_receipt
 from relay import cli
 from relay.api import ops
 from relay.api.ops import match_operator, token_digest
-from relay.api.state import CORE
-from relay.core.relay import RelayCore
+from relay.api.state import CORE, Core
 from relay.settings import OperatorCredential, RelaySettings, load_settings
 from tests.netfixture import AUTHORITIES, Network
 from tests.relayfixture import FakeClock, RelayEnv, start_relay, until, write_relay_files
@@ -89,7 +88,7 @@ def assert_problem(reply: Reply, status: int, code: str) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
-def core_of(env: RelayEnv) -> RelayCore:
+def core_of(env: RelayEnv) -> Core:
     assert env.server is not None
     return env.server.app[CORE]
 
@@ -303,7 +302,7 @@ async def test_metrics_gauges_follow_the_relay_between_scrapes(
     waiting = asyncio.create_task(client.poll(wait=1))
 
     async def attached() -> bool:
-        return core_of(relay).hub.connected("fr-oclcc")
+        return core_of(relay).delivery.hub.connected("fr-oclcc")
 
     await until(attached)
     body = (await get(http, relay, "/metrics", bearer())).body.decode()
@@ -366,7 +365,7 @@ async def test_a_daemon_that_closes_its_websocket_is_shown_offline(
     await ws.close()
 
     async def gone() -> bool:
-        return not core_of(relay).hub.connected("de-bka")
+        return not core_of(relay).delivery.hub.connected("de-bka")
 
     await until(gone, limit_s=2)
     rows = by_id((await get(http, relay, "/ops/snapshot", bearer())).json())

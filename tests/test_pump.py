@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from relay.core.relay import Limits, RelayCore, Session
+from relay.core.delivery import Delivery, Hub, Session
 from relay.store.base import QueueItem
 from relay.store.sqlite import SQLiteStore
 from tests.netfixture import NOW, Network
@@ -33,13 +33,7 @@ class GatedStore(SQLiteStore):
 async def test_a_resync_during_a_store_read_is_not_lost(tmp_path: Path, net: Network) -> None:
     store = GatedStore(tmp_path / "relay.sqlite3")
     await store.start()
-    core = RelayCore(
-        store=store,
-        identity=net.relay,
-        directory=lambda: net.directory,
-        clock=lambda: NOW,
-        limits=Limits(),
-    )
+    delivery = Delivery(store=store, hub=Hub(), clock=lambda: NOW)
     sent: list[int] = []
     got_item = asyncio.Event()
 
@@ -48,9 +42,9 @@ async def test_a_resync_during_a_store_read_is_not_lost(tmp_path: Path, net: Net
         got_item.set()
 
     session = Session(authority="fr-oclcc", send=send)
-    core.hub.attach(session)
+    delivery.hub.attach(session)
     store.gate = True
-    pump = asyncio.create_task(core.pump(session))
+    pump = asyncio.create_task(delivery.pump(session))
     try:
         await asyncio.wait_for(store.reading.wait(), 5)  # the first read is in flight
         # Another instance commits an item whose push this instance missed; the listener

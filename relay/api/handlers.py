@@ -25,7 +25,9 @@ from relay.api.state import (
     UPLOAD_FILE,
     UPLOAD_SHA256,
     UPLOAD_SIZE,
+    Core,
 )
+from relay.core.delivery import Session
 from relay.core.errors import (
     MalformedError,
     NotFoundError,
@@ -33,7 +35,8 @@ from relay.core.errors import (
     TooLargeError,
     UnavailableError,
 )
-from relay.core.relay import Session, Submitted, item_json
+from relay.core.intake import Submitted
+from relay.core.items import item_json
 from relay.store.base import QueueItem
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,7 @@ async def submit(request: web.Request) -> web.Response:
     if "envelope" in body and "envelopes" not in body:
         if not isinstance(body["envelope"], str):
             raise MalformedError("'envelope' must be a string (compact JWS)")
-        (result,) = await core.submit(authority, [body["envelope"]])
+        (result,) = await core.intake.submit(authority, [body["envelope"]])
         if isinstance(result, RelayError):
             raise result
         return _json_response(_submitted_json(result), status=200 if result.duplicate else 201)
@@ -94,7 +97,7 @@ async def submit(request: web.Request) -> web.Response:
             or not all(isinstance(t, str) for t in tokens)
         ):
             raise MalformedError("'envelopes' must be a non-empty list of strings")
-        results = await core.submit(authority, tokens)
+        results = await core.intake.submit(authority, tokens)
         out = [
             {"problem": relay_error_body(r)} if isinstance(r, RelayError) else _submitted_json(r)
             for r in results
@@ -108,7 +111,7 @@ async def timeline(request: web.Request) -> web.Response:
     msg_id = request.match_info["id"]
     if not _MSG_ID.match(msg_id):
         raise NotFoundError(f"no message {msg_id[:64]}", code="unknown_message")
-    t = await request.app[CORE].timeline(request[AUTHORITY], msg_id)
+    t = await request.app[CORE].intake.timeline(request[AUTHORITY], msg_id)
     return _json_response(
         {
             "id": t.record.id,
@@ -126,7 +129,7 @@ async def receipt(request: web.Request) -> web.Response:
     token = body.get("receipt")
     if not isinstance(token, str):
         raise MalformedError("'receipt' must be a string (compact JWS)")
-    stored = await request.app[CORE].submit_receipt(request[AUTHORITY], token)
+    stored = await request.app[CORE].intake.submit_receipt(request[AUTHORITY], token)
     return _json_response({"duplicate": not stored.new}, status=202 if stored.new else 200)
 
 
@@ -152,7 +155,9 @@ async def inbox(request: web.Request) -> web.Response:
     after = _int_param(request, "after", 0, 0, 2**62)
     wait = _int_param(request, "wait", 0, 0, int(settings.longpoll_max_wait_s))
     limit = _int_param(request, "limit", 100, 1, 500)
-    items = await request.app[CORE].poll(request[AUTHORITY], after=after, wait_s=wait, limit=limit)
+    items = await request.app[CORE].delivery.poll(
+        request[AUTHORITY], after=after, wait_s=wait, limit=limit
+    )
     return _json_response({"items": [item_json(i) for i in items]})
 
 
@@ -172,7 +177,7 @@ def _seqs(body: dict[str, Any]) -> list[int]:
 @routes.post("/v1/inbox/ack")
 async def inbox_ack(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    removed = await request.app[CORE].ack(None, request[AUTHORITY], _seqs(body))
+    removed = await request.app[CORE].delivery.ack(None, request[AUTHORITY], _seqs(body))
     return _json_response({"acked": removed})
 
 
@@ -206,13 +211,13 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
 
     session.send = send
     session.control = control
-    core.hub.attach(session)
+    core.delivery.hub.attach(session)
     tasks: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(WS_CONCURRENCY)
 
     async def run_pump() -> None:
         try:
-            await core.pump(session)
+            await core.delivery.pump(session)
         except Exception as exc:  # the store went away: tell the daemon to come back
             log.warning("delivery to %s stopped: %s", authority, exc)
             await ws.close(code=1011, message=b"delivery interrupted; reconnect")
@@ -224,7 +229,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     pump: asyncio.Task[None] | None = None
     try:
         # hello comes first, before the pump pushes anything.
-        pending = await core.queued(authority)
+        pending = await core.delivery.queued(authority)
         await ws.send_str(json.dumps({"type": "hello", "authority": authority, "pending": pending}))
         pump = asyncio.create_task(run_pump(), name=f"pump-{authority}")
         async for msg in ws:
@@ -241,7 +246,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     finally:
         # Forget the session first: the handler may itself be cancelled (the client
         # went away) while it waits below, and a stale session would look connected.
-        core.hub.detach(session, app[CLOCK]())
+        core.delivery.hub.detach(session, app[CLOCK]())
         sockets.discard(ws)
         running = [*tasks, *([pump] if pump is not None else [])]
         for t in running:
@@ -259,14 +264,14 @@ async def _send_error(ws: web.WebSocketResponse, exc: RelayError, ref: Any = Non
         await ws.send_str(json.dumps(frame))
 
 
-async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: str) -> None:
+async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: str) -> None:
     frame: Any = None
     try:
         frame = _json_object(data, "frame")
         kind = frame.get("type")
         if kind == "ack":
             try:
-                await core.ack(session, session.authority, _seqs(frame))
+                await core.delivery.ack(session, session.authority, _seqs(frame))
             except UnavailableError:
                 # The acknowledgement may not have been stored, and the delivery window
                 # still counts those items: start over on a fresh connection.
@@ -276,7 +281,7 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
             token = frame.get("receipt")
             if not isinstance(token, str):
                 raise MalformedError("'receipt' must be a string (compact JWS)")
-            stored = await core.submit_receipt(session.authority, token)
+            stored = await core.intake.submit_receipt(session.authority, token)
             if not ws.closed:
                 reply = {"type": "receipt_ok", "id": stored.msg_id, "duplicate": not stored.new}
                 await ws.send_str(json.dumps({**reply, "ref": frame.get("ref")}))
@@ -286,7 +291,7 @@ async def _frame(core: Any, session: Session, ws: web.WebSocketResponse, data: s
                 raise MalformedError(
                     f"'receipts' must be a list of 1 to {MAX_RECEIPTS_PER_FRAME} receipts"
                 )
-            results = await core.submit_receipts(session.authority, tokens)
+            results = await core.intake.submit_receipts(session.authority, tokens)
             if not ws.closed:
                 out = [
                     {"problem": relay_error_body(r)}

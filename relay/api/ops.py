@@ -128,7 +128,7 @@ def operator_only(handler: OpsHandler) -> OpsHandler:
 
 async def _snapshot(app: web.Application) -> dict[str, object]:
     try:
-        return await build_snapshot(app[CORE], app[OPS_TRACKER])
+        return await build_snapshot(app[CORE].read, app[OPS_TRACKER])
     except StoreError as exc:
         raise UnavailableError(f"the message store is unavailable: {exc}") from exc
 
@@ -146,7 +146,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 async def metrics_handler(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     try:
-        await refresh_gauges(request.app[CORE], metrics)
+        await refresh_gauges(request.app[CORE].read, metrics)
     except StoreError as exc:
         raise UnavailableError(f"the message store is unavailable: {exc}") from exc
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -164,7 +164,7 @@ async def message_handler(request: web.Request) -> web.Response:
     found = None
     if len(msg_id) <= MAX_ID_LENGTH:
         try:
-            found = await message_timeline(request.app[CORE], msg_id)
+            found = await message_timeline(request.app[CORE].read, msg_id)
         except StoreError as exc:
             raise UnavailableError(f"the message store is unavailable: {exc}") from exc
     if found is None:
@@ -179,7 +179,7 @@ async def page_handler(request: web.Request) -> web.Response:
     message = None
     if lookup and len(lookup) <= MAX_ID_LENGTH:
         try:
-            message = await message_timeline(request.app[CORE], lookup)
+            message = await message_timeline(request.app[CORE].read, lookup)
         except StoreError as exc:
             raise UnavailableError(f"the message store is unavailable: {exc}") from exc
     nonce = secrets.token_urlsafe(16)
@@ -219,7 +219,7 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         await resp.write(f"retry: {int(SSE_INTERVAL_S * 1000)}\n\n".encode())
         while not closing.is_set():
             try:
-                data = json.dumps(await build_snapshot(app[CORE], app[OPS_TRACKER]))
+                data = json.dumps(await build_snapshot(app[CORE].read, app[OPS_TRACKER]))
                 event = f"event: snapshot\ndata: {data}\n\n"
             except StoreError as exc:
                 event = f"event: problem\ndata: {json.dumps({'detail': str(exc)})}\n\n"

@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from keys.httpsig import NonceCache
+from relay.core.delivery import Clock, Delivery
 from relay.core.directory import DirectoryHolder
+from relay.core.escalation import EscalationEngine
+from relay.core.intake import Intake
 from relay.core.metrics import Metrics
-from relay.core.relay import Clock, RelayCore
+from relay.core.probes import Prober
+from relay.core.readmodel import ReadModel
 from relay.settings import RelaySettings
 from relay.store.base import Store
 
+
+@dataclass(frozen=True, slots=True)
+class Core:
+    """The collaborators ``create_app`` wired, each with its own explicit dependencies.
+
+    Handlers take the one they need; none of them reaches another through this.
+    """
+
+    intake: Intake
+    delivery: Delivery
+    escalation: EscalationEngine
+    prober: Prober
+    read: ReadModel
+    store: Store
+
+
 SETTINGS = web.AppKey("settings", RelaySettings)
 METRICS = web.AppKey("metrics", Metrics)
-CORE = web.AppKey("core", RelayCore)
+CORE = web.AppKey("core", Core)
 STORE = web.AppKey("store", Store)
 DIRECTORY = web.AppKey("directory", DirectoryHolder)
 NONCES = web.AppKey("nonces", NonceCache)

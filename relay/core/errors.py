@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from typing import TypeVar
+
 from keys.errors import KeysError
+from relay.store.base import StoreError
+
+T = TypeVar("T")
 
 
 class RelayError(Exception):
@@ -56,3 +62,15 @@ def from_keys_error(exc: KeysError) -> RelayError:
     if exc.code == "malformed":
         return MalformedError(str(exc))
     return RejectedError(str(exc), code=exc.code)
+
+
+async def guard(aw: Awaitable[T]) -> T:
+    """Await a store call; a store failure becomes :class:`UnavailableError` (503).
+
+    The one place where storage errors are translated: every collaborator calls the
+    store through this, so the API layer only ever sees :class:`RelayError`.
+    """
+    try:
+        return await aw
+    except StoreError as exc:
+        raise UnavailableError(f"the message store is unavailable: {exc}") from exc

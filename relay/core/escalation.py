@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
+from keys.directory import Directory
+from keys.identity import Identity
 from keys.lifecycle import STEP_NAMES, MessageFacts, StepEffects, plan_step
 from keys.receipts import sign_receipt
+from relay.core.delivery import Clock, Delivery
+from relay.core.errors import guard
+from relay.core.metrics import Metrics
 from relay.store.base import (
     STEP_REMIND,
     Escalation,
@@ -27,11 +32,9 @@ from relay.store.base import (
     NewItem,
     QueueItem,
     ReceiptRecord,
+    Store,
     Timer,
 )
-
-if TYPE_CHECKING:
-    from relay.core.relay import RelayCore
 
 
 class _Planned(NamedTuple):
@@ -47,8 +50,22 @@ OVERDUE_AFTER_MS = 1000
 
 
 class EscalationEngine:
-    def __init__(self, core: RelayCore) -> None:
-        self.core = core
+    def __init__(
+        self,
+        *,
+        store: Store,
+        delivery: Delivery,
+        identity: Identity,
+        directory: Callable[[], Directory],
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.identity = identity
+        self._directory = directory
+        self.clock = clock
+        self.metrics = metrics
         self.overdue = 0
         self.pending = 0
 
@@ -57,7 +74,7 @@ class EscalationEngine:
     def plan(self, timer: Timer, record: MessageRecord, now: int) -> _Planned:
         """The lifecycle's effects for this timer, with the statement signed."""
         facts = MessageFacts(record.id, record.sender, record.to, record.fallbacks, record.policy)
-        effects = plan_step(timer.step, facts, self.core.directory.get, now)
+        effects = plan_step(timer.step, facts, self._directory().get, now)
         return _Planned(record, effects, self.resolve(timer, record, effects, now))
 
     def resolve(self, timer: Timer, record: MessageRecord, fx: StepEffects, now: int) -> Escalation:
@@ -67,7 +84,7 @@ class EscalationEngine:
         if fx.statement is not None:
             st = fx.statement
             token = sign_receipt(
-                self.core.identity,
+                self.identity,
                 msg_id=record.id,
                 envelope_hash=record.env_hash,
                 status=st.status,
@@ -76,7 +93,7 @@ class EscalationEngine:
                 step=st.step or None,
             )
             receipt = ReceiptRecord(
-                record.id, st.status, self.core.identity.id, now, token, now, step=st.step
+                record.id, st.status, self.identity.id, now, token, now, step=st.step
             )
         items = tuple(
             NewItem(
@@ -108,15 +125,15 @@ class EscalationEngine:
         """Fire every timer due now (in batches). Returns how many steps took effect."""
         fired = 0
         while True:
-            now = self.core.clock()
-            due = await self.core._store(self.core.store.due_timers(now, limit=TICK_BATCH))
+            now = self.clock()
+            due = await guard(self.store.due_timers(now, limit=TICK_BATCH))
             if not due:
                 return fired
             if len(due) < 16:
                 plans = self._plan_all(due, now)
             else:  # signing many receipts: off the event loop
                 plans = await asyncio.to_thread(self._plan_all, due, now)
-            results = await self.core._store(self.core.store.fire([p.store for p in plans]))
+            results = await guard(self.store.fire([p.store for p in plans]))
             fired += self._publish(plans, results)
             if len(due) < TICK_BATCH:
                 return fired
@@ -130,7 +147,7 @@ class EscalationEngine:
         """After the commit: pushes, counters and warnings for the steps that took effect."""
         items: list[QueueItem] = []
         fired = 0
-        metrics = self.core.metrics
+        metrics = self.metrics
         for (record, effects, plan), seqs in zip(planned, results, strict=True):
             if seqs is None or plan.deferred:
                 continue  # fenced off, fired elsewhere, or only moved: nothing to tell
@@ -168,19 +185,19 @@ class EscalationEngine:
                 items.append(
                     QueueItem(seqs[-1], plan.sender, "receipt", record.id, plan.receipt.token, now)
                 )
-        self.core.hub.publish(items)
+        self.delivery.publish(items)
         return fired
 
     async def audit(self) -> None:
         """Count pending and overdue timers; an overdue timer is an alarm."""
-        now = self.core.clock()
-        pending, overdue, _ = await self.core._store(
-            self.core.store.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
+        now = self.clock()
+        pending, overdue, _ = await guard(
+            self.store.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
         )
         self.pending, self.overdue = pending, overdue
-        if self.core.metrics is not None:
-            self.core.metrics.pending_timers.set(pending)
-            self.core.metrics.overdue_timers.set(overdue)
+        if self.metrics is not None:
+            self.metrics.pending_timers.set(pending)
+            self.metrics.overdue_timers.set(overdue)
         if overdue:
             log.warning(
                 "auditor: %d escalation timers are overdue by more than %d ms",

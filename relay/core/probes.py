@@ -11,22 +11,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
+from keys.directory import Directory
 from keys.encoding import b64e
 from keys.errors import KeysError
 from keys.receipts import verify_probe
+from relay.core.delivery import Clock, Hub
 from relay.core.errors import RejectedError, from_keys_error
-
-if TYPE_CHECKING:
-    from relay.core.relay import RelayCore
 
 log = logging.getLogger(__name__)
 
 
 class Prober:
-    def __init__(self, core: RelayCore, interval_s: float = 60.0) -> None:
-        self.core = core
+    def __init__(
+        self,
+        *,
+        hub: Hub,
+        directory: Callable[[], Directory],
+        clock: Clock,
+        interval_s: float = 60.0,
+    ) -> None:
+        self.hub = hub
+        self._directory = directory
+        self.clock = clock
         self.interval_s = interval_s
         self.answers: dict[str, int] = {}
         """authority -> when it last answered a probe (ms)."""
@@ -39,21 +47,20 @@ class Prober:
 
     async def round(self) -> int:
         """Probe every connected daemon once; returns how many probes were sent."""
-        now = self.core.clock()
+        now = self.clock()
         horizon = now - int(2 * self.interval_s * 1000) - 5000
         self._outstanding = {n: v for n, v in self._outstanding.items() if v[1] >= horizon}
         sent = 0
-        for authority, sessions in list(self.core.hub.sessions.items()):
-            for session in list(sessions):
-                if session.control is None:
-                    continue  # a long-poll waiter: probes need a live connection
-                nonce = b64e(os.urandom(16))
-                self._outstanding[nonce] = (authority, now)
-                try:
-                    await session.control({"type": "probe", "nonce": nonce})
-                    sent += 1
-                except (ConnectionError, RuntimeError):
-                    self._outstanding.pop(nonce, None)
+        for session in self.hub.live():
+            if session.control is None:
+                continue  # a long-poll waiter: probes need a live connection
+            nonce = b64e(os.urandom(16))
+            self._outstanding[nonce] = (session.authority, now)
+            try:
+                await session.control({"type": "probe", "nonce": nonce})
+                sent += 1
+            except (ConnectionError, RuntimeError):
+                self._outstanding.pop(nonce, None)
         return sent
 
     def answer(self, authority: str, nonce: object, token: object) -> None:
@@ -66,11 +73,11 @@ class Prober:
         if sent is None or sent[0] != authority:
             raise RejectedError("no such probe outstanding for you", code="unknown_probe")
         try:
-            verify_probe(token, self.core.directory, nonce=nonce, by=authority)
+            verify_probe(token, self._directory(), nonce=nonce, by=authority)
         except KeysError as exc:
             raise from_keys_error(exc) from exc
         del self._outstanding[nonce]
-        now = self.core.clock()
+        now = self.clock()
         self.answers[authority] = now
         self.rtt_ms[authority] = now - sent[1]
 

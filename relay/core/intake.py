@@ -1,28 +1,32 @@
-"""The relay's domain logic: accept, route, receipt, deliver. No aiohttp here.
+"""Intake: what authorities submit (envelopes and receipts), verified and committed.
 
-Transports (HTTP handlers, the WebSocket handler, long-poll) call :class:`RelayCore`
-with an already-authenticated authority id and translate :class:`RelayError` into
-problem+json. Time comes from the injected clock (integer milliseconds).
+:meth:`Intake.submit` verifies each envelope against the current directory, signs the
+``accepted`` receipt, snapshots the escalation schedule and commits the batch; the
+receipts it returns are the durable promise. :meth:`Intake.submit_receipts` verifies
+recipients' receipts and commits them (the store moves the message's state with
+:func:`keys.lifecycle.transition`). Both hand what they committed to :class:`Delivery`
+right after the commit. A bounded :class:`MessageIndex` keeps each recent message's
+sender, recipients and hash, so a receipt costs no read.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import logging
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 from keys.directory import Directory
-from keys.encoding import b64d
 from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
+from keys.jws import parse_compact
+from keys.lifecycle import Step
 from keys.models import ReceiptBody
 from keys.receipts import sign_receipt, verify_receipt
+from relay.core.delivery import Clock, Delivery
 from relay.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -30,31 +34,22 @@ from relay.core.errors import (
     NotFoundError,
     RejectedError,
     RelayError,
-    UnavailableError,
     from_keys_error,
+    guard,
 )
-from relay.core.escalation import EscalationEngine
 from relay.core.metrics import Metrics
 from relay.core.policy import DEFAULT_POLICIES, PolicyConfig, snapshot
-from relay.core.probes import Prober
 from relay.store.base import (
-    STEP_EXPIRE,
-    STEP_REMIND,
     AcceptResult,
     MessageRecord,
     NewMessage,
     QueueItem,
     ReceiptRecord,
     Store,
-    StoreError,
 )
 
-log = logging.getLogger(__name__)
-
-Clock = Callable[[], int]
 T = TypeVar("T")
 RECIPIENT_RECEIPTS = frozenset({"delivered", "acknowledged", "rejected"})
-BUFFER_LIMIT = 10_000
 META_CACHE = 100_000
 THREAD_VERIFY_MIN = 8
 """Batches at least this large are verified in a worker thread (libsodium drops the GIL)."""
@@ -66,7 +61,6 @@ class Limits:
     max_batch: int = 100
     max_message_lifetime_ms: int = 90 * 86_400_000
     clock_skew_ms: int = 5 * 60_000
-    delivery_window: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,134 +84,84 @@ class Timeline:
     receipts: list[str]
 
 
-@dataclass(eq=False)
-class Session:
-    """One connected daemon (a WebSocket, or a long-poll waiter)."""
-
-    authority: str
-    send: Callable[[list[QueueItem]], Awaitable[None]] | None = None
-    control: Callable[[dict[str, Any]], Awaitable[None]] | None = None
-    """Sends a control frame (a probe) on a live connection."""
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    inflight: set[int] = field(default_factory=set)
-    connected_at: int = 0
-    buffer: deque[QueueItem] = field(default_factory=deque)
-    """Items committed since the session caught up, handed over without a store read."""
-    covered: int = 0
-    """Every pending item with seq <= covered was returned by a store read."""
-    caught_up: bool = False
-    """False until a store read returned less than a full page (then the buffer is complete)."""
-    resyncs: int = 0
-    """Bumped whenever the buffer may have missed items; a store read in flight then
-    does not count as catching up."""
-
-    def resync(self) -> None:
-        self.buffer.clear()
-        self.caught_up = False
-        self.resyncs += 1
-        self.wake.set()
-
-    def offer(self, item: QueueItem) -> None:
-        if len(self.buffer) >= BUFFER_LIMIT:
-            # A slow consumer: drop the copy in memory and read from the store again.
-            self.resync()
-        else:
-            self.buffer.append(item)
-        self.wake.set()
+class MessageMeta(NamedTuple):
+    sender: str
+    recipients: frozenset[str]
+    """``to`` and fallbacks: who may send receipts about it."""
+    env_hash: str
+    accepted_at: int
 
 
-class Hub:
-    """Who is connected, and waking their delivery loops when something is queued."""
+class MessageIndex:
+    """Recently accepted messages' metadata, newest last (bounded)."""
 
-    def __init__(self) -> None:
-        self.sessions: dict[str, set[Session]] = {}
-        self.last_seen: dict[str, int] = {}
+    def __init__(self, size: int = META_CACHE) -> None:
+        self.size = size
+        self._meta: OrderedDict[str, MessageMeta] = OrderedDict()
 
-    def attach(self, session: Session) -> None:
-        self.sessions.setdefault(session.authority, set()).add(session)
+    def remember(
+        self, msg_id: str, sender: str, recipients: frozenset[str], env_hash: str, accepted_at: int
+    ) -> None:
+        self._meta[msg_id] = MessageMeta(sender, recipients, env_hash, accepted_at)
+        if len(self._meta) > self.size:
+            self._meta.popitem(last=False)
 
-    def detach(self, session: Session, now: int) -> None:
-        group = self.sessions.get(session.authority)
-        if group is not None:
-            group.discard(session)
-            if not group:
-                del self.sessions[session.authority]
-        self.last_seen[session.authority] = now
+    def get(self, msg_id: str) -> MessageMeta | None:
+        return self._meta.get(msg_id)
 
-    def notify(self, authorities: Sequence[str]) -> None:
-        for aid in authorities:
-            for session in self.sessions.get(aid, ()):
-                session.wake.set()
-
-    def publish(self, items: Sequence[QueueItem]) -> None:
-        """Hand committed items to the connected sessions of their recipients."""
-        for item in items:
-            for session in self.sessions.get(item.recipient, ()):
-                session.offer(item)
-
-    def connected(self, authority: str) -> bool:
-        return bool(self.sessions.get(authority))
-
-    def count(self) -> int:
-        return sum(len(s) for s in self.sessions.values())
+    def recent(self, limit: int) -> list[tuple[str, MessageMeta]]:
+        """Up to ``limit`` of the latest accepted messages, newest first."""
+        out: list[tuple[str, MessageMeta]] = []
+        for item in reversed(self._meta.items()):
+            if len(out) >= limit:
+                break
+            out.append(item)
+        return out
 
 
-class RelayCore:
+class Intake:
     def __init__(
         self,
         *,
         store: Store,
+        delivery: Delivery,
         identity: Identity,
         directory: Callable[[], Directory],
         clock: Clock,
+        index: MessageIndex,
         limits: Limits | None = None,
         policies: Mapping[str, PolicyConfig] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.store = store
+        self.delivery = delivery
         self.identity = identity
         self._directory = directory
         self.clock = clock
+        self.index = index
         self.limits = limits or Limits()
         self.policies = dict(policies or DEFAULT_POLICIES)
         self.metrics = metrics
-        self.hub = Hub()
-        self.escalation = EscalationEngine(self)
         self._background: set[asyncio.Future[Any]] = set()
-        self.prober = Prober(self)
-        # msg id -> (sender, recipients incl. fallbacks, envelope hash, accepted at).
-        self._meta: OrderedDict[str, tuple[str, frozenset[str], str, int]] = OrderedDict()
 
-    def _remember(
-        self, msg_id: str, sender: str, recipients: frozenset[str], env_hash: str, accepted_at: int
-    ) -> None:
-        self._meta[msg_id] = (sender, recipients, env_hash, accepted_at)
-        if len(self._meta) > META_CACHE:
-            self._meta.popitem(last=False)
+    @property
+    def directory(self) -> Directory:
+        return self._directory()
 
-    async def _message_meta(self, msg_id: str) -> tuple[str, frozenset[str], str, int] | None:
-        meta = self._meta.get(msg_id)
+    async def _message_meta(self, msg_id: str) -> MessageMeta | None:
+        meta = self.index.get(msg_id)
         if meta is None:
-            record = await self._store(self.store.get_message(msg_id))
+            record = await guard(self.store.get_message(msg_id))
             if record is None:
                 return None
-            meta = (
+            meta = MessageMeta(
                 record.sender,
                 frozenset((*record.to, *record.fallbacks)),
                 record.env_hash,
                 record.accepted_at,
             )
-            self._remember(msg_id, *meta)
+            self.index.remember(msg_id, *meta)
         return meta
-
-    @property
-    def probes(self) -> dict[str, int]:
-        """authority -> when its daemon last answered a probe (ms)."""
-        return self.prober.answers
-
-    @property
-    def directory(self) -> Directory:
-        return self._directory()
 
     # -- submit ---------------------------------------------------------------------
 
@@ -239,7 +183,7 @@ class RelayCore:
         for msg in fresh:
             if msg.attachments:
                 for digest in msg.attachments:
-                    if not await self._store(self.store.attachment_known(digest)):
+                    if not await guard(self.store.attachment_known(digest)):
                         idx = checked.index(msg)
                         checked[idx] = RejectedError(
                             f"attachment {digest} has not been uploaded",
@@ -271,7 +215,7 @@ class RelayCore:
     async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a commit-then-publish step to its end even if the caller is cancelled (a
         client went away): a committed item must reach the connected sessions."""
-        task = asyncio.ensure_future(self._store(coro))
+        task = asyncio.ensure_future(guard(coro))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return await asyncio.shield(task)
@@ -282,7 +226,7 @@ class RelayCore:
         for msg, res in zip(fresh, results, strict=True):
             if res.outcome != "accepted":
                 continue
-            self._remember(
+            self.index.remember(
                 msg.id,
                 msg.sender,
                 frozenset((*msg.to, *msg.fallbacks)),
@@ -293,7 +237,7 @@ class RelayCore:
                 QueueItem(seq, rcpt, "envelope", msg.id, msg.envelope, msg.accepted_at)
                 for rcpt, seq in zip(msg.to, res.queued, strict=True)
             )
-        self.hub.publish(queued)
+        self.delivery.publish(queued)
         if self.metrics is not None:
             self.metrics.accepted.inc(sum(1 for r in results if r.outcome == "accepted"))
         return results
@@ -364,16 +308,10 @@ class RelayCore:
             accepted_receipt=receipt,
             attachments=tuple(a.h for a in h.att),
             policy=snap.dumps(),
-            timers=((STEP_REMIND, snap.steps[0][1]), (STEP_EXPIRE, h.expires)),
+            timers=((Step.REMIND, snap.steps[0][1]), (Step.EXPIRE, h.expires)),
         )
 
-    async def _store(self, aw: Awaitable[T]) -> T:
-        try:
-            return await aw
-        except StoreError as exc:
-            raise UnavailableError(f"the message store is unavailable: {exc}") from exc
-
-    # -- receipts -------------------------------------------------------------------
+        # -- receipts -------------------------------------------------------------------
 
     async def submit_receipt(self, authority: str, token: str) -> StoredReceipt:
         """Verify and store a recipient's receipt, and queue it for the sender.
@@ -405,14 +343,14 @@ class RelayCore:
                 out.append(item)
                 continue
             meta = await self._message_meta(item.msg)
-            if meta is None or authority not in meta[1]:
+            if meta is None or authority not in meta.recipients:
                 out.append(
                     NotFoundError(
                         f"no message {item.msg} addressed to {authority}", code="unknown_message"
                     )
                 )
                 continue
-            if item.env != meta[2]:
+            if item.env != meta.env_hash:
                 out.append(
                     RejectedError("receipt is about another envelope", code="receipt_mismatch")
                 )
@@ -425,7 +363,7 @@ class RelayCore:
                 token=token,
                 received_at=now,
             )
-            batch.append((record, meta[0]))
+            batch.append((record, meta.sender))
             slots.append(len(out))
             out.append(StoredReceipt(item.msg, True))
         if batch:
@@ -444,17 +382,17 @@ class RelayCore:
             if seq is not None:
                 items.append(QueueItem(seq, sender, "receipt", record.msg_id, record.token, now))
                 self._observe(record, now)
-        self.hub.publish(items)
+        self.delivery.publish(items)
         return seqs
 
     def _observe(self, record: ReceiptRecord, now: int) -> None:
         if self.metrics is None:
             return
         self.metrics.receipts.labels(status=record.status).inc()
-        meta = self._meta.get(record.msg_id)
+        meta = self.index.get(record.msg_id)
         if meta is None:
             return
-        age = max(0.0, (now - meta[3]) / 1000)
+        age = max(0.0, (now - meta.accepted_at) / 1000)
         if record.status == "delivered":
             self.metrics.delivery_latency.observe(age)
         elif record.status == "acknowledged":
@@ -492,124 +430,9 @@ class RelayCore:
         return out
 
     async def timeline(self, authority: str, msg_id: str) -> Timeline:
-        record = await self._store(self.store.get_message(msg_id))
+        record = await guard(self.store.get_message(msg_id))
         if record is None or record.sender != authority:
             raise NotFoundError(f"no message {msg_id} sent by {authority}", code="unknown_message")
-        receipts = await self._store(self.store.receipts(msg_id))
-        header = json.loads(b64d(record.envelope.split(".", 1)[0]))
+        receipts = await guard(self.store.receipts(msg_id))
+        header = json.loads(parse_compact(record.envelope, what="envelope").protected)
         return Timeline(record, header, [record.accepted_receipt, *(r.token for r in receipts)])
-
-    # -- delivery -------------------------------------------------------------------
-
-    async def pump(self, session: Session) -> None:
-        """Push queued items to one session until cancelled, within the in-flight window.
-
-        Until it has caught up, the session reads its backlog from the store; after
-        that, items committed for it arrive in ``session.buffer`` (published right after
-        the commit) and go out without touching the store again.
-        """
-        assert session.send is not None
-        window = self.limits.delivery_window
-        while True:
-            session.wake.clear()
-            room = window - len(session.inflight)
-            if room <= 0:
-                await session.wake.wait()
-                continue
-            batch: list[QueueItem] = []
-            if not session.caught_up:
-                page = min(room, 500)
-                resyncs = session.resyncs
-                items = await self._store(
-                    self.store.pending(session.authority, after=session.covered, limit=page)
-                )
-                if items:
-                    session.covered = items[-1].seq
-                if len(items) < page and session.resyncs == resyncs:
-                    session.caught_up = True
-                batch = [i for i in items if i.seq not in session.inflight]
-            while session.buffer and len(batch) < room:
-                item = session.buffer.popleft()
-                if item.seq > session.covered and item.seq not in session.inflight:
-                    batch.append(item)
-            if batch:
-                session.inflight.update(i.seq for i in batch)
-                await session.send(batch)
-                continue
-            if session.caught_up and not session.buffer:
-                await session.wake.wait()
-
-    async def ack(self, session: Session | None, authority: str, seqs: Sequence[int]) -> int:
-        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seqs):
-            raise MalformedError("seqs must be a list of integers")
-        removed = await self._store(self.store.ack(authority, seqs))
-        # Free the delivery window of every connection of this authority, whichever
-        # transport the acknowledgement came by; otherwise a connection whose items were
-        # acknowledged elsewhere would stall once its window is full.
-        for other in self.hub.sessions.get(authority, ()):
-            other.inflight.difference_update(seqs)
-            other.wake.set()
-        if session is not None:
-            session.inflight.difference_update(seqs)
-            session.wake.set()
-        return removed
-
-    async def queued(self, authority: str) -> int:
-        """How many items are waiting for ``authority`` (the WebSocket hello's ``pending``)."""
-        return await self._store(self.store.depth(authority))
-
-    async def poll(
-        self, authority: str, *, after: int, wait_s: float, limit: int
-    ) -> list[QueueItem]:
-        """Long-poll: items after ``after``, waiting up to ``wait_s`` for the first one."""
-        # Attach before the first read, so an item committed during it still wakes us.
-        waiter = Session(authority=authority)
-        self.hub.attach(waiter)
-        try:
-            items = await self._store(self.store.pending(authority, after=after, limit=limit))
-            if items or wait_s <= 0:
-                return items
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wake.wait(), timeout=wait_s)
-            return await self._store(self.store.pending(authority, after=after, limit=limit))
-        finally:
-            self.hub.detach(waiter, self.clock())
-
-    # -- operators ------------------------------------------------------------------
-
-    def health(self, now: int, *, recent: int = 256) -> dict[str, Any]:
-        """Metadata for the operator views (``/ops``, ``/metrics``, ``relay status``); no I/O.
-
-        ``connected``: authority -> open connections; ``last_seen``: authority -> ms
-        (``now`` while connected); ``recent``: up to ``recent`` of the latest accepted
-        messages, newest first, as (id, sender, recipients incl. fallbacks, accepted at),
-        from which relay.status derives per-authority delivery latency.
-        """
-        connected = {aid: len(group) for aid, group in self.hub.sessions.items() if group}
-        last_seen = {**self.hub.last_seen, **dict.fromkeys(connected, now)}
-        latest: list[tuple[str, str, tuple[str, ...], int]] = []
-        for msg_id, (sender, recipients, _hash, accepted_at) in reversed(self._meta.items()):
-            if len(latest) >= recent:
-                break
-            latest.append((msg_id, sender, tuple(sorted(recipients)), accepted_at))
-        return {"connected": connected, "last_seen": last_seen, "recent": latest}
-
-
-def item_json(item: QueueItem) -> dict[str, Any]:
-    """The wire form of a queued item (docs/API.md, "Inbox delivery")."""
-    out: dict[str, Any]
-    if item.type == "envelope":
-        out = {
-            "seq": item.seq,
-            "type": "envelope",
-            "id": item.msg_id,
-            "envelope": item.payload,
-            "reminder": item.reminder,
-        }
-    elif item.type == "escalation":
-        out = {"seq": item.seq, "type": "escalation", "id": item.msg_id, "notice": item.payload}
-    else:
-        out = {"seq": item.seq, "type": "receipt", "id": item.msg_id, "receipt": item.payload}
-    if item.note:
-        out["note"] = item.note
-    return out
