@@ -69,18 +69,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import inspect
 import json
 import logging
 import os
 import secrets
-import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
@@ -100,220 +96,56 @@ from relay.store.base import (
     QueueItem,
     QueueStats,
     ReceiptRecord,
-    StoreError,
     StoreUnavailableError,
     Timer,
 )
+from relay.store.redisparts import (
+    _KEEPALIVE,
+    _NO_CLIENT_SETINFO,
+    ACCEPT,
+    ACK,
+    BATCH_BYTES,
+    BATCH_ITEMS,
+    CHANNEL,
+    DUE,
+    ESCALATING,
+    FIRE,
+    LEASE_MS,
+    NONCES,
+    PENDING,
+    POOL_SIZE,
+    PREFIX,
+    PUT_ATTACHMENT,
+    QUEUE_STATS,
+    RECEIPTS,
+    RECIPIENTS,
+    RETRIES,
+    STATS_SCAN,
+    TIMERS,
+    WAITAOF_TIMEOUT_MS,
+    Durability,
+    StoreConfigError,
+    _Script,
+    akey,
+    durability_plan,
+    mkey,
+    parse_version,
+    qkey,
+    readers_key,
+    rkey,
+)
+from relay.store.redisparts import num as _num
+from relay.store.redisparts import pushed_item as _pushed_item
+from relay.store.redisparts import record as _record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Durability = Literal["always", "everysec"]
-
-PREFIX = "cpar:"
-GROUP = "relay"
-CHANNEL = PREFIX + "push"
-LEASE_MS = 5_000
-"""How long ``due_timers`` hides a timer from other instances while this one fires it."""
-WAITAOF_TIMEOUT_MS = 5_000
-POOL_SIZE = 64
-STATS_SCAN = 64
-"""queue_stats looks at the first items of each queue for the oldest enqueued_at."""
-RETRIES = 1
-BATCH_ITEMS = 500
-BATCH_BYTES = 16 * 1024 * 1024
-"""Most messages (or receipts, acks, nonces) and bytes in one coalesced script call."""
-WAITAOF_MIN_VERSION = (7, 2, 0)
-
-
-# A Redis host that vanishes without closing the connection (a partition) is noticed in
-# about 20-25 s instead of the OS defaults (hours idle, ~15 min with data in flight).
-_KEEPALIVE: dict[int, int] = {
-    opt: value
-    for name, value in (
-        ("TCP_KEEPIDLE", 10),
-        ("TCP_KEEPINTVL", 5),
-        ("TCP_KEEPCNT", 3),
-        ("TCP_USER_TIMEOUT", 20_000),
-    )
-    if (opt := getattr(socket, name, None)) is not None
-}
-
-# No CLIENT SETINFO on connect: redis-py would read its package metadata from disk (a
-# blocking call on the event loop) for every new connection. (redis-py >= 7 spells it
-# driver_info; older versions lib_name/lib_version.)
-_NO_CLIENT_SETINFO: dict[str, Any] = (
-    {"driver_info": None}
-    if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters
-    else {"lib_name": None, "lib_version": None}
-)
-
-
-class StoreConfigError(StoreError):
-    """The Redis server is reachable but configured so it cannot keep the store's promise."""
-
-
-def qkey(authority: str) -> str:
-    return f"{PREFIX}{{{authority}}}:q"
-
-
-def mkey(msg_id: str) -> str:
-    return f"{PREFIX}{{{msg_id}}}:m"
-
-
-def rkey(msg_id: str) -> str:
-    return f"{PREFIX}{{{msg_id}}}:r"
-
-
-def akey(digest: str) -> str:
-    return f"{PREFIX}{{{digest}}}:a"
-
-
-def readers_key(digest: str) -> str:
-    return f"{PREFIX}{{{digest}}}:rd"
-
-
-TIMERS = PREFIX + "{timers}:z"
-LEASES = PREFIX + "{timers}:lease"
-RECIPIENTS = PREFIX + "recipients"
-ESCALATING = PREFIX + "escalating"
-
-
-# --- Lua ---------------------------------------------------------------------------------
-# Every write is one script; the scripts live in relay/store/lua/*.lua (package data),
-# are read once at import, and run by SHA (EVALSHA, loaded again on NOSCRIPT).
-
-
-class _Script:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-    @classmethod
-    def load(cls, name: str, *, common: bool = False) -> _Script:
-        """``lua/<name>.lua``, after ``lua/common.lua`` when ``common``."""
-        files = resources.files("relay.store.lua")
-        text = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        if common:
-            text = files.joinpath("common.lua").read_text(encoding="utf-8") + text
-        return cls(text)
-
-
-ACCEPT = _Script.load("accept", common=True)
-RECEIPTS = _Script.load("receipts", common=True)
-FIRE = _Script.load("fire", common=True)
-DUE = _Script.load("due", common=True)
-PENDING = _Script.load("pending", common=True)
-ACK = _Script.load("ack")
-NONCES = _Script.load("nonces")
-PUT_ATTACHMENT = _Script.load("put_attachment")
-QUEUE_STATS = _Script.load("queue_stats")
-
-
-# --- durability ---------------------------------------------------------------------------
-
-
-def parse_version(text: str) -> tuple[int, int, int]:
-    """'7.0.15' -> (7, 0, 15); anything unreadable counts as 0."""
-    parts = [int(p) if p.isdigit() else 0 for p in text.split(".")[:3]]
-    parts += [0] * (3 - len(parts))
-    return parts[0], parts[1], parts[2]
-
-
-def durability_plan(
-    *,
-    version: tuple[int, int, int],
-    appendonly: str | None,
-    appendfsync: str | None,
-    durability: Durability,
-    allow_no_aof: bool,
-) -> tuple[bool, str | None]:
-    """Decide how a write is made durable: (use WAITAOF, a warning to log).
-
-    Raises :class:`StoreConfigError` (one line) when the server cannot give the chosen
-    durability. ``appendonly``/``appendfsync`` are None when CONFIG GET is not allowed.
-    """
-    waitaof = version >= WAITAOF_MIN_VERSION
-    if appendonly is None:
-        if allow_no_aof:
-            return False, "cannot read the redis AOF configuration (CONFIG GET refused)"
-        raise StoreConfigError(
-            "cannot read the redis AOF configuration (CONFIG GET refused); allow CONFIG GET "
-            "for the relay's user, or set redis_allow_no_aof = true to run without the check"
-        )
-    if appendonly != "yes":
-        if allow_no_aof:
-            return False, "redis has appendonly off: accepted messages can be lost on a crash"
-        raise StoreConfigError(
-            "redis has appendonly off, so accepted messages would not be durable; run redis "
-            "with --appendonly yes --appendfsync always (or set redis_allow_no_aof = true "
-            "for a throwaway test server)"
-        )
-    if durability == "always":
-        if waitaof and appendfsync == "everysec":
-            return True, (
-                "redis appendfsync is everysec: every accept waits for the next fsync "
-                "(WAITAOF); appendfsync always is faster with redis_durability = always"
-            )
-        if appendfsync != "always":
-            if allow_no_aof:
-                return False, f"redis appendfsync is {appendfsync}: writes are not fsynced"
-            needs = "always or everysec" if waitaof else "always (WAITAOF needs redis 7.2)"
-            raise StoreConfigError(
-                f"redis_durability = always needs appendfsync {needs} on redis "
-                f"{'.'.join(map(str, version))}, found {appendfsync}"
-            )
-        return waitaof, None
-    # everysec: up to a second of accepted writes may be lost on a crash of the server.
-    if appendfsync not in ("always", "everysec"):
-        if allow_no_aof:
-            return False, f"redis appendfsync is {appendfsync}: writes are fsynced by the OS"
-        raise StoreConfigError(
-            f"redis_durability = everysec needs appendfsync everysec or always "
-            f"(found {appendfsync})"
-        )
-    return False, None
-
-
 # --- the store ----------------------------------------------------------------------------
 
 
 async def _any(aw: Awaitable[Any]) -> Any:
     """redis-py's reply types are wider than what ``decode_responses=True`` gives."""
     return await aw
-
-
-def _num(value: int | None) -> str:
-    return "" if value is None else str(value)
-
-
-def _record(msg_id: str, h: dict[str, str]) -> MessageRecord:
-    return MessageRecord(
-        id=msg_id,
-        sender=h["sender"],
-        to=tuple(json.loads(h["to"])),
-        fallbacks=tuple(json.loads(h["fallbacks"])),
-        envelope=h["envelope"],
-        env_hash=h["env_hash"],
-        created=int(h["created"]),
-        expires=int(h["expires"]),
-        priority=h["priority"],
-        ack_by=int(h["ack_by"]) if h.get("ack_by") else None,
-        accepted_at=int(h["accepted_at"]),
-        accepted_receipt=h["accepted_receipt"],
-        state=h["state"],  # type: ignore[arg-type]
-        attachments=tuple(json.loads(h["attachments"])),
-        policy=h["policy"],
-        generation=int(h["gen"]),
-        escalation_step=int(h["step"]),
-        released=tuple(json.loads(h["released"])),
-    )
-
-
-def _pushed_item(raw: list[Any]) -> QueueItem:
-    seq, recipient, typ, msg_id, payload, at, reminder, note = raw
-    return QueueItem(
-        int(seq), recipient, typ, msg_id, payload, int(at), bool(reminder), note or None
-    )
 
 
 class _Coalescer:

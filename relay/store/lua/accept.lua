@@ -1,4 +1,4 @@
--- (common.lua is prepended: see _Script.load in relay/store/redis.py)
+-- (common.lua is prepended: see _Script.load in relay/store/redisparts.py)
 -- ARGV: prefix, instance, n, then 15 fields per message.
 local n = tonumber(ARGV[3])
 local out = {}

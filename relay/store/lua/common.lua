@@ -1,5 +1,5 @@
 -- Shared by the scripts that queue items: prepended to accept, receipts, fire, due
--- and pending when they are loaded (relay/store/redis.py, load_script).
+-- and pending when they are loaded (relay/store/redisparts.py, _Script.load).
 local P = ARGV[1]
 local INST = ARGV[2]
 local SEQ = P .. 'seq'

@@ -1,4 +1,4 @@
--- (common.lua is prepended: see _Script.load in relay/store/redis.py)
+-- (common.lua is prepended: see _Script.load in relay/store/redisparts.py)
 -- ARGV: prefix, instance, now, limit, lease ms. Takes a short lease on each due timer
 -- that no other live instance holds, so instances do not plan the same steps twice.
 local due = redis.call('ZRANGEBYSCORE', TIMERS, '-inf', ARGV[3], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))

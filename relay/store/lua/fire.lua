@@ -1,4 +1,4 @@
--- (common.lua is prepended: see _Script.load in relay/store/redis.py)
+-- (common.lua is prepended: see _Script.load in relay/store/redisparts.py)
 -- ARGV: prefix, instance, then one JSON object per escalation (every number a string).
 local out = {}
 for a = 3, #ARGV do

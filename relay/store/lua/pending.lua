@@ -1,4 +1,4 @@
--- (common.lua is prepended: see _Script.load in relay/store/redis.py)
+-- (common.lua is prepended: see _Script.load in relay/store/redisparts.py)
 -- ARGV: prefix, instance, authority, after, after + 1, limit.
 local q = qkey(ARGV[3])
 local page = redis.call('XRANGE', q, '(' .. ARGV[4] .. '-0', '+', 'COUNT', tonumber(ARGV[6]))

@@ -1,4 +1,4 @@
--- (common.lua is prepended: see _Script.load in relay/store/redis.py)
+-- (common.lua is prepended: see _Script.load in relay/store/redisparts.py)
 -- ARGV: prefix, instance, n, then 11 fields per receipt (the last three: its transition).
 local n = tonumber(ARGV[3])
 local out = {}
