@@ -45,6 +45,7 @@ from relay.core.probes import Prober
 from relay.core.readmodel import ReadModel
 from relay.settings import RelaySettings
 from relay.store.base import QueueItem, Store, StoreError
+from relay.store.memory import MemoryStore
 from relay.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ def load_identity(settings: RelaySettings) -> Identity:
 def make_store(settings: RelaySettings) -> Store:
     if settings.store == "sqlite":
         return SQLiteStore(settings.db_path)
+    if settings.store == "memory":
+        return MemoryStore()
     from relay.store.redis import RedisStore
 
     return RedisStore(

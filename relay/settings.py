@@ -41,7 +41,8 @@ class RelaySettings(settingsfile.PinnedRootSettings):
     data_dir: Path = Path("var/relay")
     """Holds the SQLite database, attachments and the directory pin."""
 
-    store: Literal["sqlite", "redis"] = "sqlite"
+    store: Literal["sqlite", "redis", "memory"] = "sqlite"
+    """``memory`` keeps nothing across a restart: for tests and trying the relay out."""
     redis_url: str = "redis://127.0.0.1:6379/0"
     """The Redis server shared by every relay instance (``store = "redis"``)."""
     redis_durability: Literal["always", "everysec"] = "always"

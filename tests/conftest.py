@@ -53,7 +53,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 
 STORE_BACKEND_FIXTURES = ("backend", "tstore")
-"""Fixtures parametrized over tests/test_store_contract.py's FACTORIES."""
+"""Fixtures parametrized over tests/storefixture.py's FACTORIES."""
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from relay.core.delivery import Delivery, Hub, Session
 from relay.store.base import QueueItem
 from relay.store.sqlite import SQLiteStore
 from tests.netfixture import NOW, Network
-from tests.test_store_contract import message
+from tests.storefixture import message
 
 
 class GatedStore(SQLiteStore):

@@ -29,9 +29,10 @@ from relay.store.base import (
     StoreUnavailableError,
 )
 from relay.store.redis import RedisStore, StoreConfigError, durability_plan, parse_version
+from tests.netfixture import NOW
 from tests.redisfixture import REDIS_SERVER, RedisServer, async_client
 from tests.relayfixture import until
-from tests.test_store_contract import NOW, message, receipt
+from tests.storefixture import message, receipt
 
 MIN = 60_000
 needs_redis = pytest.mark.skipif(REDIS_SERVER is None, reason="redis-server is not installed")

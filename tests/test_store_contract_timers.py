@@ -22,7 +22,8 @@ from relay.store.base import (
     ReceiptRecord,
     Store,
 )
-from tests.test_store_contract import FACTORIES, NOW, message, opened, receipt
+from tests.netfixture import NOW
+from tests.storefixture import FACTORIES, message, opened, receipt
 
 MIN = 60_000
 
