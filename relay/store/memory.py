@@ -10,7 +10,9 @@ and for trying the relay out (``RELAY_STORE=memory``), never for real traffic. I
 one relay process (``shared = False``). No method awaits anything, so on the event loop
 each call is atomic, like a committed transaction.
 
-The lifecycle rule (which receipt moves a message to which state) is the table below.
+The lifecycle rules are not here: a receipt moves a message's state as
+:func:`keys.lifecycle.transition` says, and a firing timer applies the explicit effects
+it is given (:class:`relay.store.base.Escalation`), under the timer's generation.
 """
 
 from __future__ import annotations
@@ -19,16 +21,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+from keys.lifecycle import transition
 from relay.store.base import (
-    STEP_NOTIFY,
-    STEP_RELEASE,
-    STEP_REMIND,
     TERMINAL_STATES,
     AcceptResult,
     Escalation,
     ItemType,
     MessageRecord,
-    MessageState,
     NewMessage,
     QueueItem,
     QueueStats,
@@ -36,30 +35,6 @@ from relay.store.base import (
     StoreUnavailableError,
     Timer,
 )
-
-# --- the lifecycle rule (the one place it lives in this store) -----------------------------
-
-OPEN_STATES: frozenset[str] = frozenset({"accepted", "delivered"})
-
-STATE_AFTER: dict[str, tuple[frozenset[str], MessageState]] = {
-    # receipt status -> (states it may move a message from, the state it moves it to)
-    "delivered": (frozenset({"accepted"}), "delivered"),
-    "acknowledged": (OPEN_STATES, "acknowledged"),
-    "rejected": (OPEN_STATES, "rejected"),
-    "expired": (OPEN_STATES, "expired"),
-}
-
-
-def state_after_receipt(state: MessageState, status: str) -> MessageState | None:
-    """The state a receipt of ``status`` moves a message in ``state`` to; None: no move.
-
-    States only move forward. Any other status (``escalated``) moves nothing.
-    """
-    rule = STATE_AFTER.get(status)
-    if rule is None or state not in rule[0]:
-        return None
-    return rule[1]
-
 
 # --- the store ------------------------------------------------------------------------------
 
@@ -149,15 +124,13 @@ class MemoryStore:
         self._check()
         return self._messages.get(msg_id)
 
-    def _set_state(self, msg_id: str, state: MessageState) -> None:
-        """Move a message to ``state``. Closing it bumps the fencing generation and drops
-        its timers, so a timer already on its way finds nothing to do."""
+    def _close(self, msg_id: str) -> None:
+        """Stop escalation: bump the fencing generation and drop the timers, so a timer
+        already on its way finds nothing to do."""
         m = self._messages[msg_id]
-        if state in TERMINAL_STATES:
-            m = replace(m, generation=m.generation + 1)
-            for key in [k for k in self._timers if k[0] == msg_id]:
-                del self._timers[key]
-        self._messages[msg_id] = replace(m, state=state)
+        self._messages[msg_id] = replace(m, generation=m.generation + 1)
+        for key in [k for k in self._timers if k[0] == msg_id]:
+            del self._timers[key]
 
     # -- receipts -------------------------------------------------------------------
 
@@ -169,16 +142,20 @@ class MemoryStore:
         self._check()
         return [self._add_receipt(r, notify) for r, notify in receipts]
 
-    def _add_receipt(self, r: ReceiptRecord, notify: str) -> int | None:
+    def _add_receipt(
+        self, r: ReceiptRecord, notify: str, *, apply_transition: bool = True
+    ) -> int | None:
         stored = self._receipts.setdefault(r.msg_id, [])
         if any((k.signer, k.status, k.step) == (r.signer, r.status, r.step) for k in stored):
             return None  # already stored (idempotent on signer, status, step): a repeat
         stored.append(r)
         seq = self._enqueue(notify, "receipt", r.msg_id, r.token, r.received_at)
         m = self._messages.get(r.msg_id)
-        new_state = state_after_receipt(m.state, r.status) if m is not None else None
-        if new_state is not None:
-            self._set_state(r.msg_id, new_state)
+        rule = transition(r.status) if apply_transition else None
+        if m is not None and rule is not None and m.state in rule.before:
+            self._messages[r.msg_id] = replace(m, state=rule.after)
+            if rule.closes:
+                self._close(r.msg_id)
         return seq
 
     async def receipts(self, msg_id: str) -> list[ReceiptRecord]:
@@ -261,23 +238,23 @@ class MemoryStore:
             for i in e.items
         ]
         if e.receipt is not None:
-            seq = self._add_receipt(e.receipt, e.sender)
+            seq = self._add_receipt(e.receipt, e.sender, apply_transition=False)
             if seq is not None:
                 seqs.append(seq)
         if e.drop_queued:  # withdraw the copies of the envelope still queued
             for recipient, seq in self._copies.pop(t.msg_id, set()):
                 self._queues[recipient].pop(seq, None)
         if e.new_state is not None:
-            self._set_state(t.msg_id, e.new_state)
+            self._messages[t.msg_id] = replace(self._messages[t.msg_id], state=e.new_state)
+        if e.close:
+            self._close(t.msg_id)
         m = self._messages[t.msg_id]
-        counts = e.new_state is None and not e.deferred  # a deferred step only moves its timer
-        if counts and t.step in (STEP_REMIND, STEP_RELEASE, STEP_NOTIFY):
+        if e.record_step:
             m = replace(m, escalation_step=max(m.escalation_step, t.step))
         if e.released:
             m = replace(m, released=tuple(sorted({*m.released, *e.released})))
         self._messages[t.msg_id] = m
-        closed = e.new_state is not None and e.new_state in TERMINAL_STATES
-        if e.next_timer is not None and not closed:
+        if e.next_timer is not None and not e.close:
             step, due = e.next_timer
             self._timers[(t.msg_id, step)] = Timer(t.msg_id, step, due, t.generation)
         return tuple(seqs)
