@@ -178,6 +178,24 @@ async def test_a_deferred_step_moves_without_counting_as_fired(tstore: Store) ->
     assert [t.step for t, _ in await tstore.due_timers(NOW + 60 * MIN, limit=10)] == [STEP_REMIND]
     record = await tstore.get_message(m.id)
     assert record is not None and record.escalation_step == 0
+    # A stale plan for the timer as it was before it moved fires nothing: the timer is
+    # claimed by (message, step, due, generation), so the moved timer stays.
+    stale = Escalation(
+        timer=timer,
+        items=(NewItem("fr-oclcc", "envelope", None, True, "reminder"),),
+        record_step=True,
+    )
+    assert await tstore.fire([stale]) == [None]
+    assert not [i for i in await tstore.pending("fr-oclcc", after=0, limit=10) if i.reminder]
+    assert [t.due for t, _ in await tstore.due_timers(NOW + 60 * MIN, limit=10)] == [
+        NOW + 60 * MIN
+    ]
+
+
+async def test_a_negative_limit_reads_nothing(tstore: Store) -> None:
+    await tstore.accept([timed()])
+    assert await tstore.pending("fr-oclcc", after=0, limit=-1) == []
+    assert await tstore.due_timers(NOW + 10 * MIN, limit=-1) == []
 
 
 DAY_MS = 24 * 60 * MIN

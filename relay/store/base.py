@@ -140,8 +140,9 @@ class Escalation:
     core into queue items and a signed receipt); applied atomically by the store.
 
     The store decides nothing: it applies every field as given, and only if the timer
-    still exists with the same generation and the message is not closed (a late timer
-    after an acknowledgement does nothing).
+    still exists with the same due time and generation and the message is not closed (a
+    late timer after an acknowledgement, or a stale plan for a timer that has moved, does
+    nothing).
     """
 
     timer: Timer

@@ -224,6 +224,7 @@ class MemoryStore:
         m = self._messages.get(t.msg_id)
         if (
             stored is None  # already fired
+            or stored.due != t.due  # moved since it was planned (deferred)
             or stored.generation != t.generation
             or m is None
             or m.generation != t.generation  # fenced off by a decision

@@ -597,6 +597,8 @@ class RedisStore:
     # -- escalation timers ------------------------------------------------------------
 
     async def due_timers(self, now: int, *, limit: int) -> list[tuple[Timer, MessageRecord]]:
+        if limit <= 0:
+            return []  # ZRANGEBYSCORE ... LIMIT 0 -1 would mean "all"
         flat = await self._write(
             DUE, [], self._args(str(now), str(limit), str(LEASE_MS)), durable=False
         )

@@ -158,8 +158,8 @@ def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
     t = e.timer
     row = conn.execute(
         "SELECT m.state, m.generation FROM timers t JOIN messages m ON m.id = t.msg_id "
-        "WHERE t.msg_id = ? AND t.step = ? AND t.generation = ?",
-        (t.msg_id, t.step, t.generation),
+        "WHERE t.msg_id = ? AND t.step = ? AND t.due = ? AND t.generation = ?",
+        (t.msg_id, t.step, t.due, t.generation),
     ).fetchone()
     if row is None or row[1] != t.generation or row[0] in TERMINAL_STATES:
         return None  # already fired, fenced off by an acknowledgement, or closed
@@ -442,7 +442,7 @@ class SQLiteStore:
                 "q.enqueued_at, q.reminder, q.note FROM queue q "
                 "LEFT JOIN messages m ON q.payload IS NULL AND m.id = q.msg_id "
                 "WHERE q.recipient = ? AND q.seq > ? ORDER BY q.seq LIMIT ?",
-                (recipient, after, limit),
+                (recipient, after, max(0, limit)),
             ).fetchall()
             return [QueueItem(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7]) for r in rows]
 
@@ -487,7 +487,7 @@ class SQLiteStore:
             rows = conn.execute(
                 f"SELECT t.msg_id, t.step, t.due, t.generation, {cols} FROM timers t "
                 "JOIN messages m ON m.id = t.msg_id WHERE t.due <= ? ORDER BY t.due LIMIT ?",
-                (now, limit),
+                (now, max(0, limit)),
             ).fetchall()
             return [(Timer(r[0], r[1], r[2], r[3]), _record(r[4:])) for r in rows]
 
@@ -516,7 +516,7 @@ class SQLiteStore:
             rows = conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE escalation_step > 0 "
                 "AND state IN ('accepted', 'delivered') ORDER BY accepted_at DESC LIMIT ?",
-                (limit,),
+                (max(0, limit),),
             ).fetchall()
             return [_record(r) for r in rows]
 
