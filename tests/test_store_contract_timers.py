@@ -187,9 +187,7 @@ async def test_a_deferred_step_moves_without_counting_as_fired(tstore: Store) ->
     )
     assert await tstore.fire([stale]) == [None]
     assert not [i for i in await tstore.pending("fr-oclcc", after=0, limit=10) if i.reminder]
-    assert [t.due for t, _ in await tstore.due_timers(NOW + 60 * MIN, limit=10)] == [
-        NOW + 60 * MIN
-    ]
+    assert [t.due for t, _ in await tstore.due_timers(NOW + 60 * MIN, limit=10)] == [NOW + 60 * MIN]
 
 
 async def test_a_negative_limit_reads_nothing(tstore: Store) -> None:
