@@ -191,7 +191,8 @@ def parse_notice(content: Mapping[str, Any]) -> Notice:
         shown = kind[:40] if isinstance(kind, str) else type(kind).__name__
         raise InvalidNoticeError(f"unknown notice kind {shown!r}")
     try:
-        return _NOTICE.validate_python(dict(content))
+        # Strict: a JSON string, float or boolean is never taken for an integer.
+        return _NOTICE.validate_python(dict(content), strict=True)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"][1:]) or "notice"

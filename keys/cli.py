@@ -196,6 +196,32 @@ def identity_export(obj: _Ctx, keystore: str, out: str | None) -> None:
         click.echo(text, nl=False)
 
 
+@identity.command("show")
+@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def identity_show(obj: _Ctx, keystore: str, as_json: bool) -> None:
+    """Show an identity's id, kind and public keys with their fingerprints (no secrets)."""
+    ident = _open_keystore(obj, keystore)
+    rows = _public_rows(ident.public_keys())
+    try:
+        current = ident.signing_key(now_ms())
+    except KeysError:
+        current = None
+    signing = {"kid": current.kid, "fingerprint": current.fingerprint} if current else None
+    if as_json:
+        data = {"id": ident.id, "kind": ident.kind, "signing_key": signing, "keys": rows}
+        click.echo(json.dumps(data, indent=2))
+        return
+    console = _out()
+    console.print(f"Identity {ident.id} ({ident.kind}) in {keystore}")
+    if current is None:
+        console.print("Current signing key: none usable now")
+    else:
+        console.print(f"Current signing key: {current.kid} ({current.fingerprint})")
+    console.print(_key_table(rows, f"Keys of {ident.id}"))
+
+
 @cli.command("rotate")
 @click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
 @click.option(
@@ -252,7 +278,11 @@ def fingerprint_cmd(obj: _Ctx, path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table = Table(title=f"Keys in {path}")
+    _out().print(_key_table(rows, f"Keys in {path}"))
+
+
+def _key_table(rows: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
     for col in ("owner", "use", "kid", "fingerprint", "valid from", "valid until", "status"):
         table.add_column(col, no_wrap=col in {"kid", "fingerprint"})
     for r in rows:
@@ -265,7 +295,7 @@ def fingerprint_cmd(obj: _Ctx, path: str, as_json: bool) -> None:
             _when(r["exp"]) if r["exp"] else "-",
             r["status"],
         )
-    _out().print(table)
+    return table
 
 
 def _key_rows(obj: _Ctx, path: Path) -> list[dict[str, Any]]:
@@ -290,6 +320,10 @@ def _key_rows(obj: _Ctx, path: Path) -> list[dict[str, Any]]:
                 "status": "pinned",
             }
         ]
+    return _public_rows(public)
+
+
+def _public_rows(public: PublicKeys) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     now = now_ms()
     for use, keys in (("signing", public.signing_keys), ("encryption", public.encryption_keys)):

@@ -394,6 +394,39 @@ def test_fingerprint_json_is_parseable(keys: Keys, ceremony: Ceremony) -> None:
     )
 
 
+def test_identity_show_prints_the_public_identity_and_fingerprints(
+    keys: Keys, ceremony: Ceremony
+) -> None:
+    c = ceremony
+    it = load_keystore(c.keystores["it-tpc"], PASSPHRASE)
+    signing = it.signing_keys[0]
+    assert "show" in keys.ok("identity", "--help").out
+    out = keys.ok("identity", "show", "--keystore", c.keystores["it-tpc"]).out
+    assert "Identity it-tpc (authority)" in out
+    assert f"Current signing key: {signing.kid} ({signing.fingerprint})" in out
+    assert set(FINGERPRINT_RE.findall(out)) == _fingerprints_of(it)
+    shown = json.loads(
+        keys.ok("identity", "show", "--keystore", c.keystores["it-tpc"], "--json").out
+    )
+    assert (shown["id"], shown["kind"]) == ("it-tpc", "authority")
+    assert shown["signing_key"] == {"kid": signing.kid, "fingerprint": signing.fingerprint}
+    assert [(r["use"], r["kid"], r["status"]) for r in shown["keys"]] == [
+        ("signing", signing.kid, "valid"),
+        ("encryption", it.encryption_keys[0].kid, "valid"),
+    ]
+    # Public material only: no seed or secret reaches the terminal.
+    for secret in (signing.seed, it.encryption_keys[0].secret):
+        assert b64e(secret) not in out and secret.hex() not in out
+
+
+def test_identity_show_with_a_wrong_passphrase_is_refused(
+    keys: Keys, ceremony: Ceremony, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PASS_ENV, "not the passphrase")
+    line = refusal(keys("identity", "show", "--keystore", ceremony.keystores["it-tpc"]))
+    assert "passphrase" in line
+
+
 def test_fingerprint_of_an_unrelated_json_file_is_refused(keys: Keys, tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.json"
     bogus.write_text('{"hello": "world"}\n')
@@ -826,6 +859,7 @@ def test_the_documented_commands_exist() -> None:
         "identity",
         "identity create",
         "identity export",
+        "identity show",
         "rotate",
         "revoke",
         "fingerprint",

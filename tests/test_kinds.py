@@ -133,6 +133,11 @@ def test_deadline_is_the_one_that_matters_for_each_kind() -> None:
         ({**REPLY, "decision": "maybe"}, "decision"),
         ({**STOLEN, "added": [], "removed": []}, "add or remove at least one item"),
         ({**IDENTIFICATION, "identified_at": -1}, "identified_at"),
+        # JSON types are exact, as everywhere in the protocol: no coercion.
+        ({**CONSULTATION, "reply_by": str(NOW)}, "reply_by: Input should be a valid integer"),
+        ({**CONSULTATION, "reply_by": float(NOW)}, "reply_by: Input should be a valid integer"),
+        ({**IDENTIFICATION, "identified_at": True}, "identified_at"),
+        ({**FREE, "text": 42}, "text: Input should be a valid string"),
     ],
 )
 def test_invalid_content_is_refused_with_one_line(content: dict[str, Any], message: str) -> None:

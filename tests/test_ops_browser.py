@@ -106,7 +106,7 @@ async def browse(base_url: str, escalated_id: str, delivered_id: str, shot: Path
                 'tr[data-authority="fr-oclcc"] td:nth-child(7)'
             )
             seen.bka_p50 = await page.inner_text('tr[data-authority="de-bka"] td:nth-child(8)')
-            # The search box: a message's timeline, fetched as JSON and drawn by the script.
+            # The search box: the form reloads the page with that message's timeline.
             await page.fill('input[name="message"]', delivered_id)
             await page.click("#lookup button")
             await page.wait_for_selector("#lookup-result table", timeout=TIMEOUT_MS)

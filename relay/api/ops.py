@@ -1,5 +1,6 @@
-"""The operator endpoints: ``/metrics``, ``/ops`` (dashboard), ``/ops/events`` (SSE),
-``/ops/snapshot`` and ``/ops/messages/{id}``.
+"""The operator endpoints: ``/metrics``, ``/ops`` (dashboard, with its stylesheet and
+script under ``/ops/static/``), ``/ops/events`` (SSE), ``/ops/snapshot`` and
+``/ops/messages/{id}``.
 
 Operators authenticate with their own bearer token (``Authorization: Bearer <token>``,
 or HTTP Basic with the token as the password so that a browser can log in), never with
@@ -25,13 +26,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from relay.api.ops_page import render_page
+from relay.api.ops_page import ASSETS, Dashboard, dashboard_view, load_dashboard
 from relay.api.problems import problem
 from relay.api.state import CORE, METRICS, SETTINGS
 from relay.core.errors import UnavailableError
 from relay.settings import OperatorCredential
 from relay.status import LatencyTracker, build_snapshot, message_timeline, refresh_gauges
-from relay.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ OPERATOR = web.RequestKey("operator", str)
 """request[OPERATOR]: the name of the authenticated operator."""
 OPS_TRACKER = web.AppKey("ops_tracker", LatencyTracker)
 OPS_CLOSING = web.AppKey("ops_closing", asyncio.Event)
+OPS_DASHBOARD = web.AppKey("ops_dashboard", Dashboard)
 MAX_ID_LENGTH = 200
 
 OpsHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,10 +128,7 @@ def operator_only(handler: OpsHandler) -> OpsHandler:
 
 
 async def _snapshot(app: web.Application) -> dict[str, object]:
-    try:
-        return await build_snapshot(app[CORE].read, app[OPS_TRACKER])
-    except StoreError as exc:
-        raise UnavailableError(f"the message store is unavailable: {exc}") from exc
+    return await build_snapshot(app[CORE].read, app[OPS_TRACKER])
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -145,10 +143,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 @operator_only
 async def metrics_handler(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
-    try:
-        await refresh_gauges(request.app[CORE].read, metrics)
-    except StoreError as exc:
-        raise UnavailableError(f"the message store is unavailable: {exc}") from exc
+    await refresh_gauges(request.app[CORE].read, metrics)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     return web.Response(body=encoder(metrics.registry), headers={"Content-Type": content_type})
 
@@ -163,13 +158,23 @@ async def message_handler(request: web.Request) -> web.Response:
     msg_id = request.match_info["id"]
     found = None
     if len(msg_id) <= MAX_ID_LENGTH:
-        try:
-            found = await message_timeline(request.app[CORE].read, msg_id)
-        except StoreError as exc:
-            raise UnavailableError(f"the message store is unavailable: {exc}") from exc
+        found = await message_timeline(request.app[CORE].read, msg_id)
     if found is None:
         return problem(404, "unknown_message", "Unknown message", f"no message {msg_id[:80]}")
     return _json(found)
+
+
+PAGE_CSP = (
+    # Nothing from anywhere else, and nothing inline: the stylesheet and the script are
+    # files served from /ops/static/.
+    "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @operator_only
@@ -178,33 +183,37 @@ async def page_handler(request: web.Request) -> web.Response:
     lookup = request.query.get("message", "").strip()
     message = None
     if lookup and len(lookup) <= MAX_ID_LENGTH:
-        try:
-            message = await message_timeline(request.app[CORE].read, lookup)
-        except StoreError as exc:
-            raise UnavailableError(f"the message store is unavailable: {exc}") from exc
-    nonce = secrets.token_urlsafe(16)
-    body = render_page(snap, nonce=nonce, lookup=lookup, message=message)
+        message = await message_timeline(request.app[CORE].read, lookup)
+    body = request.app[OPS_DASHBOARD].render(snap, lookup=lookup, message=message)
     return web.Response(
         text=body,
         content_type="text/html",
         charset="utf-8",
-        headers={
-            # Nothing from anywhere else: inline style and script carry this nonce.
-            "Content-Security-Policy": (
-                f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-                "connect-src 'self'; img-src 'self' data:; base-uri 'none'; "
-                "form-action 'self'; frame-ancestors 'none'"
-            ),
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-        },
+        headers={**_SECURITY_HEADERS, "Cache-Control": "no-store"},
+    )
+
+
+@operator_only
+async def static_handler(request: web.Request) -> web.Response:
+    """``/ops/static/ops.css`` and ``ops.js``: the dashboard's own files, nothing else."""
+    name = request.match_info["name"]
+    content_type = ASSETS.get(name)
+    if content_type is None:
+        return problem(404, "not_found", "Not found", f"no dashboard file {name[:80]}")
+    return web.Response(
+        body=request.app[OPS_DASHBOARD].assets[name],
+        content_type=content_type,
+        charset="utf-8",
+        headers={**_SECURITY_HEADERS, "Cache-Control": "no-cache"},
     )
 
 
 @operator_only
 async def events_handler(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: a ``snapshot`` event on connect, then every SSE_INTERVAL_S."""
+    """Server-sent events: a ``snapshot`` event on connect, then every SSE_INTERVAL_S.
+
+    Each carries the snapshot and, under ``view``, the dashboard's text for it.
+    """
     app = request.app
     closing = app[OPS_CLOSING]
     resp = web.StreamResponse(
@@ -219,9 +228,10 @@ async def events_handler(request: web.Request) -> web.StreamResponse:
         await resp.write(f"retry: {int(SSE_INTERVAL_S * 1000)}\n\n".encode())
         while not closing.is_set():
             try:
-                data = json.dumps(await build_snapshot(app[CORE].read, app[OPS_TRACKER]))
+                snap = await build_snapshot(app[CORE].read, app[OPS_TRACKER])
+                data = json.dumps({**snap, "view": dashboard_view(snap)})
                 event = f"event: snapshot\ndata: {data}\n\n"
-            except StoreError as exc:
+            except UnavailableError as exc:
                 event = f"event: problem\ndata: {json.dumps({'detail': str(exc)})}\n\n"
             await resp.write(event.encode())
             with contextlib.suppress(TimeoutError):
@@ -237,10 +247,16 @@ def setup_ops(app: web.Application) -> None:
     app[OPS_CLOSING] = asyncio.Event()
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/ops", page_handler)
+    app.router.add_get("/ops/static/{name}", static_handler)
     app.router.add_get("/ops/events", events_handler, allow_head=False)
     app.router.add_get("/ops/snapshot", snapshot_handler)
     app.router.add_get("/ops/messages/{id}", message_handler)
+    app.on_startup.append(_load_dashboard)
     app.on_shutdown.append(_close_streams)
+
+
+async def _load_dashboard(app: web.Application) -> None:
+    app[OPS_DASHBOARD] = await load_dashboard()
 
 
 async def _close_streams(app: web.Application) -> None:
