@@ -24,6 +24,7 @@ behind. A database whose version is newer than the newest file is refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -69,7 +70,15 @@ class AlreadyDecidedError(InboxError):
 
 
 def migrations() -> list[Migration]:
-    """(version, name, sql) for every schema file shipped in ``clients.store.schema``."""
+    """(version, name, sql) for every schema file shipped in ``clients.store.schema``.
+
+    The files are read once (at import), so this does no I/O afterwards.
+    """
+    return list(_read_migrations())
+
+
+@functools.cache
+def _read_migrations() -> tuple[Migration, ...]:
     out = []
     for entry in resources.files("clients.store.schema").iterdir():
         name = entry.name
@@ -78,7 +87,7 @@ def migrations() -> list[Migration]:
     out.sort()
     if [v for v, _, _ in out] != list(range(1, len(out) + 1)):
         raise InboxSchemaError("the inbox schema files are not numbered 1, 2, 3, ...")
-    return out
+    return tuple(out)
 
 
 SCHEMA_VERSION = len(migrations())

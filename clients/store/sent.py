@@ -16,7 +16,7 @@ from typing import Any
 
 from clients.store.db import Database, InboxError, dumps, transaction
 
-__all__ = ["SentMessage", "SentMessages", "StoredReceipt"]
+__all__ = ["SELECT_SENT_BY_ID", "SentMessage", "SentMessages", "StoredReceipt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,9 @@ _SELECT_SENT = (
     "  SELECT token_hash FROM receipts WHERE msg_id = s.id "
     "  ORDER BY at DESC, rowid DESC LIMIT 1) "
 )
+
+SELECT_SENT_BY_ID = _SELECT_SENT + "WHERE s.id = ?"
+"""One sent message with its latest receipt: a primary-key and an index lookup."""
 
 
 def _sent(r: sqlite3.Row) -> SentMessage:
@@ -127,7 +130,7 @@ class SentMessages:
         """One message we sent, with its latest receipt status, or None (by primary key)."""
 
         def q(conn: sqlite3.Connection) -> SentMessage | None:
-            row = conn.execute(_SELECT_SENT + "WHERE s.id = ?", (msg_id,)).fetchone()
+            row = conn.execute(SELECT_SENT_BY_ID, (msg_id,)).fetchone()
             return None if row is None else _sent(row)
 
         return await self._db.run(q)
