@@ -35,7 +35,7 @@ import nats  # noqa: E402
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig  # noqa: E402
 
 from bench.e2e import build_network, identity, names  # noqa: E402
-from clients.inbox import Inbox  # noqa: E402
+from clients.store import Inbox  # noqa: E402
 from keys.directory import Directory  # noqa: E402
 from keys.encoding import b64d, now_ms  # noqa: E402
 from keys.envelope import open_envelope, seal  # noqa: E402
@@ -82,7 +82,7 @@ async def consumers(conf: dict[str, Any]) -> None:
                     open_envelope(m.data.decode(), directory, ident, now=n) for m in ms
                 ]
             )
-            await inbox.store_many(
+            await inbox.received.store_many(
                 [(o, m.data.decode()) for o, m in zip(opened, msgs, strict=True)], received_at=now
             )
             receipts = await asyncio.to_thread(

@@ -28,16 +28,16 @@ import aiohttp
 
 from clients.client import RelayClient
 from clients.config import ClientSettings
+from clients.directory import PinnedDirectory
 from clients.errors import ClientError, RelayProblem
 from clients.hooks import HookRunner
-from clients.inbox import Inbox
+from clients.store import Inbox
 from keys.attachments import decrypt_file
-from keys.directory import Directory, DirectoryPin
+from keys.directory import Directory
 from keys.encoding import b64d, now_ms
 from keys.envelope import OpenedEnvelope, envelope_hash, open_envelope
 from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
 from keys.identity import Identity
-from keys.keystore import write_private_file
 from keys.receipts import Receipt, sign_probe, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class Daemon:
         self.connected = asyncio.Event()
         self.inbox: Inbox | None = None
         self.client: RelayClient | None = None
-        self.pin: DirectoryPin | None = None
+        self.pin: PinnedDirectory | None = None
         self._refreshed_at = 0
         self._refs = 0
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -95,9 +95,9 @@ class Daemon:
 
     @property
     def directory(self) -> Directory:
-        if self.pin is None or self.pin.current is None:
+        if self.pin is None:
             raise ClientError("no directory yet")
-        return self.pin.current
+        return self.pin.require()
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -105,7 +105,7 @@ class Daemon:
         """Run until ``stop`` is set; then finish the batch in hand and close."""
         s = self.settings
         await asyncio.to_thread(s.data_dir.mkdir, parents=True, exist_ok=True)
-        self.pin = await asyncio.to_thread(self._load_pin)
+        self.pin = await asyncio.to_thread(PinnedDirectory.load, s)
         self.inbox = await Inbox.open(s.inbox_path)
         urls = s.relay_endpoints
         current = 0
@@ -149,13 +149,6 @@ class Daemon:
             await self.client.close()
             await self.inbox.close()
 
-    def _load_pin(self) -> DirectoryPin:
-        roots = [self.settings.root_public_key()]
-        path = self.settings.pin_path
-        if path.exists():
-            return DirectoryPin.load(roots, path.read_text(encoding="utf-8"))
-        return DirectoryPin(roots)
-
     async def refresh_directory(self, *, force: bool = False) -> None:
         """Fetch the directory history and move the pin forward (refusing forks/rollback)."""
         now = self.clock()
@@ -163,15 +156,7 @@ class Daemon:
         if self.pin is not None and self.pin.current is not None and fresh and not force:
             return
         assert self.client is not None and self.pin is not None
-        tokens = await self.client.directory_history()
-        pin = self.pin
-
-        def accept() -> Directory:
-            current = pin.accept_history(tokens)
-            write_private_file(self.settings.pin_path, pin.dump().encode())
-            return current
-
-        current = await asyncio.to_thread(accept)
+        current = await self.pin.refresh(self.client)
         self._refreshed_at = now
         if current.get(self.identity.id) is None:
             raise ClientError(f"{self.identity.id} is not in directory version {current.version}")
@@ -392,7 +377,9 @@ class Daemon:
                 if isinstance(o, OpenedEnvelope)
             ]
             flags = (
-                await self.inbox.store_many(good, received_at=now, hooks=self._hooks.hook_names)
+                await self.inbox.received.store_many(
+                    good, received_at=now, hooks=self._hooks.hook_names
+                )
                 if good
                 else []
             )
@@ -477,11 +464,13 @@ class Daemon:
             log.warning("dropping a receipt that does not verify: %s", receipt)
             return
         b = receipt.body
-        sent = await self.inbox.get_sent(b.msg)
+        sent = await self.inbox.sent.get(b.msg)
         if sent is not None and sent.envelope_hash != b.env:
             log.warning("dropping a receipt for message %s about another envelope", b.msg)
             return
-        if await self.inbox.record_receipt(b.msg, token, status=b.status, signer=b.by, at=b.at):
+        if await self.inbox.sent.record_receipt(
+            b.msg, token, status=b.status, signer=b.by, at=b.at
+        ):
             self.stats.receipts += 1
 
     async def _record_escalation(self, token: str, note: object) -> None:
@@ -499,7 +488,9 @@ class Daemon:
         log.warning(
             "ESCALATION: message %s is not acknowledged (step %s): %s", b.msg, b.step, b.reason
         )
-        if await self.inbox.record_receipt(b.msg, token, status=b.status, signer=b.by, at=b.at):
+        if await self.inbox.sent.record_receipt(
+            b.msg, token, status=b.status, signer=b.by, at=b.at
+        ):
             self.stats.escalations += 1
 
     # -- attachments -----------------------------------------------------------------------

@@ -68,8 +68,8 @@ from pydantic import (
     model_validator,
 )
 
-from clients.inbox import HookJob, Inbox, InboxMessage
 from clients.kinds import HANDLING_CODES, onward_sharing_restrictions
+from clients.store import HookJob, Inbox, InboxMessage
 
 __all__ = [
     "MAX_BACKOFF_S",
@@ -400,7 +400,7 @@ class HookRunner:
         rescheduled, or given up after its hook's ``max_attempts``.
         """
         now = self._clock()
-        jobs = await self.inbox.hook_jobs_due(now, hooks=self.hooks.keys())
+        jobs = await self.inbox.hook_jobs.due(now, hooks=self.hooks.keys())
         if not jobs:
             return 0
         async with asyncio.TaskGroup() as tg:
@@ -435,9 +435,9 @@ class HookRunner:
 
     async def _run_job(self, job: HookJob) -> None:
         hook = self.hooks[job.hook]
-        msg = await self.inbox.get(job.msg_id)
+        msg = await self.inbox.received.get(job.msg_id)
         if msg is None:  # pragma: no cover - a foreign key makes this impossible
-            await self.inbox.finish_hook(
+            await self.inbox.hook_jobs.finish(
                 job.msg_id,
                 job.hook,
                 ok=False,
@@ -454,7 +454,7 @@ class HookRunner:
                     f"hook {hook.name}, which shares onward"
                 )
                 log.info("hook %s skipped for message %s: %s", hook.name, msg.id, reason)
-                await self.inbox.finish_hook(
+                await self.inbox.hook_jobs.finish(
                     msg.id, hook.name, ok=False, error=None, next_attempt_at=None, skipped=reason
                 )
                 return
@@ -465,7 +465,7 @@ class HookRunner:
         except Exception as exc:
             error = f"unexpected {type(exc).__name__}"
         else:
-            await self.inbox.finish_hook(
+            await self.inbox.hook_jobs.finish(
                 msg.id, hook.name, ok=True, error=None, next_attempt_at=None
             )
             log.info("hook %s delivered message %s", hook.name, msg.id)
@@ -479,7 +479,7 @@ class HookRunner:
                 attempts,
                 error,
             )
-            await self.inbox.finish_hook(
+            await self.inbox.hook_jobs.finish(
                 msg.id, hook.name, ok=False, error=error, next_attempt_at=None
             )
             return
@@ -492,7 +492,9 @@ class HookRunner:
             hook.max_attempts,
             error,
         )
-        await self.inbox.finish_hook(msg.id, hook.name, ok=False, error=error, next_attempt_at=due)
+        await self.inbox.hook_jobs.finish(
+            msg.id, hook.name, ok=False, error=error, next_attempt_at=due
+        )
 
     async def _deliver(self, hook: HookConfig, msg: InboxMessage) -> None:
         paths = await asyncio.to_thread(self._downloaded, msg)

@@ -26,9 +26,13 @@ explains each known code; an unknown code is treated as restrictive.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -61,9 +65,11 @@ __all__ = [
     "describe",
     "describe_handling",
     "format_ms",
+    "notice_schemas",
     "onward_sharing_restrictions",
     "parse_notice",
     "summary",
+    "write_schemas",
 ]
 
 Millis = Annotated[int, Field(ge=0, lt=2**53)]
@@ -78,7 +84,8 @@ class InvalidNoticeError(ValueError):
 
 
 class _Kind(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become descriptions in the generated JSON Schemas.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Reference(_Kind):
@@ -129,13 +136,18 @@ class Consultation(_Kind):
 
 
 class StolenItem(_Kind):
+    """One item of a stolen-property list."""
+
     id: ShortText
     description: Text
     reported_at: Millis | None = None
 
 
 class StolenPropertyUpdate(_Kind):
-    """Additions to and removals from a shared list of stolen or lost property."""
+    """Additions to and removals from a shared list of stolen or lost property.
+
+    At least one of ``added`` and ``removed`` must be non-empty.
+    """
 
     kind: Literal["stolen_property_update"] = "stolen_property_update"
     list_name: ShortText
@@ -159,6 +171,8 @@ class Reply(_Kind):
 
 
 class FreeText(_Kind):
+    """Anything else, as text."""
+
     kind: Literal["free_text"] = "free_text"
     text: Text
 
@@ -365,3 +379,61 @@ def onward_sharing_restrictions(codes: Iterable[str]) -> list[str]:
     restriction, so it is honoured as one.
     """
     return [c for c in codes if c in BLOCKS_ONWARD_SHARING or c not in HANDLING_CODES]
+
+
+# --- JSON Schemas -----------------------------------------------------------------------
+
+_MODELS: dict[str, type[_Kind]] = {
+    "identification_notice": IdentificationNotice,
+    "mla_request": MlaRequest,
+    "consultation": Consultation,
+    "stolen_property_update": StolenPropertyUpdate,
+    "reply": Reply,
+    "free_text": FreeText,
+}
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+REGENERATE = "python -m clients.kinds --write-schemas docs/schemas"
+
+
+def notice_schemas() -> dict[str, str]:
+    """``<kind>.schema.json`` -> its JSON Schema text, for every kind (what a sender sends).
+
+    ``kind`` is required in each (it selects the model), although the Python models
+    default it.
+    """
+    out: dict[str, str] = {}
+    for kind, model in _MODELS.items():
+        schema: dict[str, Any] = {"$schema": SCHEMA_DIALECT}
+        schema.update(model.model_json_schema(mode="validation"))
+        schema["required"] = ["kind", *(r for r in schema.get("required", []) if r != "kind")]
+        schema["properties"]["kind"].pop("default", None)
+        out[f"{kind}.schema.json"] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return out
+
+
+def write_schemas(directory: Path) -> list[Path]:
+    """Write :func:`notice_schemas` into ``directory`` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in notice_schemas().items():
+        path = directory / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m clients.kinds --write-schemas DIR``: regenerate the notice JSON Schemas."""
+    parser = argparse.ArgumentParser(
+        prog="python -m clients.kinds",
+        description="Write the JSON Schema of every notice kind as DIR/<kind>.schema.json.",
+    )
+    parser.add_argument("--write-schemas", metavar="DIR", type=Path, required=True)
+    args = parser.parse_args(argv)
+    for path in write_schemas(args.write_schemas):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

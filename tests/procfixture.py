@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clients.client import RelayClient
-from clients.inbox import Inbox
+from clients.store import Inbox
 from keys.encoding import b64e, now_ms
 from keys.keystore import save_keystore
 from tests.netfixture import Network, make_network
@@ -103,7 +103,7 @@ class Cluster:
             return []
         inbox = await Inbox.open(path)
         try:
-            return [m.id for m in await inbox.list(limit=1_000_000, state=None)]
+            return [m.id for m in await inbox.received.list(limit=1_000_000, state=None)]
         finally:
             await inbox.close()
 

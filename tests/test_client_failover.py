@@ -62,7 +62,7 @@ async def test_the_daemon_rotates_to_the_next_relay_when_one_is_down(
 
         async def stored() -> bool:
             assert daemon.inbox is not None
-            return await daemon.inbox.get(sealed.id) is not None
+            return await daemon.inbox.received.get(sealed.id) is not None
 
         await until(stored, 10)
     finally:

@@ -58,10 +58,10 @@ async def test_delivery_stores_once_and_receipts_reach_the_sender(
         assert fr.inbox is not None and it.inbox is not None
 
         async def stored() -> bool:
-            return await fr.inbox.get(sealed.id) is not None  # type: ignore[union-attr]
+            return await fr.inbox.received.get(sealed.id) is not None  # type: ignore[union-attr]
 
         await until(stored)
-        msg = await fr.inbox.get(sealed.id)
+        msg = await fr.inbox.received.get(sealed.id)
         assert msg is not None and msg.content == NOTICE and msg.sender == "it-tpc"
 
         async def delivered() -> bool:
@@ -71,10 +71,10 @@ async def test_delivery_stores_once_and_receipts_reach_the_sender(
         await until(delivered)
 
         async def sender_has_receipt() -> bool:
-            return len(await it.inbox.timeline(sealed.id)) >= 1  # type: ignore[union-attr]
+            return len(await it.inbox.sent.timeline(sealed.id)) >= 1  # type: ignore[union-attr]
 
         await until(sender_has_receipt)
-        stored_receipt = (await it.inbox.timeline(sealed.id))[0]
+        stored_receipt = (await it.inbox.sent.timeline(sealed.id))[0]
         r = verify_receipt(
             stored_receipt.token, net.directory, header=sealed.header, envelope_hash=sealed.hash
         )
@@ -131,6 +131,6 @@ async def test_escalation_notices_reach_the_duty_desk_daemon(
 
         await until(notified)
         assert deputy.inbox is not None
-        (stored,) = await deputy.inbox.timeline(sealed.id)
+        (stored,) = await deputy.inbox.sent.timeline(sealed.id)
         assert stored.status == "escalated"
         assert await relay.client("fr-deputy").poll() == []  # acknowledged

@@ -28,7 +28,7 @@ from clients.hooks import (
     backoff_ms,
     parse_hooks,
 )
-from clients.inbox import Inbox
+from clients.store import Inbox
 from keys.models import AttachmentManifestEntry
 from tests.netfixture import NOW, Network
 from tests.test_inbox import NOTICE, PHOTO, deliver
@@ -53,7 +53,7 @@ async def inbox(tmp_path: Path) -> AsyncIterator[Inbox]:
 
 async def _store(net: Network, inbox: Inbox, hooks: list[HookConfig], **kwargs: Any) -> str:
     opened, token = deliver(net, **kwargs)
-    assert await inbox.store_message(
+    assert await inbox.received.store(
         opened, token, received_at=NOW + 2000, hooks=[h.name for h in hooks]
     )
     return opened.header.id
@@ -176,7 +176,7 @@ async def test_file_hook_writes_private_json_once(
     assert await asyncio.to_thread(lambda: sorted(p.name for p in out.iterdir())) == [
         f"{msg_id}.json"
     ]
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert (job.state, job.attempts) == ("done", 1)
 
 
@@ -208,7 +208,7 @@ async def test_file_hook_failure_is_retried(net: Network, inbox: Inbox, tmp_path
     clock = Clock()
     async with HookRunner(inbox, [hook], clock=clock, rand=lambda: 0.0) as runner:
         await runner.run_due()
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert (job.state, job.attempts, job.next_attempt_at) == ("pending", 1, clock.now + 1000)
     assert job.last_error is not None and "cannot write" in job.last_error
 
@@ -238,7 +238,7 @@ async def test_command_hook_gets_the_message_on_stdin_and_a_clean_env(
     assert got["env"]["CPAR_MESSAGE_ID"] == msg_id
     assert got["env"]["CPAR_HOOK"] == "case"
     assert "CPAR_PASSPHRASE" not in got["env"]
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "done"
 
 
@@ -270,7 +270,7 @@ async def test_failing_command_is_retried_on_schedule_then_given_up(
     clock = Clock()
     async with HookRunner(inbox, [hook], clock=clock, rand=lambda: 0.5) as runner:
         assert await runner.run_due() == 1
-        [job] = await inbox.hook_jobs(msg_id)
+        [job] = await inbox.hook_jobs.of_message(msg_id)
         assert (job.state, job.attempts, job.last_error) == ("pending", 1, "exited with status 3")
         assert job.next_attempt_at == clock.now + 1500  # 2 s, jittered to 75 %
 
@@ -279,12 +279,12 @@ async def test_failing_command_is_retried_on_schedule_then_given_up(
         assert await runner.run_due() == 0
         clock.now += 1
         assert await runner.run_due() == 1
-        [job] = await inbox.hook_jobs(msg_id)
+        [job] = await inbox.hook_jobs.of_message(msg_id)
         assert (job.state, job.attempts, job.next_attempt_at) == ("pending", 2, clock.now + 3000)
 
         clock.now += 3000
         assert await runner.run_due() == 1
-        [job] = await inbox.hook_jobs(msg_id)
+        [job] = await inbox.hook_jobs.of_message(msg_id)
         assert (job.state, job.attempts, job.next_attempt_at) == ("failed", 3, None)
         assert job.last_error == "exited with status 3"
 
@@ -331,7 +331,7 @@ async def test_command_that_hangs_is_killed_with_its_children(
     async with HookRunner(inbox, [hook], clock=Clock()) as runner:
         assert await runner.run_due() == 1
     assert loop.time() - started < 10
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert (job.state, job.attempts) == ("pending", 1)
     assert job.last_error == "timed out after 1 s and was killed"
     pid, child = map(int, (await _read(out)).split())
@@ -344,7 +344,7 @@ async def test_missing_command_is_a_failure_not_a_crash(net: Network, inbox: Inb
     msg_id = await _store(net, inbox, [hook])
     async with HookRunner(inbox, [hook], clock=Clock()) as runner:
         assert await runner.run_due() == 1
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "pending"
     assert job.last_error is not None and job.last_error.startswith("cannot start")
 
@@ -407,7 +407,7 @@ async def test_webhook_posts_the_message_json(net: Network, inbox: Inbox, target
     data = json.loads(body)
     assert data["id"] == msg_id and data["content"] == NOTICE
     assert data["handling"][0]["code"] == "no-evidential-use"
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "done"
 
 
@@ -423,12 +423,12 @@ async def test_webhook_error_status_is_retried_until_success(
     clock = Clock()
     async with HookRunner(inbox, [hook], clock=clock) as runner:
         await runner.run_due()
-        [job] = await inbox.hook_jobs(msg_id)
+        [job] = await inbox.hook_jobs.of_message(msg_id)
         assert (job.state, job.last_error) == ("pending", error)
         assert job.next_attempt_at is not None
         clock.now = job.next_attempt_at
         assert await runner.run_due() == 1
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert (job.state, job.attempts) == ("done", 2)
     assert len(target.received) == 2
 
@@ -439,7 +439,7 @@ async def test_webhook_redirect_is_not_followed(net: Network, inbox: Inbox, targ
     async with HookRunner(inbox, [hook], clock=Clock()) as runner:
         await runner.run_due()
     assert target.received == []
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert (job.state, job.last_error) == ("pending", "answered HTTP 302")
 
 
@@ -450,7 +450,7 @@ async def test_webhook_that_does_not_answer_in_time_is_a_retried_failure(
     msg_id = await _store(net, inbox, [hook])
     async with HookRunner(inbox, [hook], clock=Clock()) as runner:
         await runner.run_due()
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert (job.state, job.attempts, job.last_error) == ("pending", 1, "timed out after 0.3 s")
 
 
@@ -463,7 +463,7 @@ async def test_webhook_down_is_a_retried_failure(
     msg_id = await _store(net, inbox, [hook])
     async with HookRunner(inbox, [hook], clock=Clock()) as runner:
         await runner.run_due()
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "pending"
     assert job.last_error is not None and job.last_error.startswith("request failed")
 
@@ -484,7 +484,7 @@ async def test_restricted_message_never_reaches_a_hook_that_shares_onward(
         clock.now += 10**9
         assert await runner.run_due() == 0  # skipped for good, never retried
     assert target.received == []
-    jobs = {j.hook: j for j in await inbox.hook_jobs(msg_id)}
+    jobs = {j.hook: j for j in await inbox.hook_jobs.of_message(msg_id)}
     assert jobs["archive"].state == "done"
     assert jobs["partner"].state == "skipped"
     assert jobs["partner"].attempts == 0
@@ -503,7 +503,7 @@ async def test_unrestricted_codes_do_not_block_sharing(
     async with HookRunner(inbox, [hook], clock=Clock()) as runner:
         await runner.run_due()
     assert len(target.received) == 1
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "done"
 
 
@@ -529,7 +529,7 @@ async def test_jobs_survive_a_restart(net: Network, tmp_path: Path) -> None:
         clock.now += 10**6
         async with HookRunner(box, [failing, archive], clock=clock) as runner:
             assert await runner.run_due() == 2
-        jobs = {j.hook: j for j in await box.hook_jobs(msg_id)}
+        jobs = {j.hook: j for j in await box.hook_jobs.of_message(msg_id)}
         assert (jobs["case"].state, jobs["case"].attempts) == ("failed", 2)
         assert jobs["archive"].state == "done"
         assert await asyncio.to_thread((out / f"{msg_id}.json").exists)
@@ -544,7 +544,7 @@ async def test_jobs_of_an_unconfigured_hook_wait_for_it(
     msg_id = await _store(net, inbox, [archive])
     async with HookRunner(inbox, [], clock=Clock()) as runner:
         assert await runner.run_due() == 0
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "pending"
 
 
@@ -572,7 +572,7 @@ async def test_run_forever_survives_a_failed_round_and_stops(
     await asyncio.wait_for(runner.run_forever(stop, interval=0.01), timeout=10)
     assert rounds >= 2
     assert "hook round failed" in caplog.text
-    [job] = await inbox.hook_jobs(msg_id)
+    [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "done"
 
 
@@ -592,5 +592,5 @@ async def test_logs_and_errors_never_carry_content(
         assert await runner.run_due() == 2
     assert msg_id in caplog.text
     assert SECRET_WORD not in caplog.text
-    for job in await inbox.hook_jobs(msg_id):
+    for job in await inbox.hook_jobs.of_message(msg_id):
         assert job.last_error is not None and SECRET_WORD not in job.last_error

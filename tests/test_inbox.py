@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from pydantic import JsonValue
 
-from clients.inbox import (
+from clients.kinds import IdentificationNotice
+from clients.store import (
     SCHEMA_VERSION,
     AlreadyDecidedError,
     Inbox,
@@ -21,7 +22,6 @@ from clients.inbox import (
     InboxSchemaError,
     UnknownMessageError,
 )
-from clients.kinds import IdentificationNotice
 from keys.encoding import b64e
 from keys.envelope import OpenedEnvelope, open_envelope, seal
 from keys.models import AttachmentManifestEntry
@@ -95,8 +95,8 @@ async def test_stored_message_keeps_everything_the_officer_needs(
         handling=["no-onward-sharing"],
         attachments=[PHOTO],
     )
-    assert await inbox.store_message(opened, token, received_at=NOW + 2000) is True
-    msg = await inbox.get(opened.header.id)
+    assert await inbox.received.store(opened, token, received_at=NOW + 2000) is True
+    msg = await inbox.received.get(opened.header.id)
     assert msg is not None
     assert msg.id == opened.header.id
     assert msg.sender == "it-tpc"
@@ -127,15 +127,15 @@ async def test_stored_message_keeps_everything_the_officer_needs(
 
 async def test_fallback_role_is_recorded(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net, fallback=["fr-desk"], reader="fr-desk")
-    await inbox.store_message(opened, token, received_at=NOW)
-    msg = await inbox.get(opened.header.id)
+    await inbox.received.store(opened, token, received_at=NOW)
+    msg = await inbox.received.get(opened.header.id)
     assert msg is not None and msg.role == "fallback" and msg.to == ("fr-oclcc",)
 
 
 async def test_invalid_content_is_stored_but_has_no_notice(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net, {"kind": "gossip", "text": "x"})
-    assert await inbox.store_message(opened, token, received_at=NOW)
-    msg = await inbox.get(opened.header.id)
+    assert await inbox.received.store(opened, token, received_at=NOW)
+    msg = await inbox.received.get(opened.header.id)
     assert msg is not None
     assert (
         msg.kind == "gossip"
@@ -150,8 +150,8 @@ async def test_a_token_that_is_not_the_opened_envelope_is_refused(
     opened, _ = deliver(net)
     _, other = deliver(net)
     with pytest.raises(InboxError, match="not the envelope"):
-        await inbox.store_message(opened, other, received_at=NOW)
-    assert await inbox.get(opened.header.id) is None
+        await inbox.received.store(opened, other, received_at=NOW)
+    assert await inbox.received.get(opened.header.id) is None
 
 
 # --- dedupe ------------------------------------------------------------------------------
@@ -159,11 +159,11 @@ async def test_a_token_that_is_not_the_opened_envelope_is_refused(
 
 async def test_same_message_twice_is_stored_once(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net)
-    assert await inbox.store_message(opened, token, received_at=NOW) is True
-    await inbox.mark_acknowledged(opened.header.id, person="Lt. Rossi", at=NOW + 5)
+    assert await inbox.received.store(opened, token, received_at=NOW) is True
+    await inbox.received.mark_acknowledged(opened.header.id, person="Lt. Rossi", at=NOW + 5)
     # The relay redelivers (at-least-once): no second copy, and the decision stands.
-    assert await inbox.store_message(opened, token, received_at=NOW + 10) is False
-    messages = await inbox.list()
+    assert await inbox.received.store(opened, token, received_at=NOW + 10) is False
+    messages = await inbox.received.list()
     assert [m.id for m in messages] == [opened.header.id]
     assert messages[0].state == "acknowledged"
     assert messages[0].received_at == NOW
@@ -171,20 +171,20 @@ async def test_same_message_twice_is_stored_once(net: Network, inbox: Inbox) -> 
 
 async def test_store_many_dedupes_inside_and_across_batches(net: Network, inbox: Inbox) -> None:
     a, b, c = deliver(net), deliver(net), deliver(net)
-    assert await inbox.store_many([a, b, a], received_at=NOW) == [True, True, False]
-    assert await inbox.store_many([b, c, c], received_at=NOW + 1) == [False, True, False]
-    ids = {m.id for m in await inbox.list()}
+    assert await inbox.received.store_many([a, b, a], received_at=NOW) == [True, True, False]
+    assert await inbox.received.store_many([b, c, c], received_at=NOW + 1) == [False, True, False]
+    ids = {m.id for m in await inbox.received.list()}
     assert ids == {a[0].header.id, b[0].header.id, c[0].header.id}
-    assert len(await inbox.list()) == 3
+    assert len(await inbox.received.list()) == 3
 
 
 async def test_store_many_is_all_or_nothing(net: Network, inbox: Inbox) -> None:
     a, b = deliver(net), deliver(net)
     broken = (b[0], a[1])  # the token of another envelope
     with pytest.raises(InboxError):
-        await inbox.store_many([a, broken], received_at=NOW)
-    assert await inbox.list() == []
-    assert await inbox.store_many([a, b], received_at=NOW) == [True, True]
+        await inbox.received.store_many([a, broken], received_at=NOW)
+    assert await inbox.received.list() == []
+    assert await inbox.received.store_many([a, b], received_at=NOW) == [True, True]
 
 
 # --- durability --------------------------------------------------------------------------
@@ -194,11 +194,11 @@ async def test_everything_survives_close_and_reopen(net: Network, tmp_path: Path
     path = tmp_path / "daemon" / "inbox.db"
     (opened, token), (other, other_token) = deliver(net), deliver(net)
     box = await Inbox.open(path)
-    await box.store_many(
+    await box.received.store_many(
         [(opened, token), (other, other_token)], received_at=NOW, hooks=["archive"]
     )
-    await box.mark_rejected(other.header.id, reason="not our competence", at=NOW + 1)
-    await box.record_sent(
+    await box.received.mark_rejected(other.header.id, reason="not our competence", at=NOW + 1)
+    await box.sent.record(
         "01890a5d-ac96-774b-bcce-b302099a8057",
         to=["de-bka"],
         envelope_hash="cd" * 32,
@@ -211,15 +211,15 @@ async def test_everything_survives_close_and_reopen(net: Network, tmp_path: Path
 
     box = await Inbox.open(path)
     try:
-        msg = await box.get(opened.header.id)
+        msg = await box.received.get(opened.header.id)
         assert msg is not None and msg.content == NOTICE and msg.state == "new"
-        rejected = await box.get(other.header.id)
+        rejected = await box.received.get(other.header.id)
         assert rejected is not None and rejected.state == "rejected"
         assert rejected.rejected_reason == "not our competence"
-        assert [s.summary for s in await box.sent()] == ["MLA request"]
-        assert len(await box.hook_jobs_due(NOW)) == 2
+        assert [s.summary for s in await box.sent.list()] == ["MLA request"]
+        assert len(await box.hook_jobs.due(NOW)) == 2
         # Still deduplicating after the restart.
-        assert await box.store_message(opened, token, received_at=NOW + 5) is False
+        assert await box.received.store(opened, token, received_at=NOW + 5) is False
     finally:
         await box.close()
 
@@ -260,7 +260,7 @@ async def test_a_closed_inbox_refuses_calls(tmp_path: Path) -> None:
     box = await Inbox.open(tmp_path / "inbox.db")
     await box.close()
     with pytest.raises(InboxError, match="closed"):
-        await box.list()
+        await box.received.list()
 
 
 async def test_a_file_that_is_not_a_database_is_an_inbox_error(tmp_path: Path) -> None:
@@ -277,22 +277,22 @@ async def test_list_is_newest_first_with_limit_and_state(net: Network, inbox: In
     ids = []
     for i in range(5):
         opened, token = deliver(net, now=NOW + i)
-        await inbox.store_message(opened, token, received_at=NOW + 100 * i)
+        await inbox.received.store(opened, token, received_at=NOW + 100 * i)
         ids.append(opened.header.id)
-    assert [m.id for m in await inbox.list()] == ids[::-1]
-    assert [m.id for m in await inbox.list(limit=2)] == ids[:-3:-1]
-    await inbox.mark_acknowledged(ids[1], person="Lt. Rossi", at=NOW + 1000)
-    assert [m.id for m in await inbox.list(state="acknowledged")] == [ids[1]]
-    assert len(await inbox.list(state="new")) == 4
+    assert [m.id for m in await inbox.received.list()] == ids[::-1]
+    assert [m.id for m in await inbox.received.list(limit=2)] == ids[:-3:-1]
+    await inbox.received.mark_acknowledged(ids[1], person="Lt. Rossi", at=NOW + 1000)
+    assert [m.id for m in await inbox.received.list(state="acknowledged")] == [ids[1]]
+    assert len(await inbox.received.list(state="new")) == 4
     with pytest.raises(InboxError, match="unknown message state"):
-        await inbox.list(state="lost")  # type: ignore[arg-type]
+        await inbox.received.list(state="lost")  # type: ignore[arg-type]
 
 
 async def test_acknowledge_records_who_and_when_once(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net)
     msg_id = opened.header.id
-    await inbox.store_message(opened, token, received_at=NOW)
-    msg = await inbox.mark_acknowledged(msg_id, person="Capt. Dupont", at=NOW + 60_000)
+    await inbox.received.store(opened, token, received_at=NOW)
+    msg = await inbox.received.mark_acknowledged(msg_id, person="Capt. Dupont", at=NOW + 60_000)
     assert msg.state == "acknowledged"
     assert (msg.acknowledged_by, msg.acknowledged_at, msg.decided_at) == (
         "Capt. Dupont",
@@ -300,10 +300,10 @@ async def test_acknowledge_records_who_and_when_once(net: Network, inbox: Inbox)
         NOW + 60_000,
     )
     with pytest.raises(AlreadyDecidedError, match="already acknowledged"):
-        await inbox.mark_acknowledged(msg_id, person="Someone else", at=NOW + 70_000)
+        await inbox.received.mark_acknowledged(msg_id, person="Someone else", at=NOW + 70_000)
     with pytest.raises(AlreadyDecidedError):
-        await inbox.mark_rejected(msg_id, reason="too late", at=NOW + 70_000)
-    stored = await inbox.get(msg_id)
+        await inbox.received.mark_rejected(msg_id, reason="too late", at=NOW + 70_000)
+    stored = await inbox.received.get(msg_id)
     assert stored is not None and stored.acknowledged_by == "Capt. Dupont"
     assert stored.rejected_reason is None
 
@@ -311,30 +311,30 @@ async def test_acknowledge_records_who_and_when_once(net: Network, inbox: Inbox)
 async def test_reject_is_final(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net)
     msg_id = opened.header.id
-    await inbox.store_message(opened, token, received_at=NOW)
-    msg = await inbox.mark_rejected(msg_id, reason="outside our competence", at=NOW + 5)
+    await inbox.received.store(opened, token, received_at=NOW)
+    msg = await inbox.received.mark_rejected(msg_id, reason="outside our competence", at=NOW + 5)
     assert (msg.state, msg.rejected_reason, msg.decided_at) == (
         "rejected",
         "outside our competence",
         NOW + 5,
     )
     with pytest.raises(AlreadyDecidedError, match="already rejected"):
-        await inbox.mark_acknowledged(msg_id, person="Lt. Rossi", at=NOW + 6)
+        await inbox.received.mark_acknowledged(msg_id, person="Lt. Rossi", at=NOW + 6)
 
 
 async def test_deciding_unknown_or_with_bad_input_is_refused(net: Network, inbox: Inbox) -> None:
     unknown = "01890a5d-ac96-774b-bcce-b302099a8057"
     with pytest.raises(UnknownMessageError):
-        await inbox.mark_acknowledged(unknown, person="Lt. Rossi", at=NOW)
+        await inbox.received.mark_acknowledged(unknown, person="Lt. Rossi", at=NOW)
     with pytest.raises(UnknownMessageError):
-        await inbox.mark_rejected(unknown, reason="no", at=NOW)
+        await inbox.received.mark_rejected(unknown, reason="no", at=NOW)
     opened, token = deliver(net)
-    await inbox.store_message(opened, token, received_at=NOW)
+    await inbox.received.store(opened, token, received_at=NOW)
     with pytest.raises(InboxError, match="person"):
-        await inbox.mark_acknowledged(opened.header.id, person="", at=NOW)
+        await inbox.received.mark_acknowledged(opened.header.id, person="", at=NOW)
     with pytest.raises(InboxError, match="reason"):
-        await inbox.mark_rejected(opened.header.id, reason="x" * 501, at=NOW)
-    msg = await inbox.get(opened.header.id)
+        await inbox.received.mark_rejected(opened.header.id, reason="x" * 501, at=NOW)
+    msg = await inbox.received.get(opened.header.id)
     assert msg is not None and msg.state == "new"
 
 
@@ -343,7 +343,7 @@ async def test_deciding_unknown_or_with_bad_input_is_refused(net: Network, inbox
 
 async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inbox) -> None:
     sealed = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW)
-    assert await inbox.record_sent(
+    assert await inbox.sent.record(
         sealed.id,
         to=["fr-oclcc"],
         envelope_hash=sealed.hash,
@@ -352,7 +352,7 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
         summary="Identification: Etruscan bronze mirror",
     )
     # Recording it again (a retried send) is fine; as another envelope it is not.
-    assert not await inbox.record_sent(
+    assert not await inbox.sent.record(
         sealed.id,
         to=["fr-oclcc"],
         envelope_hash=sealed.hash,
@@ -361,7 +361,7 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
         summary="again",
     )
     with pytest.raises(InboxError, match="another envelope"):
-        await inbox.record_sent(
+        await inbox.sent.record(
             sealed.id,
             to=["fr-oclcc"],
             envelope_hash="00" * 32,
@@ -385,18 +385,20 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
         (acknowledged, "acknowledged", "fr-oclcc", NOW + 30),
         (accepted, "accepted", "relay-eu", NOW + 10),
     ]:
-        assert await inbox.record_receipt(sealed.id, token, status=status, signer=signer, at=at)
-    assert not await inbox.record_receipt(
+        assert await inbox.sent.record_receipt(
+            sealed.id, token, status=status, signer=signer, at=at
+        )
+    assert not await inbox.sent.record_receipt(
         sealed.id, delivered, status="delivered", signer="fr-oclcc", at=NOW + 20
     )
-    timeline = await inbox.timeline(sealed.id)
+    timeline = await inbox.sent.timeline(sealed.id)
     assert [(r.status, r.signer, r.at) for r in timeline] == [
         ("accepted", "relay-eu", NOW + 10),
         ("delivered", "fr-oclcc", NOW + 20),
         ("acknowledged", "fr-oclcc", NOW + 30),
     ]
     assert timeline[0].token == accepted
-    [sent] = await inbox.sent()
+    [sent] = await inbox.sent.list()
     assert (sent.id, sent.to, sent.priority, sent.summary) == (
         sealed.id,
         ("fr-oclcc",),
@@ -404,14 +406,14 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
         "Identification: Etruscan bronze mirror",
     )
     assert (sent.last_status, sent.last_status_at) == ("acknowledged", NOW + 30)
-    assert await inbox.timeline("01890a5d-ac96-774b-bcce-b302099a8057") == []
+    assert await inbox.sent.timeline("01890a5d-ac96-774b-bcce-b302099a8057") == []
 
 
 async def test_sent_is_newest_first(inbox: Inbox) -> None:
     for i, msg_id in enumerate(
         ["01890a5d-ac96-774b-bcce-b302099a8057", "01890a5d-ac96-774b-bcce-b302099a8058"]
     ):
-        await inbox.record_sent(
+        await inbox.sent.record(
             msg_id,
             to=["de-bka"],
             envelope_hash=f"{i:02d}" * 32,
@@ -419,10 +421,10 @@ async def test_sent_is_newest_first(inbox: Inbox) -> None:
             priority="routine",
             summary=f"m{i}",
         )
-    sent = await inbox.sent(limit=10)
+    sent = await inbox.sent.list(limit=10)
     assert [s.summary for s in sent] == ["m1", "m0"]
     assert sent[0].last_status is None
-    assert len(await inbox.sent(limit=1)) == 1
+    assert len(await inbox.sent.list(limit=1)) == 1
 
 
 # --- hook jobs ---------------------------------------------------------------------------
@@ -433,63 +435,67 @@ async def test_hook_jobs_are_created_with_the_message_and_only_once(
 ) -> None:
     opened, token = deliver(net)
     msg_id = opened.header.id
-    await inbox.store_message(opened, token, received_at=NOW, hooks=["archive", "case-system"])
-    assert await inbox.hook_jobs_due(NOW - 1) == []
-    due = await inbox.hook_jobs_due(NOW)
+    await inbox.received.store(opened, token, received_at=NOW, hooks=["archive", "case-system"])
+    assert await inbox.hook_jobs.due(NOW - 1) == []
+    due = await inbox.hook_jobs.due(NOW)
     assert {(j.msg_id, j.hook, j.state, j.attempts) for j in due} == {
         (msg_id, "archive", "pending", 0),
         (msg_id, "case-system", "pending", 0),
     }
-    assert [j.hook for j in await inbox.hook_jobs_due(NOW, hooks=["archive"])] == ["archive"]
-    assert await inbox.hook_jobs_due(NOW, hooks=[]) == []
+    assert [j.hook for j in await inbox.hook_jobs.due(NOW, hooks=["archive"])] == ["archive"]
+    assert await inbox.hook_jobs.due(NOW, hooks=[]) == []
     # A redelivery creates no new jobs.
-    await inbox.store_message(opened, token, received_at=NOW + 1, hooks=["archive", "other"])
-    assert len(await inbox.hook_jobs(msg_id)) == 2
+    await inbox.received.store(opened, token, received_at=NOW + 1, hooks=["archive", "other"])
+    assert len(await inbox.hook_jobs.of_message(msg_id)) == 2
 
 
 async def test_finish_hook_moves_a_job_through_its_states(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net)
     msg_id = opened.header.id
-    await inbox.store_message(opened, token, received_at=NOW, hooks=["a", "b", "c"])
+    await inbox.received.store(opened, token, received_at=NOW, hooks=["a", "b", "c"])
 
-    job = await inbox.finish_hook(msg_id, "a", ok=False, error="exit 1", next_attempt_at=NOW + 2000)
+    job = await inbox.hook_jobs.finish(
+        msg_id, "a", ok=False, error="exit 1", next_attempt_at=NOW + 2000
+    )
     assert (job.state, job.attempts, job.next_attempt_at, job.last_error) == (
         "pending",
         1,
         NOW + 2000,
         "exit 1",
     )
-    assert [j.hook for j in await inbox.hook_jobs_due(NOW + 1999)] == ["b", "c"]
-    assert [j.hook for j in await inbox.hook_jobs_due(NOW + 2000)] == ["b", "c", "a"]
-    job = await inbox.finish_hook(msg_id, "a", ok=True, error=None, next_attempt_at=None)
+    assert [j.hook for j in await inbox.hook_jobs.due(NOW + 1999)] == ["b", "c"]
+    assert [j.hook for j in await inbox.hook_jobs.due(NOW + 2000)] == ["b", "c", "a"]
+    job = await inbox.hook_jobs.finish(msg_id, "a", ok=True, error=None, next_attempt_at=None)
     assert (job.state, job.attempts, job.next_attempt_at) == ("done", 2, None)
 
-    job = await inbox.finish_hook(msg_id, "b", ok=False, error="HTTP 500", next_attempt_at=None)
+    job = await inbox.hook_jobs.finish(
+        msg_id, "b", ok=False, error="HTTP 500", next_attempt_at=None
+    )
     assert (job.state, job.attempts, job.last_error) == ("failed", 1, "HTTP 500")
 
-    job = await inbox.finish_hook(
+    job = await inbox.hook_jobs.finish(
         msg_id, "c", ok=False, error=None, next_attempt_at=None, skipped="no-onward-sharing"
     )
     assert (job.state, job.attempts, job.skipped_reason) == ("skipped", 0, "no-onward-sharing")
 
-    assert await inbox.hook_jobs_due(NOW + 10**9) == []
+    assert await inbox.hook_jobs.due(NOW + 10**9) == []
     with pytest.raises(InboxError, match="not pending"):
-        await inbox.finish_hook(msg_id, "a", ok=True, error=None, next_attempt_at=None)
+        await inbox.hook_jobs.finish(msg_id, "a", ok=True, error=None, next_attempt_at=None)
     with pytest.raises(InboxError, match="no job"):
-        await inbox.finish_hook(msg_id, "zzz", ok=True, error=None, next_attempt_at=None)
+        await inbox.hook_jobs.finish(msg_id, "zzz", ok=True, error=None, next_attempt_at=None)
 
 
 async def test_schedule_hooks_adds_missing_jobs(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net)
     msg_id = opened.header.id
-    await inbox.store_message(opened, token, received_at=NOW, hooks=["a"])
-    assert await inbox.schedule_hooks(msg_id, ["a", "b"], at=NOW + 5) == 1
-    assert [(j.hook, j.next_attempt_at) for j in await inbox.hook_jobs(msg_id)] == [
+    await inbox.received.store(opened, token, received_at=NOW, hooks=["a"])
+    assert await inbox.hook_jobs.schedule(msg_id, ["a", "b"], at=NOW + 5) == 1
+    assert [(j.hook, j.next_attempt_at) for j in await inbox.hook_jobs.of_message(msg_id)] == [
         ("a", NOW),
         ("b", NOW + 5),
     ]
     with pytest.raises(UnknownMessageError):
-        await inbox.schedule_hooks("01890a5d-ac96-774b-bcce-b302099a8057", ["a"])
+        await inbox.hook_jobs.schedule("01890a5d-ac96-774b-bcce-b302099a8057", ["a"])
 
 
 # --- attachments -------------------------------------------------------------------------

@@ -183,7 +183,7 @@ async def running_daemon(relay: RelayEnv, who: Authority) -> AsyncIterator[Daemo
 async def received(daemon: Daemon, msg_id: str) -> None:
     async def stored() -> bool:
         assert daemon.inbox is not None
-        return await daemon.inbox.get(msg_id) is not None
+        return await daemon.inbox.received.get(msg_id) is not None
 
     await until(stored)
 

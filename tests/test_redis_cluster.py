@@ -30,7 +30,7 @@ import pytest
 
 from clients.client import RelayClient
 from clients.errors import ClientError, UnavailableError
-from clients.inbox import Inbox
+from clients.store import Inbox
 from keys.encoding import now_ms
 from keys.envelope import seal
 from keys.receipts import verify_receipt
@@ -203,7 +203,7 @@ async def sender_saw(fleet: Fleet, aid: str, msg_id: str, status: str) -> bool:
         return False
     inbox = await Inbox.open(path)
     try:
-        return any(r.status == status for r in await inbox.timeline(msg_id))
+        return any(r.status == status for r in await inbox.sent.timeline(msg_id))
     finally:
         await inbox.close()
 

@@ -1,0 +1,523 @@
+"""Rendering for ``notice``: rich tables and text for people, JSON for programs.
+
+Text from another authority is made harmless for a terminal (:func:`clean`); times are
+shown in UTC. Each ``render_*`` function prints one command's result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from clients.decisions import Decision
+from clients.kinds import (
+    HANDLING_CODES,
+    InvalidNoticeError,
+    describe,
+    describe_handling,
+    parse_notice,
+    summary,
+)
+from clients.kinds import deadline as notice_deadline
+from clients.sender import Outgoing, SendResult, SentStatus
+from clients.store import InboxMessage, SentMessage
+from keys.models import ReceiptBody
+
+__all__ = [
+    "clean",
+    "err_console",
+    "render_decision",
+    "render_inbox",
+    "render_message",
+    "render_send",
+    "render_sent",
+    "render_status",
+    "text",
+]
+
+# --- safe text --------------------------------------------------------------------------
+
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def clean(text: str) -> str:
+    """Text from another authority, made harmless for a terminal.
+
+    Control characters (ANSI escapes included) and bidirectional overrides become
+    U+FFFD; newlines and tabs are kept.
+    """
+    return "".join(
+        "\ufffd" if (unicodedata.category(ch) == "Cc" and ch not in "\n\t") or ch in _BIDI else ch
+        for ch in text
+    )
+
+
+def text(value: str | None, style: str = "") -> Text:
+    """A rich Text that is never parsed as markup."""
+    return Text(clean(value if value is not None else "—"), style=style)
+
+
+# --- times -------------------------------------------------------------------------------
+
+
+def _when(ms: int | None) -> str:
+    """An event time to the second: ``2027-01-15 08:00:03 UTC``."""
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _cell(ms: int | None) -> str:
+    """A time in a table whose header says UTC: ``2027-01-15 08:00:03``."""
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _iso(ms: int | None) -> str | None:
+    """An ISO 8601 UTC time for JSON output."""
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _console() -> Console:
+    # A terminal uses its own width; piped into a file or a log, keep rows on one line.
+    return Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=True))
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _priority(prio: str) -> Text:
+    return Text(prio, style={"urgent": "bold red", "high": "bold yellow"}.get(prio, ""))
+
+
+# --- send ---------------------------------------------------------------------------------
+
+
+def render_send(out: Outgoing, result: SendResult, as_json: bool) -> None:
+    sealed = result.sealed
+    h = sealed.header
+    if as_json:
+        _print_json(
+            {
+                "id": sealed.id,
+                "priority": h.prio,
+                "to": list(h.to),
+                "fallback": h.fallbacks,
+                "created": _iso(h.created),
+                "expires": _iso(h.expires),
+                "ack_by": _iso(h.ack_by),
+                "kind": out.notice.kind,
+                "handling": list(out.handling),
+                "attachments": [
+                    {"name": a.name, "type": a.type, "size": a.size, "sha256": a.h}
+                    for a in result.attachments
+                ],
+                "envelope_hash": sealed.hash,
+                "accepted_by": result.relay,
+                "accepted_at": _iso(result.accepted_at),
+                "receipt": result.receipt,
+                "receipt_verified": True,
+                "duplicate": result.duplicate,
+            }
+        )
+        return
+    con = _console()
+    con.print(Text.assemble("Sent ", (sealed.id, "bold"), f"  ({h.prio})"))
+    con.print(text(f"  to:          {', '.join(h.to)}"))
+    if h.fallbacks:
+        con.print(text(f"  fallback:    {', '.join(h.fallbacks)}"))
+    con.print(text(f"  notice:      {summary(out.notice)}"))
+    if out.handling:
+        con.print(text(f"  handling:    {', '.join(out.handling)}"))
+    for a in result.attachments:
+        con.print(text(f"  attachment:  {a.name} ({_size(a.size)}, {a.type})"))
+    if h.ack_by is not None:
+        con.print(f"  ack by:      {_when(h.ack_by)}")
+    con.print(f"  expires:     {_when(h.expires)}")
+    again = " (already accepted before)" if result.duplicate else ""
+    con.print(
+        Text.assemble(
+            "accepted by ",
+            (result.relay, "bold"),
+            f" at {_when(result.accepted_at)}{again}; receipt verified",
+        )
+    )
+
+
+# --- status and sent ------------------------------------------------------------------
+
+
+def _detail(b: ReceiptBody) -> str:
+    parts = []
+    if b.person:
+        parts.append(f"person: {b.person}")
+    if b.reason:
+        parts.append(f"reason: {b.reason}")
+    if b.step is not None:
+        parts.append(f"step {b.step}")
+    return "; ".join(parts)
+
+
+def render_status(st: SentStatus, as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            {
+                "id": st.id,
+                "state": st.state,
+                "source": st.source,
+                "to": list(st.to),
+                "fallback": list(st.fallback),
+                "priority": st.priority,
+                "created": _iso(st.created),
+                "expires": _iso(st.expires),
+                "ack_by": _iso(st.ack_by),
+                "envelope_hash": st.envelope_hash,
+                "summary": st.summary,
+                "all_verified": st.invalid == 0,
+                "receipts": [
+                    {
+                        "status": r.body.status if r.body else None,
+                        "at": _iso(r.body.at) if r.body else None,
+                        "by": r.body.by if r.body else None,
+                        "person": r.body.person if r.body else None,
+                        "reason": r.body.reason if r.body else None,
+                        "step": r.body.step if r.body else None,
+                        "verified": r.error is None,
+                        "error": r.error,
+                        "token": r.token,
+                    }
+                    for r in st.rows
+                ],
+            }
+        )
+        return
+    con = _console()
+    con.print(Text.assemble("Message ", (st.id, "bold"), f"  ({st.priority or '?'})"))
+    if st.summary:
+        con.print(text(f"  notice:   {st.summary}"))
+    if st.to:
+        con.print(text(f"  to:       {', '.join(st.to)}"))
+    if st.fallback:
+        con.print(text(f"  fallback: {', '.join(st.fallback)}"))
+    if st.ack_by is not None:
+        con.print(f"  ack by:   {_when(st.ack_by)}")
+    if st.expires is not None:
+        con.print(f"  expires:  {_when(st.expires)}")
+    verified = "verified when received" if st.source == "local" else "verified"
+    table = Table(title=f"Timeline ({'local records' if st.source == 'local' else 'relay'})")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("signed by", no_wrap=True)
+    table.add_column("person / reason / step")
+    table.add_column("signature", no_wrap=True)
+    for r in st.rows:
+        if r.body is None or r.error is not None:
+            table.add_row(
+                "—",
+                Text("INVALID", style="bold red"),
+                "—",
+                text(r.error),
+                Text("INVALID", style="bold red"),
+            )
+            continue
+        b = r.body
+        table.add_row(
+            _cell(b.at),
+            b.status,
+            text(b.by),
+            text(_detail(b) or "—"),
+            Text(verified, style="green"),
+        )
+    con.print(table)
+    style = "bold red" if st.state in {"rejected", "expired"} else "bold"
+    con.print(Text.assemble("State: ", (st.state, style)))
+    if st.invalid:
+        con.print(Text(f"{st.invalid} receipt(s) do NOT verify", style="bold red"))
+
+
+def render_sent(items: list[SentMessage], as_json: bool) -> None:
+    if as_json:
+        _print_json(
+            [
+                {
+                    "id": s.id,
+                    "sent": _iso(s.created),
+                    "to": list(s.to),
+                    "priority": s.priority,
+                    "summary": s.summary,
+                    "last_status": s.last_status,
+                    "last_status_at": _iso(s.last_status_at),
+                }
+                for s in items
+            ]
+        )
+        return
+    table = Table(title=f"Sent ({len(items)})")
+    table.add_column("id", no_wrap=True)
+    table.add_column("sent (UTC)", no_wrap=True)
+    table.add_column("to")
+    table.add_column("priority", no_wrap=True)
+    table.add_column("notice")
+    table.add_column("last status", no_wrap=True)
+    table.add_column("at (UTC)", no_wrap=True)
+    for s in items:
+        table.add_row(
+            s.id,
+            _cell(s.created),
+            text(", ".join(s.to)),
+            _priority(s.priority),
+            text(s.summary),
+            s.last_status or "—",
+            _cell(s.last_status_at),
+        )
+    _console().print(table)
+
+
+# --- inbox and show -----------------------------------------------------------------------
+
+
+def _notice_error(msg: InboxMessage) -> str | None:
+    try:
+        parse_notice(msg.content)
+    except InvalidNoticeError as exc:
+        return str(exc)
+    return None
+
+
+def _summary_of(msg: InboxMessage) -> str:
+    notice = msg.notice
+    if notice is None:
+        return f"(not a valid notice: kind {msg.kind or '?'})"
+    return summary(notice)
+
+
+def _deadline_of(msg: InboxMessage) -> tuple[str, int | None]:
+    notice = msg.notice
+    d = notice_deadline(notice) if notice is not None else None
+    if d is not None:
+        return "", d
+    if msg.ack_by is not None and msg.state == "new":
+        return "ack by", msg.ack_by
+    return "", None
+
+
+def render_inbox(items: list[InboxMessage], show_all: bool, as_json: bool) -> None:
+    if as_json:
+        out = []
+        for m in items:
+            label, when = _deadline_of(m)
+            out.append(
+                {
+                    "id": m.id,
+                    "received": _iso(m.received_at),
+                    "from": m.sender,
+                    "role": m.role,
+                    "priority": m.priority,
+                    "kind": m.kind,
+                    "summary": _summary_of(m),
+                    "deadline": _iso(notice_deadline(m.notice)) if m.notice else None,
+                    "ack_by": _iso(m.ack_by),
+                    "handling": list(m.handling),
+                    "attachments": len(m.attachments),
+                    "state": m.state,
+                }
+            )
+        _print_json(out)
+        return
+    title = "Inbox" if show_all else "Inbox: to acknowledge"
+    table = Table(title=f"{title} ({len(items)})")
+    table.add_column("id", no_wrap=True)
+    table.add_column("received (UTC)", no_wrap=True)
+    table.add_column("from", no_wrap=True)
+    table.add_column("priority", no_wrap=True)
+    table.add_column("notice")
+    table.add_column("deadline (UTC)", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    for m in items:
+        label, when = _deadline_of(m)
+        flags = " [H]" if m.handling else ""
+        clip = f" +{len(m.attachments)} att." if m.attachments else ""
+        table.add_row(
+            m.id,
+            _cell(m.received_at),
+            text(m.sender),
+            _priority(m.priority),
+            text(_summary_of(m) + clip + flags),
+            f"{label} {_cell(when)[:16]}".strip() if when is not None else "—",
+            m.state,
+        )
+    con = _console()
+    con.print(table)
+    if any(m.handling for m in items):
+        con.print(Text("[H]: handling restrictions apply; see 'notice show MSGID'."))
+
+
+def render_message(msg: InboxMessage, files: list[Path | None], as_json: bool) -> None:
+    notice = msg.notice
+    handling = describe_handling(msg.handling)
+    if as_json:
+        _print_json(
+            {
+                "id": msg.id,
+                "from": msg.sender,
+                "to": list(msg.to),
+                "role": msg.role,
+                "priority": msg.priority,
+                "created": _iso(msg.created),
+                "received": _iso(msg.received_at),
+                "expires": _iso(msg.expires),
+                "ack_by": _iso(msg.ack_by),
+                "state": msg.state,
+                "acknowledged_by": msg.acknowledged_by,
+                "acknowledged_at": _iso(msg.acknowledged_at),
+                "rejected_reason": msg.rejected_reason,
+                "decided_at": _iso(msg.decided_at),
+                "envelope_hash": msg.envelope_hash,
+                "handling": [
+                    {"code": c, "known": c in HANDLING_CODES, "meaning": line}
+                    for c, line in zip(msg.handling, handling, strict=True)
+                ],
+                "kind": msg.kind,
+                "valid_notice": notice is not None,
+                "notice_error": _notice_error(msg),
+                "summary": _summary_of(msg),
+                "deadline": _iso(notice_deadline(notice)) if notice else None,
+                "content": msg.content,
+                "attachments": [
+                    {
+                        "name": a.name,
+                        "type": a.type,
+                        "size": a.size,
+                        "sha256": a.h,
+                        "path": str(p) if p else None,
+                    }
+                    for a, p in zip(msg.attachments, files, strict=True)
+                ],
+            }
+        )
+        return
+    con = _console()
+    if msg.handling:
+        con.print(
+            Panel(
+                text("\n".join(handling)),
+                title="HANDLING RESTRICTIONS",
+                title_align="left",
+                border_style="bold red",
+            )
+        )
+    else:
+        con.print("Handling: no restrictions given")
+    meta = Table(show_header=False, box=None, pad_edge=False)
+    meta.add_column(style="bold", no_wrap=True)
+    meta.add_column()
+    meta.add_row("Message", msg.id)
+    meta.add_row("From", text(msg.sender))
+    meta.add_row(
+        "To",
+        text(
+            ", ".join(msg.to) + (" (we are a fallback recipient)" if msg.role == "fallback" else "")
+        ),
+    )
+    meta.add_row("Priority", _priority(msg.priority))
+    meta.add_row("Created", _when(msg.created))
+    meta.add_row("Received", _when(msg.received_at))
+    if msg.ack_by is not None:
+        meta.add_row("Ack by", _when(msg.ack_by))
+    meta.add_row("Expires", _when(msg.expires))
+    state: str = msg.state
+    if msg.state == "acknowledged":
+        state += f" by {msg.acknowledged_by} at {_when(msg.acknowledged_at)}"
+    elif msg.state == "rejected":
+        state += f" at {_when(msg.decided_at)}: {msg.rejected_reason}"
+    meta.add_row("State", text(state))
+    con.print(meta)
+    body = Table(show_header=False, title="Notice", title_justify="left", box=None, pad_edge=False)
+    body.add_column(style="bold", no_wrap=True)
+    body.add_column()
+    if notice is not None:
+        for label, value in describe(notice):
+            body.add_row(label, text(value))
+    else:
+        body.add_row("Invalid", text(_notice_error(msg) or "not a valid notice"))
+        body.add_row("Content", text(json.dumps(msg.content, indent=2, ensure_ascii=False)))
+    con.print(body)
+    if msg.attachments:
+        att = Table(title="Attachments", title_justify="left")
+        att.add_column("name")
+        att.add_column("type", no_wrap=True)
+        att.add_column("size", no_wrap=True)
+        att.add_column("local file")
+        for a, p in zip(msg.attachments, files, strict=True):
+            att.add_row(
+                text(a.name),
+                text(a.type),
+                _size(a.size),
+                text(str(p)) if p else Text("not downloaded yet", style="yellow"),
+            )
+        con.print(att)
+
+
+# --- ack / reject -------------------------------------------------------------------------
+
+
+def render_decision(d: Decision, as_json: bool) -> None:
+    m = d.msg
+    if as_json:
+        _print_json(
+            {
+                "id": m.id,
+                "status": d.status,
+                "person": m.acknowledged_by,
+                "reason": m.rejected_reason,
+                "at": _iso(d.at),
+                "receipt_sent": True,
+                "repeat": d.repeat,
+                "duplicate_at_relay": not d.new_at_relay,
+            }
+        )
+        return
+    who = f" by {m.acknowledged_by}" if d.status == "acknowledged" else ""
+    why = f" ({m.rejected_reason})" if d.status == "rejected" else ""
+    again = " again" if d.repeat else ""
+    seen = "" if d.new_at_relay else " (the relay already had it)"
+    _console().print(
+        text(
+            f"{d.status.capitalize()} {m.id}{who}{why} at {_when(d.at)}; signed receipt sent"
+            f"{again} to the relay for {m.sender}{seen}"
+        )
+    )

@@ -1,0 +1,122 @@
+"""Deciding on a received message: acknowledge it (a named person takes it in hand) or
+reject it (with a reason the sender sees).
+
+:func:`decide` signs the receipt first (a keystore that cannot sign must not leave a
+decision without receipt), records the decision in the inbox (final), then sends the
+receipt to the relay. Running it again with the same decision re-sends the same
+statement (same time), which the relay recognises as a repeat; a different decision is
+refused. Refusals are :class:`clients.refusal.RefusedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from clients.client import RelayClient
+from clients.config import ClientSettings
+from clients.errors import ClientError
+from clients.refusal import RefusedError
+from clients.store import AlreadyDecidedError, Inbox, InboxMessage, UnknownMessageError
+from clients.store.received import MAX_PERSON, MAX_REASON
+from keys.identity import Identity
+from keys.receipts import sign_receipt
+
+__all__ = ["Decision", "DecisionStatus", "decide"]
+
+Clock = Callable[[], int]
+DecisionStatus = Literal["acknowledged", "rejected"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    msg: InboxMessage
+    status: str
+    at: int
+    repeat: bool
+    """The same decision had been recorded before; its receipt was sent again."""
+    new_at_relay: bool
+
+
+async def decide(
+    settings: ClientSettings,
+    identity: Identity,
+    path: Path | None,
+    msg_id: str,
+    status: DecisionStatus,
+    *,
+    person: str | None = None,
+    reason: str | None = None,
+    clock: Clock,
+) -> Decision:
+    """Acknowledge (``person``) or reject (``reason``) message ``msg_id`` of the inbox at
+    ``path`` (None: there is no inbox yet), and send the signed receipt to the relay."""
+    if path is None:
+        raise UnknownMessageError(f"no message {msg_id} in the inbox")
+    now = clock()
+
+    def sign(msg: InboxMessage, at: int, person: str | None, reason: str | None) -> str:
+        return sign_receipt(
+            identity,
+            msg_id=msg.id,
+            envelope_hash=msg.envelope_hash,
+            status=status,
+            now=at,
+            person=person,
+            reason=reason,
+        )
+
+    async with await Inbox.open(path) as inbox:
+        msg = await inbox.received.get(msg_id)
+        if msg is None:
+            raise UnknownMessageError(f"no message {msg_id} in the inbox")
+        if status == "acknowledged" and person is not None and not 1 <= len(person) <= MAX_PERSON:
+            raise RefusedError(f"the person's name must be 1 to {MAX_PERSON} characters")
+        if status == "rejected" and reason is not None and not 1 <= len(reason) <= MAX_REASON:
+            raise RefusedError(f"the reason must be 1 to {MAX_REASON} characters")
+        # Sign first: a keystore that cannot sign must not leave a decision without receipt.
+        token = await asyncio.to_thread(sign, msg, now, person, reason)
+        repeat = False
+        try:
+            if status == "acknowledged":
+                assert person is not None
+                msg = await inbox.received.mark_acknowledged(msg_id, person=person, at=now)
+            else:
+                assert reason is not None
+                msg = await inbox.received.mark_rejected(msg_id, reason=reason, at=now)
+        except AlreadyDecidedError:
+            msg = await inbox.received.get(msg_id)
+            assert msg is not None
+            if msg.state != status:
+                raise RefusedError(
+                    f"message {msg_id} was already {msg.state}; the decision is final"
+                ) from None
+            if status == "acknowledged" and msg.acknowledged_by != person:
+                raise RefusedError(
+                    f"message {msg_id} was already acknowledged by {msg.acknowledged_by}; "
+                    "the decision is final"
+                ) from None
+            if status == "rejected" and msg.rejected_reason != reason:
+                raise RefusedError(
+                    f"message {msg_id} was already rejected with another reason; "
+                    "the decision is final"
+                ) from None
+            assert msg.decided_at is not None
+            # The same statement again (same time): the relay sees a repeat.
+            token = await asyncio.to_thread(
+                sign, msg, msg.decided_at, msg.acknowledged_by, msg.rejected_reason
+            )
+            repeat = True
+    decided_at = msg.decided_at if msg.decided_at is not None else now
+    async with RelayClient(settings.relay_url, identity, clock=clock) as client:
+        try:
+            new = await client.send_receipt(token)
+        except ClientError as exc:
+            raise RefusedError(
+                f"message {msg_id} is {status} in the local inbox, but the receipt could not "
+                f"be sent: {exc}; run the same command again to re-send it"
+            ) from None
+    return Decision(msg=msg, status=status, at=decided_at, repeat=repeat, new_at_relay=new)

@@ -1,0 +1,70 @@
+"""The pinned directory, shared by the CLI and the daemon.
+
+The client trusts the directory only through the pinned root key (``root_key`` in the
+settings) and remembers every directory version it has accepted in ``pin_path``, so a
+relay can never roll the directory back or fork it (:class:`keys.directory.DirectoryPin`).
+
+::
+
+    pinned = PinnedDirectory.load(settings)        # blocking: call before the loop or
+                                                   # in a worker thread
+    directory = await pinned.refresh(client)       # fetch, check against the pin, save
+    pinned.current                                 # the newest accepted version, or None
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from clients.client import RelayClient
+from clients.config import ClientSettings
+from clients.errors import ClientError
+from keys.directory import Directory, DirectoryPin
+from keys.keystore import write_private_file
+
+__all__ = ["PinnedDirectory"]
+
+
+class PinnedDirectory:
+    """The directory as far as the pinned root and the accepted history allow."""
+
+    def __init__(self, pin: DirectoryPin, path: Path) -> None:
+        self.pin = pin
+        self.path = path
+
+    @classmethod
+    def load(cls, settings: ClientSettings) -> PinnedDirectory:
+        """The pinned root and every version accepted before (blocking file I/O)."""
+        roots = [settings.root_public_key()]
+        path = settings.pin_path
+        if path.exists():
+            return cls(DirectoryPin.load(roots, path.read_text(encoding="utf-8")), path)
+        return cls(DirectoryPin(roots), path)
+
+    @property
+    def current(self) -> Directory | None:
+        """The newest accepted directory, or None before the first refresh."""
+        return self.pin.current
+
+    def require(self) -> Directory:
+        """The newest accepted directory; ClientError if there is none yet."""
+        if self.pin.current is None:
+            raise ClientError("no directory yet")
+        return self.pin.current
+
+    async def refresh(self, client: RelayClient) -> Directory:
+        """Fetch the relay's directory history and move the pin forward.
+
+        Refuses rollback and forks (:class:`keys.errors.KeysError`); the accepted history
+        is written (mode 0600) before this returns. Verification and the file write run in
+        a worker thread.
+        """
+        tokens = await client.directory_history()
+
+        def accept() -> Directory:
+            current = self.pin.accept_history(tokens)
+            write_private_file(self.path, self.pin.dump().encode())
+            return current
+
+        return await asyncio.to_thread(accept)

@@ -1,0 +1,130 @@
+"""The daemon's local inbox: one SQLite file, split by responsibility.
+
+``await Inbox.open(path)`` opens (and migrates) the file and gives three stores over one
+connection and one worker thread (:mod:`clients.store.db`):
+
+* ``inbox.received`` (:mod:`clients.store.received`): messages received, verified and
+  decrypted, deduplicated by id, each ``new`` until acknowledged or rejected;
+* ``inbox.sent`` (:mod:`clients.store.sent`): messages this authority sent and the
+  receipts about them;
+* ``inbox.hook_jobs`` (:mod:`clients.store.hookjobs`): the delivery-hook queue.
+
+Attachments are files beside the database (:meth:`Inbox.attachment_path`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from clients.store.db import (
+    SCHEMA_VERSION,
+    AlreadyDecidedError,
+    Database,
+    InboxError,
+    InboxSchemaError,
+    Migration,
+    UnknownMessageError,
+    migrations,
+)
+from clients.store.hookjobs import HookJob, HookJobs, HookState
+from clients.store.received import InboxMessage, MessageState, ReceivedMessages
+from clients.store.sent import SentMessage, SentMessages, StoredReceipt
+from keys.encoding import is_uuid7
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AlreadyDecidedError",
+    "HookJob",
+    "HookJobs",
+    "HookState",
+    "Inbox",
+    "InboxError",
+    "InboxMessage",
+    "InboxSchemaError",
+    "MessageState",
+    "ReceivedMessages",
+    "SentMessage",
+    "SentMessages",
+    "StoredReceipt",
+    "UnknownMessageError",
+    "migrations",
+]
+
+
+class Inbox:
+    """An open inbox. Create with ``await Inbox.open(path)``; ``await close()`` when done."""
+
+    def __init__(self, db: Database) -> None:
+        # Use Inbox.open().
+        self._db = db
+        self.path = db.path
+        self.received = ReceivedMessages(db)
+        self.sent = SentMessages(db)
+        self.hook_jobs = HookJobs(db)
+
+    @classmethod
+    async def open(
+        cls, path: str | os.PathLike[str], *, schema: list[Migration] | None = None
+    ) -> Inbox:
+        """Open (creating if needed, mode 0600) and migrate the inbox database at ``path``."""
+        return cls(await Database.open(path, schema=schema))
+
+    async def close(self) -> None:
+        """Wait for calls already made, then close the database. Idempotent."""
+        await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def schema_version(self) -> int:
+        return await self._db.schema_version()
+
+    @property
+    def attachments_dir(self) -> Path:
+        """Where downloaded attachments go: ``attachments/`` beside the database file."""
+        return self.path.parent / "attachments"
+
+    def attachment_path(self, msg_id: str, name: str) -> Path:
+        """The local file for attachment ``name`` of message ``msg_id`` (it may not exist).
+
+        ``name`` comes from the sender, so it is made safe: the path always stays inside
+        ``attachments/<msg_id>/``.
+        """
+        if not is_uuid7(msg_id):
+            raise InboxError("not a message id")
+        return self.attachments_dir / msg_id / _safe_filename(name)
+
+
+_SAFE_NAME = re.compile(r"[^\w.\- ]", re.UNICODE)
+
+
+def _safe_filename(name: str) -> str:
+    """A file name derived from an attachment name that cannot leave its folder.
+
+    A name that is already safe is kept; otherwise unsafe characters become ``_`` and a
+    short hash of the original name is added, so that two different names never map to
+    the same file.
+    """
+    safe = _SAFE_NAME.sub("_", name).lstrip(". ")
+    if len(safe.encode("utf-8")) > 150:
+        safe = safe.encode("utf-8")[:150].decode("utf-8", "ignore")
+    if safe == name and safe:
+        return safe
+    tag = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    stem, dot, ext = safe.rpartition(".")
+    if dot and stem and len(ext) <= 10:
+        return f"{stem}~{tag}.{ext}"
+    return f"{safe or 'attachment'}~{tag}"

@@ -1,0 +1,1 @@
+"""Numbered SQL migrations of the local inbox, applied in order (package data)."""

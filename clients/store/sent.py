@@ -1,0 +1,170 @@
+"""Sent messages and the receipts that came back for them (deduplicated by token).
+
+A sent message is found by its id through the primary key, and its latest receipt
+through the ``receipts_by_message`` index: no lookup scans the table.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clients.store.db import Database, InboxError, dumps, transaction
+
+__all__ = ["SELECT_SENT_BY_ID", "SentMessage", "SentMessages", "StoredReceipt"]
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    id: str
+    to: tuple[str, ...]
+    envelope_hash: str
+    created: int
+    priority: str
+    summary: str
+    last_status: str | None
+    """The status of the latest receipt recorded for it (by ``at``), if any."""
+    last_status_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReceipt:
+    msg_id: str
+    token: str
+    status: str
+    signer: str
+    at: int
+
+
+_SELECT_SENT = (
+    "SELECT s.*, r.status AS last_status, r.at AS last_status_at FROM sent s "
+    "LEFT JOIN receipts r ON r.token_hash = ("
+    "  SELECT token_hash FROM receipts WHERE msg_id = s.id "
+    "  ORDER BY at DESC, rowid DESC LIMIT 1) "
+)
+
+SELECT_SENT_BY_ID = _SELECT_SENT + "WHERE s.id = ?"
+"""One sent message with its latest receipt: a primary-key and an index lookup."""
+
+
+def _sent(r: sqlite3.Row) -> SentMessage:
+    return SentMessage(
+        id=r["id"],
+        to=tuple(json.loads(r["recipients"])),
+        envelope_hash=r["envelope_hash"],
+        created=r["created"],
+        priority=r["priority"],
+        summary=r["summary"],
+        last_status=r["last_status"],
+        last_status_at=r["last_status_at"],
+    )
+
+
+class SentMessages:
+    """What this authority sent, and the receipts about it (``inbox.sent``)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self,
+        msg_id: str,
+        *,
+        to: Sequence[str],
+        envelope_hash: str,
+        created: int,
+        priority: str,
+        summary: str,
+    ) -> bool:
+        """Remember a message we sent. True if new; recording it again is not an error.
+
+        Recording the same id with a different envelope hash raises :class:`InboxError`.
+        """
+        recipients = dumps(builtins.list(to))
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                cur = conn.execute(
+                    "INSERT INTO sent (id, recipients, envelope_hash, created, priority, summary) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    (msg_id, recipients, envelope_hash, created, priority, summary),
+                )
+                if cur.rowcount:
+                    return True
+                row = conn.execute(
+                    "SELECT envelope_hash FROM sent WHERE id = ?", (msg_id,)
+                ).fetchone()
+            if row["envelope_hash"] != envelope_hash:
+                raise InboxError(f"message {msg_id} was already recorded as another envelope")
+            return False
+
+        return await self._db.run(tx)
+
+    async def record_receipt(
+        self, msg_id: str, token: str, *, status: str, signer: str, at: int
+    ) -> bool:
+        """Store a (verified) receipt; True if new, False if that token is already stored.
+
+        The message need not have been recorded with :meth:`record` first: a receipt can
+        overtake the sender's own bookkeeping.
+        """
+        token_hash = hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+        def tx(conn: sqlite3.Connection) -> bool:
+            with transaction(conn):
+                cur = conn.execute(
+                    "INSERT INTO receipts (token_hash, msg_id, token, status, signer, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+                    (token_hash, msg_id, token, status, signer, at),
+                )
+                return cur.rowcount == 1
+
+        return await self._db.run(tx)
+
+    async def get(self, msg_id: str) -> SentMessage | None:
+        """One message we sent, with its latest receipt status, or None (by primary key)."""
+
+        def q(conn: sqlite3.Connection) -> SentMessage | None:
+            row = conn.execute(SELECT_SENT_BY_ID, (msg_id,)).fetchone()
+            return None if row is None else _sent(row)
+
+        return await self._db.run(q)
+
+    async def list(self, limit: int = 50) -> builtins.list[SentMessage]:
+        """Messages we sent, newest first, each with its latest receipt status."""
+
+        def q(conn: sqlite3.Connection) -> builtins.list[SentMessage]:
+            params: tuple[Any, ...] = (limit,)
+            rows = conn.execute(
+                _SELECT_SENT + "ORDER BY s.created DESC, s.id DESC LIMIT ?", params
+            ).fetchall()
+            return [_sent(r) for r in rows]
+
+        return await self._db.run(q)
+
+    async def timeline(self, msg_id: str) -> builtins.list[StoredReceipt]:
+        """Every receipt recorded for ``msg_id``, oldest first."""
+
+        def q(conn: sqlite3.Connection) -> builtins.list[StoredReceipt]:
+            rows = conn.execute(
+                "SELECT msg_id, token, status, signer, at FROM receipts WHERE msg_id = ? "
+                "ORDER BY at, rowid",
+                (msg_id,),
+            ).fetchall()
+            return [
+                StoredReceipt(
+                    msg_id=r["msg_id"],
+                    token=r["token"],
+                    status=r["status"],
+                    signer=r["signer"],
+                    at=r["at"],
+                )
+                for r in rows
+            ]
+
+        return await self._db.run(q)
