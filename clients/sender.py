@@ -37,6 +37,7 @@ from keys.encoding import b64d
 from keys.envelope import SealedEnvelope, seal
 from keys.errors import KeysError
 from keys.identity import Identity
+from keys.lifecycle import state_from_receipts
 from keys.models import AttachmentManifestEntry, EnvelopeHeader, Priority, ReceiptBody
 from keys.receipts import verify_receipt
 
@@ -233,22 +234,9 @@ class SentStatus:
         return sum(1 for r in self.rows if r.error is not None)
 
 
-_STATE_AFTER = {
-    "delivered": ({"accepted"}, "delivered"),
-    "acknowledged": ({"accepted", "delivered"}, "acknowledged"),
-    "rejected": ({"accepted", "delivered"}, "rejected"),
-    "expired": ({"accepted", "delivered"}, "expired"),
-}
-
-
 def message_state(statuses: Sequence[str]) -> str:
-    """The message state from its receipts, with the relay's rules (docs/API.md)."""
-    state = "accepted" if "accepted" in statuses else "sent"
-    for status in statuses:
-        rule = _STATE_AFTER.get(status)
-        if rule is not None and (state in rule[0] or state == "sent"):
-            state = rule[1]
-    return state
+    """The message state from its receipts, by the relay's own table (keys.lifecycle)."""
+    return state_from_receipts(statuses)
 
 
 async def status_online(
