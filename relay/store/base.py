@@ -3,7 +3,7 @@
 The domain core (:mod:`relay.core`) talks only to :class:`Store`. Every method is a
 coroutine and never blocks the event loop. "Committed" means durable under the
 backend's policy: a write that returned has survived ``kill -9`` of the relay.
-One parametrized contract suite (``tests/test_store_contract.py``) runs against every
+One parametrized contract suite (``tests/relay/test_store_contract.py``) runs against every
 backend.
 """
 

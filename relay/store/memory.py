@@ -2,7 +2,7 @@
 
 This is the contract written out to be read: each method does the obvious thing with
 dicts and lists. The SQLite and Redis stores keep the same promises with transactions and
-Lua scripts, and one contract suite (``tests/test_store_contract*.py``) runs against all
+Lua scripts, and one contract suite (``tests/relay/test_store_contract*.py``) runs against all
 three, so when they disagree on a detail, this file says what was meant.
 
 There is no I/O and nothing is durable: a restart forgets everything. Use it for tests

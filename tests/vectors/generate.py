@@ -1,7 +1,7 @@
 """Deterministic protocol test vectors: fixed keys, nonces, times and content.
 
 Run ``python -m tests.vectors.generate`` to rewrite the JSON files beside this module;
-``tests/test_vectors.py`` regenerates them in memory and compares byte for byte, and
+``tests/keys/test_vectors.py`` regenerates them in memory and compares byte for byte, and
 opens them with the production code. An implementation in another language can use
 these files to check its envelope, receipt and directory code (docs/PROTOCOL.md).
 """

@@ -28,8 +28,7 @@ from relay.api import ops
 from relay.api.ops import token_digest
 from relay.settings import OperatorCredential, RelaySettings
 from tests.netfixture import AUTHORITIES, Network
-from tests.relayfixture import RelayEnv, write_relay_files
-from tests.test_ops import (
+from tests.relay.test_ops import (
     OPERATOR_TOKEN,
     answer,
     connect,
@@ -37,9 +36,10 @@ from tests.test_ops import (
     seal_to,
     send,
 )
+from tests.relayfixture import RelayEnv, write_relay_files
 
 CHROMIUM = Path("/usr/bin/chromium")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -154,7 +154,7 @@ async def test_dashboard_in_a_headless_browser(
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tests.test_ops_browser",
+        "tests.relay.test_ops_browser",
         relay.base_url,
         escalated.id,
         delivered.id,

@@ -21,8 +21,8 @@ import pytest
 from clients.sender import message_state
 from clients.store import SCHEMA_VERSION, Inbox, InboxError, InboxSchemaError, migrations
 from clients.store.sent import SELECT_SENT_BY_ID
+from tests.clients.test_inbox import deliver
 from tests.netfixture import NOW, Network
-from tests.test_inbox import deliver
 
 # What the inbox code before the split wrote as schema version 1 (its in-code migration
 # list), kept verbatim: files in the field look like this.

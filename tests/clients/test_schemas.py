@@ -23,7 +23,7 @@ from clients.kinds import (
 )
 from tests.netfixture import NOW
 
-SCHEMAS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
 # One valid notice of each kind, with every member the kind has.
 FULL: dict[str, dict[str, Any]] = {
