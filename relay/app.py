@@ -43,6 +43,7 @@ from relay.core.intake import Intake, Limits, MessageIndex
 from relay.core.metrics import Metrics
 from relay.core.probes import Prober
 from relay.core.readmodel import ReadModel
+from relay.lock import DataDirInUseError, DataDirLock
 from relay.settings import RelaySettings
 from relay.store.base import QueueItem, Store, StoreError
 from relay.store.memory import MemoryStore
@@ -99,11 +100,7 @@ def create_app(
     app[NONCES] = NonceCache()
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
-    app[DIRECTORY] = DirectoryHolder(
-        settings.directory_dir,
-        lambda: [settings.root_public_key()],
-        settings.data_dir / "directory-pin.json",
-    )
+    app[DIRECTORY] = make_directory(settings)
     app.router.add_routes(routes)
     app.router.add_get("/openapi.json", openapi_handler)
     setup_ops(app)  # /metrics, /ops: operator-authenticated
@@ -112,13 +109,24 @@ def create_app(
     return app
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    store = app[STORE]
-    holder = app[DIRECTORY]
+def make_directory(settings: RelaySettings) -> DirectoryHolder:
+    return DirectoryHolder(
+        settings.directory_dir,
+        lambda: [settings.root_public_key()],
+        settings.data_dir / "directory-pin.json",
+    )
+
+
+async def prepare(settings: RelaySettings, store: Store, holder: DirectoryHolder) -> Identity:
+    """Everything ``relay serve`` checks before it serves: the data folder, the keystore
+    and its passphrase, a verified directory listing this relay, and a working store
+    (started; the caller closes it). Raises :class:`StartupError` with one line."""
     try:
         await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
-        identity = await asyncio.to_thread(load_identity, settings)
+    except OSError as exc:
+        raise StartupError(f"data_dir {settings.data_dir}: {exc.strerror or exc}") from exc
+    identity = await asyncio.to_thread(load_identity, settings)
+    try:
         await asyncio.to_thread(holder.load)
     except KeysError as exc:
         raise StartupError(f"directory: {exc}") from exc
@@ -128,23 +136,59 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await store.start()
     except StoreError as exc:  # unreachable, or configured so it cannot keep the promise
         raise StartupError(f"store: {exc}") from exc
-    core = app[CORE] = wire(app, identity, holder, store)
-    tasks = [
-        asyncio.create_task(_maintenance(app), name="relay-maintenance"),
-        asyncio.create_task(
-            core.escalation.run(interval_s=settings.escalation_interval_s), name="escalation"
-        ),
-        asyncio.create_task(_listen(store, core.delivery.hub), name="store-listener"),
-        asyncio.create_task(core.prober.run(), name="probes"),
-    ]
-    log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
+    return identity
+
+
+async def check(settings: RelaySettings) -> str:
+    """``relay check-config``: :func:`prepare` without serving, firing or binding."""
+    store, holder = make_store(settings), make_directory(settings)
+    identity = await prepare(settings, store, holder)
     try:
-        yield
+        await store.ping()
+    except StoreError as exc:
+        raise StartupError(f"store: {exc}") from exc
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         await store.close()
+    return f"relay {identity.id}, directory version {holder.current.version}"
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    settings, store, holder = app[SETTINGS], app[STORE], app[DIRECTORY]
+    lock: DataDirLock | None = None
+    if settings.store != "redis":  # one process owns a SQLite (or memory) relay's state
+        lock = DataDirLock(settings.data_dir)
+        try:
+            await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(lock.acquire)
+        except DataDirInUseError as exc:
+            raise StartupError(str(exc)) from exc
+        except OSError as exc:
+            raise StartupError(f"data_dir {settings.data_dir}: {exc.strerror or exc}") from exc
+    try:
+        identity = await prepare(settings, store, holder)
+        try:
+            core = app[CORE] = wire(app, identity, holder, store)
+            tasks = [
+                asyncio.create_task(_maintenance(app), name="relay-maintenance"),
+                asyncio.create_task(
+                    core.escalation.run(interval_s=settings.escalation_interval_s),
+                    name="escalation",
+                ),
+                asyncio.create_task(_listen(store, core.delivery.hub), name="store-listener"),
+                asyncio.create_task(core.prober.run(), name="probes"),
+            ]
+            log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await store.close()
+    finally:
+        if lock is not None:
+            await asyncio.to_thread(lock.release)
 
 
 def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, store: Store) -> Core:

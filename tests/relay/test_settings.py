@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,9 @@ import pytest
 from clients.config import ConfigError as ClientConfigError
 from clients.config import load_client_settings
 from relay.cli import main as relay_main
-from relay.settings import ConfigError, load_settings
+from relay.settings import ConfigError, RelaySettings, load_settings
+from tests.netfixture import Network
+from tests.relayfixture import RelayEnv, write_relay_files
 
 ROOT_KEY = "A" * 43  # 32 zero bytes in base64url
 
@@ -69,9 +75,74 @@ def test_missing_root_key_and_missing_file_are_refused(
         load_client_settings(relay_url="http://127.0.0.1:1")
 
 
+def _relay_toml(settings: RelaySettings, *, passphrase: bool = True) -> Path:
+    conf = settings.data_dir.parent / "relay.toml"
+    lines = [
+        f'root_key = "{settings.root_key}"',
+        f'data_dir = "{settings.data_dir}"',
+        f'directory_dir = "{settings.directory_dir}"',
+        f'keystore = "{settings.keystore}"',
+    ]
+    if passphrase:
+        lines.append(f'keystore_passphrase_file = "{settings.keystore_passphrase_file}"')
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+@pytest.fixture
+def files(tmp_path: Path, net: Network, monkeypatch: pytest.MonkeyPatch) -> RelaySettings:
+    for name in ("RELAY_ROOT_KEY", "RELAY_KEYSTORE_PASSPHRASE", "RELAY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    return write_relay_files(tmp_path, net)
+
+
 def test_check_config_accepts_a_good_configuration(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    files: RelaySettings, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("RELAY_ROOT_KEY", ROOT_KEY)
-    assert relay_main(["check-config"]) == 0
-    assert "configuration OK" in capsys.readouterr().out
+    assert relay_main(["check-config", "--config", str(_relay_toml(files))]) == 0
+    out = capsys.readouterr().out
+    assert "configuration OK: relay relay-eu, directory version" in out
+
+
+def test_check_config_checks_what_serve_checks(
+    files: RelaySettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A configuration that cannot start is not OK: no passphrase, no directory version."""
+    bare = _relay_toml(files, passphrase=False)
+    assert relay_main(["check-config", "--config", str(bare)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no passphrase" in err[0] and "--passphrase-file" in err[0]
+    # The option the message names exists on check-config (and serve).
+    pass_file = str(files.keystore_passphrase_file)
+    assert relay_main(["check-config", "--config", str(bare), "--passphrase-file", pass_file]) == 0
+    capsys.readouterr()
+    for version in files.directory_dir.iterdir():
+        version.unlink()
+    assert relay_main(["check-config", "--config", str(_relay_toml(files))]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("relay: error: cannot start: directory")
+
+
+async def test_a_second_relay_on_the_same_data_dir_refuses_naming_the_holder(
+    relay: RelayEnv,
+) -> None:
+    conf = await asyncio.to_thread(_relay_toml, relay.settings)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "relay.cli",
+        "serve",
+        "--config",
+        str(conf),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1, out
+    lines = err.decode().strip().splitlines()
+    assert lines[-1] == (
+        f"relay: error: cannot start: {relay.settings.data_dir} is in use by another relay "
+        f"(pid {os.getpid()} on {socket.gethostname()}); two relays cannot share one data_dir"
+    )
