@@ -38,14 +38,17 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Debian packages the suite needs beyond pip: redis-server (Redis tests start their
-# own servers) and chromium (the /ops browser test drives it with Playwright).
+# own servers), chromium (the /ops browser test drives it with Playwright) and
+# prometheus (its promtool checks and unit-tests the shipped alert rules).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; apt-get update && apt-get install -y $$missing; \
+	    echo "installing:$$missing"; apt-get update && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	  else \
 	    echo "missing:$$missing - install them (sudo apt-get install -y$$missing) and re-run"; exit 1; \
 	  fi; \

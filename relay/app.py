@@ -234,6 +234,7 @@ def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, stor
         relay_id=identity.id,
         directory=directory,
         clock=clock,
+        unreachable_after_ms=int(settings.unreachable_after_s * 1000),
     )
     return Core(intake, delivery, escalation, prober, read, store)
 

@@ -182,7 +182,10 @@ def operator_token(name: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
 def status(url: str, token_file: str, as_json: bool) -> None:
-    """Show authorities, open escalations and timers; exit 1 if a timer is overdue.
+    """Show authorities, open escalations and timers; exit 1 when degraded.
+
+    Degraded: an authority unreachable for longer than unreachable_after_s, a message at
+    the notify step, or an escalation timer overdue; each is named on stderr.
 
     Also exits 1, with one line on stderr, when the relay cannot be asked.
     """
@@ -198,7 +201,20 @@ def status(url: str, token_file: str, as_json: bool) -> None:
     except StatusError as exc:
         raise click.ClickException(str(exc)) from exc
     if problems:
-        raise click.ClickException("; ".join(problems))
+        raise click.ClickException("degraded: " + "; ".join(problems))
+
+
+@cli.command("alert-rules")
+def alert_rules() -> None:
+    """Print the Prometheus alert rules for the relay's metrics (YAML, for rule_files).
+
+    One alert per way the relay's health turns degraded: an authority unreachable, a
+    message at the notify step, an escalation timer overdue, the store unavailable.
+    """
+    from importlib import resources
+
+    text = resources.files("relay.prometheus").joinpath("alerts.yml").read_text("utf-8")
+    click.echo(text, nl=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

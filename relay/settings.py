@@ -77,6 +77,8 @@ class RelaySettings(settingsfile.PinnedRootSettings):
     escalation_interval_s: float = Field(0.25, gt=0, le=10)
     probe_interval_s: float = Field(60.0, gt=0)
     """How often each connected daemon is probed end to end."""
+    unreachable_after_s: float = Field(600.0, gt=0)
+    """An authority unreachable for longer than this makes the relay's health degraded."""
     operators: list[OperatorCredential] = Field(default_factory=list)
     """Operator credentials for /ops, /metrics and `relay status` (hashed tokens)."""
 

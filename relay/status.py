@@ -21,13 +21,16 @@ import math
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keys.encoding import b64d
-from keys.lifecycle import STEP_NAMES
+from keys.lifecycle import STEP_NAMES, Schedule, Step
+from keys.models import DirectoryEntry
+from relay.core.errors import UnavailableError
 from relay.core.escalation import OVERDUE_AFTER_MS
-from relay.core.readmodel import ReadModel, RecentMessage
+from relay.core.readmodel import ProbeState, Reachability, ReadModel, RecentMessage, TimerStats
 from relay.store.base import MessageRecord, ReceiptRecord
 
 if TYPE_CHECKING:
@@ -184,83 +187,210 @@ async def message_timeline(read: ReadModel, msg_id: str) -> Json | None:
     return message_summary(record, receipts, read.relay_id)
 
 
-async def refresh_gauges(read: ReadModel, metrics: Metrics) -> None:
-    """Set the gauges from the store and the hub (called on each /metrics scrape)."""
+PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityHealth:
+    entry: DirectoryEntry
+    connections: int
+    last_seen: int | None
+    reach: Reachability
+    probe: ProbeState
+    queue_depth: int
+    oldest_enqueued_at: int | None
+    open_escalations: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEscalation:
+    record: MessageRecord
+    expected_by: int
+    """When an acknowledgement was expected: the sender's ack_by, else the first step."""
+    next_step: tuple[int, int] | None
+    """The next escalation step and when it is due, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    now: int
+    authorities: list[AuthorityHealth]
+    escalations: list[OpenEscalation]
+    """Most urgent first: priority, then how long overdue."""
+    timers: TimerStats
+    queued: int
+    connections: int
+    problems: list[str]
+    """Why an operator must look (empty: healthy)."""
+
+
+def _open_escalation(record: MessageRecord) -> OpenEscalation:
+    snap = Schedule.loads(record.policy)
+    first = snap.due(Step.REMIND) if snap is not None else None
+    expected = record.ack_by if record.ack_by is not None else (first or record.accepted_at)
+    nxt = snap.next_after(record.escalation_step) if snap is not None else None
+    return OpenEscalation(record, expected, nxt)
+
+
+async def collect_health(read: ReadModel) -> Health:
+    """Everything the operator views need, and the problems that make health degraded:
+    an authority unreachable for longer than the configured threshold, a message at the
+    notify step, an overdue escalation timer."""
     now = read.clock()
-    stats = await read.queue_stats()
+    presence = read.presence(now)
+    stats = {s.recipient: s for s in await read.queue_stats()}
     timers = await read.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
-    oldest = min((s.oldest_enqueued_at for s in stats if s.oldest_enqueued_at), default=None)
-    metrics.pending.set(sum(s.depth for s in stats))
-    metrics.oldest_unacked.set(max(0, now - oldest) / 1000 if oldest is not None else 0)
+    escalations = [_open_escalation(r) for r in await read.open_escalations(limit=ESCALATION_LIMIT)]
+    escalations.sort(
+        key=lambda e: (PRIORITY_RANK.get(e.record.priority, 9), e.expected_by, e.record.id)
+    )
+    open_by: dict[str, int] = {}
+    for e in escalations:
+        for aid in set(e.record.to):
+            open_by[aid] = open_by.get(aid, 0) + 1
+    authorities: list[AuthorityHealth] = []
+    for entry in read.directory.authorities:
+        if entry.role == "relay":
+            continue
+        queue = stats.get(entry.id)
+        authorities.append(
+            AuthorityHealth(
+                entry=entry,
+                connections=presence.connected.get(entry.id, 0),
+                last_seen=presence.last_seen.get(entry.id),
+                reach=read.reachability(entry.id, now),
+                probe=read.probe(entry.id, now),
+                queue_depth=queue.depth if queue is not None else 0,
+                oldest_enqueued_at=queue.oldest_enqueued_at if queue is not None else None,
+                open_escalations=open_by.get(entry.id, 0),
+            )
+        )
+    problems: list[str] = []
+    for a in authorities:
+        since = a.reach.since
+        if since is not None and now - since > read.unreachable_after_ms:
+            problems.append(
+                f"{a.entry.id} unreachable for {fmt_age((now - since) / 1000)} "
+                f"(since {fmt_time(since)})"
+            )
+    for e in escalations:
+        if e.record.escalation_step >= Step.NOTIFY:
+            problems.append(
+                f"message {e.record.id} from {e.record.sender} to {', '.join(e.record.to)} "
+                "reached the notify step"
+            )
+    if timers.overdue:
+        problems.append(
+            f"{timers.overdue} escalation timer{'s are' if timers.overdue != 1 else ' is'} "
+            f"overdue by more than {OVERDUE_AFTER_MS} ms"
+        )
+    return Health(
+        now=now,
+        authorities=authorities,
+        escalations=escalations,
+        timers=timers,
+        queued=sum(s.depth for s in stats.values()),
+        connections=sum(presence.connected.values()),
+        problems=problems,
+    )
+
+
+async def refresh_gauges(read: ReadModel, metrics: Metrics) -> None:
+    """Set the gauges (called on each /metrics scrape). A store that does not answer
+    sets ``cpar_store_up`` to 0; the scrape itself still succeeds."""
     metrics.connected.set(read.connections())
-    metrics.pending_timers.set(timers.pending)
-    metrics.overdue_timers.set(timers.overdue)
+    try:
+        health = await collect_health(read)
+    except UnavailableError:
+        metrics.store_up.set(0)
+        metrics.degraded.set(1)
+        return
+    now = health.now
+    metrics.store_up.set(1)
+    metrics.degraded.set(1 if health.problems else 0)
+    metrics.pending.set(health.queued)
+    oldest = min(
+        (a.oldest_enqueued_at for a in health.authorities if a.oldest_enqueued_at), default=None
+    )
+    metrics.oldest_unacked.set(max(0, now - oldest) / 1000 if oldest is not None else 0)
+    metrics.pending_timers.set(health.timers.pending)
+    metrics.overdue_timers.set(health.timers.overdue)
+    metrics.at_notify_step.set(
+        sum(1 for e in health.escalations if e.record.escalation_step >= Step.NOTIFY)
+    )
+    for gauge in metrics.per_authority:
+        gauge.clear()  # authorities that left the directory leave the metrics too
+    for a in health.authorities:
+        aid = a.entry.id
+        since = a.reach.since
+        metrics.authority_connected.labels(authority=aid).set(a.connections)
+        metrics.authority_reachable.labels(authority=aid).set(1 if a.reach.reachable else 0)
+        metrics.authority_unreachable.labels(authority=aid).set(
+            max(0, now - since) / 1000 if since is not None else 0
+        )
+        metrics.authority_queue_depth.labels(authority=aid).set(a.queue_depth)
+        metrics.authority_oldest_unacked.labels(authority=aid).set(
+            max(0, now - a.oldest_enqueued_at) / 1000 if a.oldest_enqueued_at else 0
+        )
+        metrics.authority_open_escalations.labels(authority=aid).set(a.open_escalations)
 
 
 async def build_snapshot(read: ReadModel, tracker: LatencyTracker) -> Json:
     """The operator snapshot (``GET /ops/snapshot``, the SSE events, ``relay status``)."""
-    now = read.clock()
-    presence = read.presence(now)
-    connected: Mapping[str, int] = presence.connected
-    last_seen: Mapping[str, int] = presence.last_seen
-    stats = {s.recipient: s for s in await read.queue_stats()}
-    timers = await read.timer_stats(now, overdue_after_ms=OVERDUE_AFTER_MS)
-    pending, overdue, next_due = timers.pending, timers.overdue, timers.next_due
+    health = await collect_health(read)
+    now = health.now
     await tracker.refresh(read, read.recent(), now)
     escalations: list[Json] = []
-    open_by: dict[str, int] = {}
-    for record in await read.open_escalations(limit=ESCALATION_LIMIT):
-        receipts = await read.receipts(record.id)
-        escalations.append(message_summary(record, receipts, read.relay_id))
-        for aid in set(record.to):
-            open_by[aid] = open_by.get(aid, 0) + 1
+    for e in health.escalations:
+        receipts = await read.receipts(e.record.id)
+        summary = message_summary(e.record, receipts, read.relay_id)
+        summary["expected_by"] = e.expected_by
+        summary["overdue_by_s"] = max(0, now - e.expected_by) / 1000
+        summary["next_step"] = STEP_NAMES.get(e.next_step[0]) if e.next_step else None
+        summary["next_due"] = e.next_step[1] if e.next_step else None
+        escalations.append(summary)
     directory = read.directory
     authorities: list[Json] = []
-    for entry in directory.authorities:
-        if entry.role == "relay":
-            continue
-        aid = entry.id
-        queue = stats.get(aid)
-        oldest = queue.oldest_enqueued_at if queue is not None else None
-        p50, p95, samples = tracker.stats(aid)
-        probe = read.probe(aid, now)
-        probe_at, rtt, reachable = probe.answered_at, probe.rtt_ms, probe.reachable
+    for a in health.authorities:
+        p50, p95, samples = tracker.stats(a.entry.id)
+        oldest = a.oldest_enqueued_at
         authorities.append(
             {
-                "id": aid,
-                "name": entry.name,
-                "country": entry.country,
-                "role": entry.role,
-                "connected": connected.get(aid, 0) > 0,
-                "connections": connected.get(aid, 0),
-                "last_seen": last_seen.get(aid),
-                "probe_answered_at": probe_at,
-                "probe_rtt_ms": rtt,
-                "reachable": reachable,
-                "queue_depth": queue.depth if queue is not None else 0,
+                "id": a.entry.id,
+                "name": a.entry.name,
+                "country": a.entry.country,
+                "role": a.entry.role,
+                "connected": a.connections > 0,
+                "connections": a.connections,
+                "last_seen": a.last_seen,
+                "probe_answered_at": a.probe.answered_at,
+                "probe_rtt_ms": a.probe.rtt_ms,
+                "reachable": a.reach.reachable,
+                "unreachable_since": a.reach.since,
+                "queue_depth": a.queue_depth,
                 "oldest_unacked_age_s": max(0, now - oldest) / 1000 if oldest else None,
-                "open_escalations": open_by.get(aid, 0),
+                "open_escalations": a.open_escalations,
                 "latency_p50_s": p50,
                 "latency_p95_s": p95,
                 "latency_samples": samples,
             }
         )
-    problems = []
-    if overdue:
-        problems.append(
-            f"{overdue} escalation timer{'s are' if overdue != 1 else ' is'} overdue "
-            f"by more than {OVERDUE_AFTER_MS} ms"
-        )
+    timers = health.timers
     return {
         "relay": read.relay_id,
         "network": directory.network,
         "directory_version": directory.version,
         "now": now,
-        "healthy": not problems,
-        "problems": problems,
-        "timers": {"pending": pending, "overdue": overdue, "next_due": next_due},
-        "queued": sum(s.depth for s in stats.values()),
-        "connected_daemons": sum(connected.values()),
+        "status": "degraded" if health.problems else "healthy",
+        "healthy": not health.problems,
+        "problems": health.problems,
+        "timers": {
+            "pending": timers.pending,
+            "overdue": timers.overdue,
+            "next_due": timers.next_due,
+        },
+        "queued": health.queued,
+        "connected_daemons": health.connections,
         "authorities": authorities,
         "escalations": escalations,
     }
@@ -308,8 +438,19 @@ def fmt_event(event: Mapping[str, Any]) -> str:
 def fmt_presence(a: Mapping[str, Any]) -> str:
     if a.get("connected"):
         n = a.get("connections", 1)
-        return "connected" + (f" x{n}" if isinstance(n, int) and n > 1 else "")
-    return "offline"
+        text = "connected" + (f" x{n}" if isinstance(n, int) and n > 1 else "")
+    else:
+        text = "offline"
+    since = a.get("unreachable_since")
+    if a.get("reachable") is False and isinstance(since, int):
+        text += f", unreachable since {fmt_time(since)}"
+    return text
+
+
+def fmt_next(e: Mapping[str, Any]) -> str:
+    """An open escalation's next step and when it is due."""
+    step = e.get("next_step")
+    return f"{step} at {fmt_time(e.get('next_due'))}" if step else "—"
 
 
 # -- `relay status` ---------------------------------------------------------------------
@@ -370,9 +511,11 @@ def render_tables(snap: Mapping[str, Any], console: Console) -> None:
         )
     console.print(auth)
 
-    esc = Table(title="Open escalations")
-    for col in ("message", "from", "to", "priority", "step", "state", "accepted", "latest"):
+    esc = Table(title="Open escalations (most urgent first)")
+    esc.add_column("message", no_wrap=True)
+    for col in ("from", "to", "priority", "step", "ack by", "overdue by", "next"):
         esc.add_column(col, overflow="fold")
+    esc.add_column("latest", overflow="fold")
     for e in snap.get("escalations", []):
         latest = e["timeline"][-1] if e.get("timeline") else {}
         esc.add_row(
@@ -381,12 +524,13 @@ def render_tables(snap: Mapping[str, Any], console: Console) -> None:
             ", ".join(e.get("to", [])),
             str(e.get("priority")),
             str(e.get("escalation_step") or "—"),
-            str(e.get("state")),
-            fmt_time(e.get("accepted_at")),
+            fmt_time(e.get("ack_by") or e.get("expected_by")),
+            fmt_age(e.get("overdue_by_s")),
+            fmt_next(e),
             fmt_event(latest) if latest else "—",
         )
     if not snap.get("escalations"):
-        esc.add_row("none", "", "", "", "", "", "", "")
+        esc.add_row("none", "", "", "", "", "", "", "", "")
     console.print(esc)
 
     timers = snap.get("timers", {})
@@ -401,6 +545,11 @@ def render_tables(snap: Mapping[str, Any], console: Console) -> None:
         fmt_time(timers.get("next_due")),
     )
     console.print(tt)
+    problems = snap.get("problems") or []
+    if problems:
+        console.print("[bold red]degraded[/]: " + "; ".join(str(p) for p in problems))
+    else:
+        console.print("[bold green]healthy[/]")
     if isinstance(now, int):
         console.print(f"as of {fmt_time(now)} (relay clock)")
 

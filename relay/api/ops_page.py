@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from relay.status import fmt_age, fmt_event, fmt_latency, fmt_presence, fmt_time
+from relay.status import fmt_age, fmt_event, fmt_latency, fmt_next, fmt_presence, fmt_time
 
 Json = Mapping[str, Any]
 Cell = dict[str, str]
@@ -41,7 +41,18 @@ AUTHORITY_COLUMNS = (
     ("Latency p50", True),
     ("Latency p95", True),
 )
-ESCALATION_COLUMNS = ("Message", "From", "To", "Priority", "Step", "State", "Timeline")
+ESCALATION_COLUMNS = (
+    "Message",
+    "From",
+    "To",
+    "Priority",
+    "Step",
+    "Ack by",
+    "Overdue by",
+    "Next step",
+    "State",
+    "Timeline",
+)
 TIMELINE_COLUMNS = ("Status", "By", "Signed at", "Received at", "Detail")
 NO_ESCALATIONS = "No open escalations."
 
@@ -89,6 +100,9 @@ def _escalation(m: Json) -> dict[str, Any]:
             _cell(", ".join(m.get("to", []))),
             _cell(m.get("priority")),
             _cell(m.get("escalation_step") or "—", "warn"),
+            _cell(fmt_time(m.get("ack_by") or m.get("expected_by"))),
+            _cell(fmt_age(m.get("overdue_by_s")), "warn" if m.get("overdue_by_s") else ""),
+            _cell(fmt_next(m)),
             _cell(m.get("state")),
         ],
         "timeline": [fmt_event(e) for e in m.get("timeline", [])],
@@ -107,7 +121,7 @@ def dashboard_view(snap: Json) -> dict[str, Any]:
     escalations = snap.get("escalations", [])
     summary = {
         "health": _cell(
-            "healthy" if healthy else "; ".join(snap.get("problems", [])),
+            "healthy" if healthy else "degraded: " + "; ".join(snap.get("problems", [])),
             "ok" if healthy else "bad",
         ),
         "directory-version": _cell(snap.get("directory_version")),

@@ -93,6 +93,10 @@ class Hub:
     def count(self) -> int:
         return sum(len(s) for s in self.sessions.values())
 
+    def connected_since(self, authority: str) -> int | None:
+        """When the oldest open connection of ``authority`` was made (ms), if any."""
+        return min((s.connected_at for s in self.sessions.get(authority, ())), default=None)
+
     def connections(self) -> dict[str, int]:
         """authority -> open connections (WebSockets and long-poll waiters)."""
         return {aid: len(group) for aid, group in self.sessions.items() if group}
@@ -182,7 +186,7 @@ class Delivery:
     ) -> list[QueueItem]:
         """Long-poll: items after ``after``, waiting up to ``wait_s`` for the first one."""
         # Attach before the first read, so an item committed during it still wakes us.
-        waiter = Session(authority=authority)
+        waiter = Session(authority=authority, connected_at=self.clock())
         self.hub.attach(waiter)
         try:
             items = await guard(self.store.pending(authority, after=after, limit=limit))

@@ -1,8 +1,10 @@
 """Prometheus metrics for one relay (its own registry: no global state).
 
 Names follow the Prometheus conventions: base units (seconds), ``_total`` on counters,
-and no label whose values grow with traffic (no per-message or per-authority labels;
-per-authority detail is on the ``/ops`` dashboard instead).
+and no label whose values grow with traffic: no per-message labels, and the only
+per-authority label (``authority``, on the ``cpar_authority_*`` gauges) takes its values
+from the signed directory, so the label set is bounded by the network's size. The
+shipped alert rules (``relay/prometheus/alerts.yml``) use these names.
 """
 
 from __future__ import annotations
@@ -63,6 +65,56 @@ class Metrics:
             "cpar_pending_timers", "Escalation and expiry timers waiting", registry=r
         )
         self.connected = Gauge("cpar_connected_daemons", "Daemon connections open now", registry=r)
+        self.store_up = Gauge(
+            "cpar_store_up", "1 when the message store answered the last scrape, else 0", registry=r
+        )
+        self.at_notify_step = Gauge(
+            "cpar_messages_at_notify_step",
+            "Open messages whose escalation reached the notify step (operators notified)",
+            registry=r,
+        )
+        self.degraded = Gauge(
+            "cpar_degraded", "1 when the relay's health is degraded (see /ops), else 0", registry=r
+        )
+        labels = ["authority"]
+        self.authority_connected = Gauge(
+            "cpar_authority_connected", "Open daemon connections per authority", labels, registry=r
+        )
+        self.authority_reachable = Gauge(
+            "cpar_authority_reachable",
+            "1 when the authority's daemon answered end-to-end probes lately, else 0",
+            labels,
+            registry=r,
+        )
+        self.authority_unreachable = Gauge(
+            "cpar_authority_unreachable_seconds",
+            "How long the authority has been unreachable (0 when reachable)",
+            labels,
+            registry=r,
+        )
+        self.authority_queue_depth = Gauge(
+            "cpar_authority_queue_depth", "Items queued for the authority", labels, registry=r
+        )
+        self.authority_oldest_unacked = Gauge(
+            "cpar_authority_oldest_unacknowledged_age_seconds",
+            "Age of the oldest item queued for the authority (0 when none)",
+            labels,
+            registry=r,
+        )
+        self.authority_open_escalations = Gauge(
+            "cpar_authority_open_escalations",
+            "Open escalations of messages addressed to the authority",
+            labels,
+            registry=r,
+        )
+        self.per_authority = (
+            self.authority_connected,
+            self.authority_reachable,
+            self.authority_unreachable,
+            self.authority_queue_depth,
+            self.authority_oldest_unacked,
+            self.authority_open_escalations,
+        )
         for step in ("remind", "release", "notify", "expire"):
             self.escalations.labels(step=step)
         for status in ("delivered", "acknowledged", "rejected"):

@@ -41,9 +41,14 @@ class Prober:
         self.rtt_ms: dict[str, int] = {}
         self._outstanding: dict[str, tuple[str, int]] = {}
 
+    @property
+    def window_ms(self) -> int:
+        """How long an answer counts: two probe intervals and five seconds."""
+        return int(2 * self.interval_s * 1000) + 5000
+
     def reachable(self, authority: str, now: int) -> bool:
         last = self.answers.get(authority)
-        return last is not None and now - last <= 2 * self.interval_s * 1000 + 5000
+        return last is not None and now - last <= self.window_ms
 
     async def round(self) -> int:
         """Probe every connected daemon once; returns how many probes were sent."""

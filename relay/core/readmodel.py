@@ -35,6 +35,14 @@ class ProbeState:
 
 
 @dataclass(frozen=True, slots=True)
+class Reachability:
+    reachable: bool
+    """A daemon answered a probe lately, has just connected, or polled lately."""
+    since: int | None
+    """When it was last known to be reachable (ms; the relay's start if never)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RecentMessage:
     id: str
     sender: str
@@ -61,7 +69,10 @@ class ReadModel:
         relay_id: str,
         directory: Callable[[], Directory],
         clock: Clock,
+        unreachable_after_ms: int = 600_000,
     ) -> None:
+        self.unreachable_after_ms = unreachable_after_ms
+        """Unreachable for longer than this is a problem an operator must see."""
         self._store = store
         self._hub = hub
         self._prober = prober
@@ -69,6 +80,7 @@ class ReadModel:
         self.relay_id = relay_id
         self._directory = directory
         self.clock = clock
+        self.started_at = clock()
 
     @property
     def directory(self) -> Directory:
@@ -94,6 +106,27 @@ class ReadModel:
             self._prober.rtt_ms.get(authority),
             self._prober.reachable(authority, now),
         )
+
+    def reachability(self, authority: str, now: int) -> Reachability:
+        """Whether a person at ``authority`` can be reached through its daemon now.
+
+        Reachable: its daemon answered a probe within the probe window, or connected (or
+        polled) within that window and has not had a probe yet. Otherwise unreachable
+        since the latest sign of life (an answer, a connection, a disconnection), or
+        since this relay started when there was none.
+        """
+        window = self._prober.window_ms
+        answered = self._prober.answers.get(authority)
+        connected = self._hub.connected_since(authority)
+        seen = self._hub.last_seen.get(authority)
+        if answered is not None and now - answered <= window:
+            return Reachability(True, None)
+        if connected is not None and now - connected <= window:
+            return Reachability(True, None)
+        if connected is None and seen is not None and now - seen <= window:
+            return Reachability(True, None)  # a long-poll client between two polls
+        signs = [t for t in (answered, connected, seen) if t is not None]
+        return Reachability(False, max(signs, default=self.started_at))
 
     async def queue_stats(self) -> list[QueueStats]:
         return await guard(self._store.queue_stats())

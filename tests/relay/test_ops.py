@@ -22,13 +22,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from clients.errors import AuthenticationError
 from keys.encoding import b64e
 from keys.envelope import SealedEnvelope, seal
-from keys.receipts import sign_receipt
+from keys.receipts import sign_probe, sign_receipt
 from relay import cli
 from relay.api import ops
 from relay.api.ops import match_operator, token_digest
 from relay.api.state import CORE, Core
 from relay.settings import OperatorCredential, RelaySettings, load_settings
-from tests.netfixture import AUTHORITIES, Network
+from tests.netfixture import AUTHORITIES, NOW, Network
 from tests.relayfixture import FakeClock, RelayEnv, start_relay, until, write_relay_files
 
 OPERATOR_TOKEN = "test-operator-token-0123456789abcdefghijklmnopqrstuv"
@@ -293,8 +293,21 @@ async def test_metrics_after_traffic(relay: RelayEnv, http: aiohttp.ClientSessio
     assert value("cpar_connected_daemons") == 1
     assert value("cpar_pending_timers") == 4  # first step and expiry, per message
     assert value("cpar_overdue_timers") == 0
-    # The exposition carries no per-authority or per-message label.
-    assert "fr-oclcc" not in reply.body.decode() and first.id not in reply.body.decode()
+    # Per authority: one series per authority of the directory (a bounded label set),
+    # never a per-message label.
+    assert value("cpar_authority_queue_depth", authority="fr-oclcc") == 2
+    assert value("cpar_authority_queue_depth", authority="it-tpc") == 1
+    assert value("cpar_authority_oldest_unacknowledged_age_seconds", authority="fr-oclcc") == (
+        pytest.approx(5.5)
+    )
+    assert value("cpar_authority_open_escalations", authority="fr-oclcc") == 0
+    assert value("cpar_store_up") == 1
+    assert value("cpar_messages_at_notify_step") == 0
+    listed = {e.id for e in relay.net.directory.authorities if e.role != "relay"}
+    for name in ("cpar_authority_connected", "cpar_authority_reachable"):
+        labelled = {smp.labels["authority"] for smp in families[name].samples}
+        assert labelled == listed, name
+    assert first.id not in reply.body.decode()
 
 
 async def test_metrics_gauges_follow_the_relay_between_scrapes(
@@ -543,7 +556,10 @@ async def test_the_page_and_the_live_updates_show_the_same_formatted_text(
         assert f"<li>{line}</li>" in page
     assert any(line.startswith("escalated (remind) by relay-eu at ") for line in row["timeline"])
     fr = next(a for a in view["authorities"] if a["id"] == "fr-oclcc")
-    assert [c["text"] for c in fr["cells"]][:2] == ["offline", "—"]
+    assert [c["text"] for c in fr["cells"]][:2] == [
+        "offline, unreachable since 2027-01-15 08:00:00Z",
+        "—",
+    ]
     script = (await get(http, relay, "/ops/static/ops.js", bearer())).body.decode()
     assert "getUTC" not in script and "Date(" not in script and "toFixed" not in script
 
@@ -623,6 +639,8 @@ async def token_file(tmp_path: Path) -> Path:
 async def test_relay_status_prints_tables_and_exits_0_when_healthy(
     relay: RelayEnv, token_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Offline for ten minutes is within this network's threshold (an hour): not a problem.
+    core_of(relay).read.unreachable_after_ms = 3_600_000
     ws = await connect(relay, "de-bka")
     try:
         msg = await open_escalation(relay)
@@ -642,10 +660,12 @@ async def test_relay_status_prints_tables_and_exits_0_when_healthy(
         if len(cells := [c.strip() for c in line.split("│")[1:-1]]) == 9
     }
     assert set(AUTHORITIES) <= set(rows)
-    assert rows["de-bka"][1:3] == ["connected", "now"]
+    # Connected, but the clock jumped ten minutes with no probe answered in between.
+    assert rows["de-bka"][1:3] == ["connected, unreachable since 2027-01-15 08:00:00Z", "now"]
     # fr-oclcc: offline, two items queued (the notice and its reminder), one open escalation.
-    assert rows["fr-oclcc"][1] == "offline"
+    assert rows["fr-oclcc"][1] == "offline, unreachable since 2027-01-15 08:00:00Z"
     assert rows["fr-oclcc"][4:7] == ["2", "10m 01s", "1"]
+    assert "healthy" in run.out
     assert msg.id in run.out and "remind" in run.out and "urgent" in run.out
 
     assert as_json.code == 0
@@ -703,3 +723,107 @@ async def test_relay_status_exits_1_with_a_refused_token(
     assert run.code == 1 and run.out == ""
     (line,) = run.err.strip().splitlines()
     assert "answered 401" in line and "not configured" in line
+
+
+# -- degraded health -----------------------------------------------------------------------
+
+
+async def answer_probes(env: RelayEnv, sockets: dict[str, aiohttp.ClientWebSocketResponse]) -> None:
+    """One probe round, answered by each connected test daemon as a real daemon does."""
+    core = core_of(env)
+    assert await core.prober.round() == len(sockets)
+    for aid, ws in sockets.items():
+        while (frame := await ws.receive_json(timeout=5))["type"] != "probe":
+            pass
+        token = sign_probe(env.net[aid], nonce=frame["nonce"], now=env.clock())
+        await ws.send_json({"type": "probe_ok", "nonce": frame["nonce"], "answer": token})
+
+    async def answered() -> bool:
+        return all(core.prober.reachable(aid, env.clock()) for aid in sockets)
+
+    await until(answered)
+
+
+async def test_an_authority_unreachable_past_the_threshold_makes_health_degraded(
+    relay: RelayEnv,
+    http: aiohttp.ClientSession,
+    token_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    others = [a for a in AUTHORITIES if a != "fr-oclcc"]
+    sockets = {aid: await connect(relay, aid) for aid in others}
+    try:
+        await answer_probes(relay, sockets)
+        relay.clock.advance(9 * 60_000)  # fr-oclcc: never seen, but within 10 minutes
+        await answer_probes(relay, sockets)
+        run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file))
+        assert run.code == 0, run.err
+        relay.clock.advance(2 * 60_000)
+        await answer_probes(relay, sockets)
+        run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file))
+        snap = json.loads(
+            (
+                await status(
+                    capsys, "--url", relay.base_url, "--token-file", str(token_file), "--json"
+                )
+            ).out
+        )
+        page = (await get(http, relay, "/ops", bearer())).body.decode()
+    finally:
+        for ws in sockets.values():
+            await ws.close()
+    assert run.code == 1
+    assert run.err.strip().splitlines() == [
+        "relay: error: degraded: fr-oclcc unreachable for 11m 00s (since 2027-01-15 08:00:00Z)"
+    ]
+    assert "degraded" in run.out
+    assert snap["status"] == "degraded" and snap["healthy"] is False
+    fr = by_id(snap)["fr-oclcc"]
+    assert (fr["reachable"], fr["unreachable_since"]) == (False, NOW)
+    assert by_id(snap)["de-bka"]["reachable"] is True
+    assert "degraded: fr-oclcc unreachable for 11m 00s" in page
+
+
+async def test_a_message_at_the_notify_step_makes_health_degraded(
+    relay: RelayEnv,
+    http: aiohttp.ClientSession,
+    token_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    core_of(relay).read.unreachable_after_ms = 30 * 86_400_000  # only the message matters here
+    msg = seal_to(relay, priority="urgent")
+    await send(relay, msg)
+    for minutes in (11, 20, 90):  # remind, release, notify
+        relay.clock.advance(minutes * 60_000)
+        await core_of(relay).escalation.tick()
+    run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file), "--json")
+    assert run.code == 1
+    assert run.err.strip().splitlines() == [
+        f"relay: error: degraded: message {msg.id} from it-tpc to fr-oclcc reached the notify step"
+    ]
+    snap = json.loads(run.out)
+    (esc,) = snap["escalations"]
+    assert (esc["escalation_step"], esc["next_step"], esc["next_due"]) == ("notify", None, None)
+    assert esc["overdue_by_s"] == pytest.approx((121 - 10) * 60)  # since the first step was due
+    metrics = (await get(http, relay, "/metrics", bearer())).body.decode()
+    assert "cpar_messages_at_notify_step 1.0" in metrics
+    assert "cpar_degraded 1.0" in metrics
+
+
+async def test_open_escalations_are_sorted_by_urgency_with_their_next_step(
+    relay: RelayEnv, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    core_of(relay).read.unreachable_after_ms = 30 * 86_400_000
+    high = seal_to(relay, priority="high")
+    await send(relay, high)
+    relay.clock.advance(60_000)
+    urgent = seal_to(relay, priority="urgent")
+    await send(relay, urgent)
+    relay.clock.advance(2 * 3_600_000 + 60_000)  # both past their reminder
+    await core_of(relay).escalation.tick()
+    run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file), "--json")
+    snap = json.loads(run.out)
+    assert [e["id"] for e in snap["escalations"]] == [urgent.id, high.id]
+    first = snap["escalations"][0]
+    assert first["next_step"] == "release"
+    assert first["next_due"] == NOW + 60_000 + 30 * 60_000

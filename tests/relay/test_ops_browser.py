@@ -70,6 +70,7 @@ class Seen:
     lookup: str = ""
     live: str = ""
     presence_after: str = ""
+    health: str = ""
     requests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -119,6 +120,11 @@ async def browse(base_url: str, escalated_id: str, delivered_id: str, shot: Path
                 'tr[data-authority="fr-oclcc"] td.presence.ok', timeout=TIMEOUT_MS
             )
             seen.presence_after = await page.inner_text('tr[data-authority="fr-oclcc"] td.presence')
+            await page.wait_for_function(
+                "!document.getElementById('health').textContent.includes('fr-oclcc')",
+                timeout=TIMEOUT_MS,
+            )
+            seen.health = await page.inner_text("#health")
             await page.screenshot(path=str(shot), full_page=True)
         finally:
             await browser.close()
@@ -198,9 +204,17 @@ async def test_dashboard_in_a_headless_browser(
     assert seen.bka_p50 == "1.5 s"
     assert "delivered" in seen.lookup and "de-bka" in seen.lookup
     assert seen.presence_after == "connected"
+    # Ten minutes with the other daemons offline: degraded, naming each; fr-oclcc, just
+    # connected, is no longer named once the live update arrives.
+    assert seen.health.startswith("degraded: ")
+    assert "de-bka unreachable for 10m" in seen.health
+    assert "fr-oclcc" not in seen.health
     # Everything the page loaded came from the relay itself.
     assert seen.requests and all(u.startswith(relay.base_url + "/") for u in seen.requests)
     data = await asyncio.to_thread(shot.read_bytes)
+    keep = os.environ.get("CPAR_SCREENSHOTS")  # a folder to keep the screenshot in
+    if keep:
+        await asyncio.to_thread(Path(keep, "ops-degraded.png").write_bytes, data)
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
 
 
