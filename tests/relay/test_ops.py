@@ -687,12 +687,13 @@ async def test_relay_status_exits_1_when_a_timer_is_overdue(
         return 0
 
     monkeypatch.setattr(core.escalation, "tick", stuck)
+    core.read.unreachable_after_ms = 3_600_000  # only the timer is a problem here
     await send(relay, seal_to(relay, priority="urgent"))
     relay.clock.advance(REMIND_URGENT_MS + 5000)
     run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file))
     assert run.code == 1
     assert run.err.strip().splitlines() == [
-        "relay: error: 1 escalation timer is overdue by more than 1000 ms"
+        "relay: error: degraded: 1 escalation timer is overdue by more than 1000 ms"
     ]
     assert "Escalation timers" in run.out  # the tables are still printed
     run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file), "--json")
