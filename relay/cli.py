@@ -138,11 +138,22 @@ def check_config(config: str | None, passphrase_file: str | None) -> None:
 
 @cli.command("operator-token")
 @click.option("--name", required=True, help="The operator's name (letters, digits, . _ -).")
-def operator_token(name: str) -> None:
+@click.option(
+    "--token-out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the token to this file (mode 0600) instead of printing it.",
+)
+@click.option(
+    "--config-out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Append the [[operators]] entry to this TOML file (created 0600) instead of printing it.",
+)
+def operator_token(name: str, token_out: str | None, config_out: str | None) -> None:
     """Make an operator credential for /ops, /metrics and `relay status`.
 
     Prints a fresh token once (give it to the operator; the relay keeps only its
-    SHA-256) and the [[operators]] entry to add to the relay configuration.
+    SHA-256) and the [[operators]] entry to add to the relay configuration, or writes
+    them to files (--token-out, --config-out) for scripted set-ups.
     """
     from pydantic import ValidationError
 
@@ -156,13 +167,32 @@ def operator_token(name: str) -> None:
         raise click.BadParameter(
             "use 1-64 letters, digits, '.', '_' or '-'", param_hint="--name"
         ) from exc
-    click.echo(f"operator token for {cred.name} (shown once; store it like a password):")
-    click.echo(token)
-    click.echo("")
-    click.echo("add to the relay configuration (TOML):")
-    click.echo("[[operators]]")
-    click.echo(f'name = "{cred.name}"')
-    click.echo(f'token_sha256 = "{cred.token_sha256}"')
+    entry = f'[[operators]]\nname = "{cred.name}"\ntoken_sha256 = "{cred.token_sha256}"\n'
+    if token_out is not None:
+        _write_private(token_out, token + "\n", append=False)
+        click.echo(f"operator token for {cred.name} written to {token_out}")
+    else:
+        click.echo(f"operator token for {cred.name} (shown once; store it like a password):")
+        click.echo(token)
+        click.echo("")
+    if config_out is not None:
+        _write_private(config_out, entry, append=True)
+        click.echo(f"[[operators]] entry for {cred.name} added to {config_out}")
+    else:
+        click.echo("add to the relay configuration (TOML):")
+        click.echo(entry, nl=False)
+
+
+def _write_private(path: str, text: str, *, append: bool) -> None:
+    import os
+
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {path}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 @cli.command()

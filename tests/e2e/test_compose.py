@@ -28,6 +28,7 @@ import yaml
 from clients.config import ClientSettings, load_client_settings
 from keys.directory import Directory, root_public_key
 from keys.keystore import load_keystore
+from relay.api.ops import token_digest
 from relay.app import load_identity
 from relay.settings import RelaySettings, load_settings
 
@@ -152,7 +153,9 @@ def test_every_variable_is_a_setting_and_every_value_is_accepted(
 ) -> None:
     for name, service in SERVICES.items():
         env = _env(service)
-        relay = {k: v for k, v in env.items() if k.startswith("RELAY_")}
+        # RELAY_CONFIG names the relay's TOML file (the CLI's --config), not a setting;
+        # the init ceremony test below loads it.
+        relay = {k: v for k, v in env.items() if k.startswith("RELAY_") and k != "RELAY_CONFIG"}
         client = {k: v for k, v in env.items() if k.startswith("CPAR_")}
         for key in relay:
             assert key[6:].lower() in RelaySettings.model_fields, f"{name}: {key}"
@@ -250,8 +253,13 @@ def test_the_init_ceremony_makes_what_relays_and_daemons_read(
             for key, value in env_vars.items():
                 m.setenv(key, value)
             if "RELAY_STORE" in env_vars:
-                identity = load_identity(load_settings())
+                settings = load_settings()  # RELAY_CONFIG: the operator made by init
+                identity = load_identity(settings)
                 assert identity.kind == "relay" and directory.get(identity.id) is not None
+                token = (net / "ops.token").read_text().strip()
+                (operator,) = settings.operators
+                assert operator.token_sha256 == token_digest(token)
+                assert (net / "ops.token").stat().st_mode & 0o777 == 0o600
             else:
                 cs = load_client_settings()
                 assert cs.passphrase_file is not None
