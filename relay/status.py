@@ -24,7 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keys.encoding import b64d
+from keys.errors import KeysError
+from keys.jws import unverified_payload
 from relay.core.escalation import OVERDUE_AFTER_MS, STEP_NAMES
 from relay.store.base import MessageRecord, ReceiptRecord, Store
 
@@ -122,8 +123,8 @@ def _receipt_details(record: ReceiptRecord, relay_id: str) -> Json:
     if record.signer != relay_id:
         return {}
     try:
-        body = json.loads(b64d(record.token.split(".")[1]))
-    except (ValueError, IndexError):
+        body = unverified_payload(record.token, what="receipt")
+    except KeysError:
         return {}
     out: Json = {}
     step = body.get("step") if isinstance(body, dict) else None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from keys.encoding import b64e
 from keys.errors import KeysError
 from keys.receipts import verify_probe
+from keys.wire import Probe
 from relay.core.errors import RejectedError, from_keys_error
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class Prober:
                 nonce = b64e(os.urandom(16))
                 self._outstanding[nonce] = (authority, now)
                 try:
-                    await session.control({"type": "probe", "nonce": nonce})
+                    await session.control(Probe(nonce=nonce))
                     sent += 1
                 except (ConnectionError, RuntimeError):
                     self._outstanding.pop(nonce, None)

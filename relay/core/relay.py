@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -17,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from keys.directory import Directory
-from keys.encoding import b64d
 from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
+from keys.jws import unverified_header
 from keys.models import ReceiptBody
 from keys.receipts import sign_receipt, verify_receipt
+from keys.wire import Probe
 from relay.core.errors import (
     ConflictError,
     ForbiddenError,
@@ -96,7 +96,7 @@ class Session:
 
     authority: str
     send: Callable[[list[QueueItem]], Awaitable[None]] | None = None
-    control: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    control: Callable[[Probe], Awaitable[None]] | None = None
     """Sends a control frame (a probe) on a live connection."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: set[int] = field(default_factory=set)
@@ -496,7 +496,7 @@ class RelayCore:
         if record is None or record.sender != authority:
             raise NotFoundError(f"no message {msg_id} sent by {authority}", code="unknown_message")
         receipts = await self._store(self.store.receipts(msg_id))
-        header = json.loads(b64d(record.envelope.split(".", 1)[0]))
+        header = unverified_header(record.envelope, what="stored envelope")
         return Timeline(record, header, [record.accepted_receipt, *(r.token for r in receipts)])
 
     # -- delivery -------------------------------------------------------------------
@@ -593,23 +593,3 @@ class RelayCore:
                 break
             latest.append((msg_id, sender, tuple(sorted(recipients)), accepted_at))
         return {"connected": connected, "last_seen": last_seen, "recent": latest}
-
-
-def item_json(item: QueueItem) -> dict[str, Any]:
-    """The wire form of a queued item (docs/API.md, "Inbox delivery")."""
-    out: dict[str, Any]
-    if item.type == "envelope":
-        out = {
-            "seq": item.seq,
-            "type": "envelope",
-            "id": item.msg_id,
-            "envelope": item.payload,
-            "reminder": item.reminder,
-        }
-    elif item.type == "escalation":
-        out = {"seq": item.seq, "type": "escalation", "id": item.msg_id, "notice": item.payload}
-    else:
-        out = {"seq": item.seq, "type": "receipt", "id": item.msg_id, "receipt": item.payload}
-    if item.note:
-        out["note"] = item.note
-    return out
