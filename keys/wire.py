@@ -360,30 +360,30 @@ RECEIVED_FRAME: TypeAdapter[ReceivedFrame] = TypeAdapter(ReceivedFrame)
 
 
 class AckFrame(Inbound):
-    type: Literal["ack"]
+    type: Literal["ack"] = "ack"
     seqs: list[Seq] = Field(max_length=MAX_ACK_SEQS)
 
 
 class ReceiptFrame(Inbound):
-    type: Literal["receipt"]
+    type: Literal["receipt"] = "receipt"
     receipt: Token
     ref: Ref = None
 
 
 class ReceiptsFrame(Inbound):
-    type: Literal["receipts"]
+    type: Literal["receipts"] = "receipts"
     receipts: list[Token] = Field(min_length=1, max_length=MAX_RECEIPTS_PER_FRAME)
     ref: Ref = None
 
 
 class ProbeAnswer(Inbound):
-    type: Literal["probe_ok"]
+    type: Literal["probe_ok"] = "probe_ok"
     nonce: str
     answer: Token = Field(description="the probe nonce signed by the authority (a JWS)")
 
 
 class Ping(Inbound):
-    type: Literal["ping"]
+    type: Literal["ping"] = "ping"
 
 
 ClientFrame = Annotated[

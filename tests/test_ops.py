@@ -19,7 +19,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.client import RelayStream
 from clients.errors import AuthenticationError
+from keys import wire
 from keys.encoding import b64e
 from keys.envelope import SealedEnvelope, seal
 from keys.receipts import sign_receipt
@@ -134,11 +136,12 @@ async def open_escalation(env: RelayEnv) -> SealedEnvelope:
     return msg
 
 
-async def connect(env: RelayEnv, aid: str) -> aiohttp.ClientWebSocketResponse:
+async def connect(env: RelayEnv, aid: str) -> RelayStream:
     """A daemon's WebSocket, once the relay has said hello (the session is attached)."""
     ws = await env.client(aid).connect_stream()
-    hello = await ws.receive_json(timeout=5)
-    assert hello["type"] == "hello"
+    async with asyncio.timeout(5):
+        hello = await ws.receive()
+    assert isinstance(hello, wire.Hello)
     return ws
 
 
@@ -310,7 +313,7 @@ async def test_metrics_gauges_follow_the_relay_between_scrapes(
     assert "cpar_connected_daemons 1.0" in body
     assert await waiting == []
     items = await relay.client("de-bka").poll()
-    assert await relay.client("de-bka").ack([i["seq"] for i in items]) == 1
+    assert await relay.client("de-bka").ack([i.seq for i in items]) == 1
     body = (await get(http, relay, "/metrics", bearer())).body.decode()
     assert "cpar_connected_daemons 0.0" in body
     assert "cpar_pending_messages 0.0" in body

@@ -294,24 +294,22 @@ async def test_each_escalation_step_fires_once_across_three_instances(
     for msg_id in ids:
         assert await steps(msg_id) == [1, 2, 3]
 
-    async def queued(aid: str) -> list[dict[str, Any]]:
+    async def queued(aid: str) -> list[Any]:
         return await fleet.client(aid, 1).poll(limit=500)
 
     # What each step queued, counted per message: a second firing would queue it again.
     fr = await queued("fr-oclcc")
-    assert sorted(i["id"] for i in fr if i["reminder"]) == sorted(ids)  # step 1
-    assert sorted(i["id"] for i in fr if not i["reminder"]) == sorted(ids)  # the original
+    assert sorted(i.id for i in fr if i.reminder) == sorted(ids)  # step 1
+    assert sorted(i.id for i in fr if not i.reminder) == sorted(ids)  # the original
     desk = await queued("fr-desk")
-    assert sorted(i["id"] for i in desk) == sorted(ids)  # step 2: released to the fallback
+    assert sorted(i.id for i in desk) == sorted(ids)  # step 2: released to the fallback
     deputy = await queued("fr-deputy")
-    assert sorted(i["id"] for i in deputy) == sorted(ids)  # step 2: deputy notified
+    assert sorted(i.id for i in deputy) == sorted(ids)  # step 2: deputy notified
     supervisor = await queued("fr-ca")
-    assert sorted(i["id"] for i in supervisor) == sorted(ids)  # step 3: supervisor notified
+    assert sorted(i.id for i in supervisor) == sorted(ids)  # step 3: supervisor notified
     sender = await queued("it-tpc")
     escalated = [
-        verify_receipt(i["receipt"], fleet.c.net.directory).body
-        for i in sender
-        if i["type"] == "receipt"
+        verify_receipt(i.receipt, fleet.c.net.directory).body for i in sender if i.type == "receipt"
     ]
     assert sorted((b.msg, b.step) for b in escalated) == sorted(
         (i, step) for i in ids for step in (1, 2, 3)
