@@ -64,10 +64,18 @@ class Inbound(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def _always_sent(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    # Serialised without None members: a member is always present unless it defaults to None.
+    required = schema.setdefault("required", [])
+    for name, info in cls.model_fields.items():
+        if info.default is not None and name not in required:
+            required.append(name)
+
+
 class Outbound(BaseModel):
     """Something the relay sends: members added later are ignored by older clients."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, json_schema_extra=_always_sent)
 
 
 # --- problems (RFC 9457) ----------------------------------------------------------------
@@ -172,9 +180,7 @@ class InboxQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    after: Annotated[QueryInt, Field(ge=0, le=MAX_SEQ)] = Field(
-        0, description="return items with a larger seq"
-    )
+    after: QueryInt = Field(0, ge=0, le=MAX_SEQ, description="return items with a larger seq")
     wait: QueryInt = Field(0, ge=0, le=POLL_MAX_WAIT_S, description="seconds to wait for one item")
     limit: QueryInt = Field(POLL_DEFAULT_LIMIT, ge=1, le=POLL_MAX_LIMIT, description="most items")
 

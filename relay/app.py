@@ -21,7 +21,7 @@ from keys.identity import Identity
 from keys.keystore import load_keystore, resolve_passphrase
 from relay.api.auth import auth_middleware
 from relay.api.handlers import routes
-from relay.api.openapi import openapi_handler
+from relay.api.openapi import setup_openapi
 from relay.api.ops import setup_ops
 from relay.api.problems import problem_middleware
 from relay.api.state import CLOCK, CORE, DIRECTORY, METRICS, NONCES, SETTINGS, SOCKETS, STORE
@@ -87,7 +87,7 @@ def create_app(
         settings.data_dir / "directory-pin.json",
     )
     app.router.add_routes(routes)
-    app.router.add_get("/openapi.json", openapi_handler)
+    setup_openapi(app)
     setup_ops(app)  # /metrics, /ops: operator-authenticated
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
