@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
 import pytest
 
 from clients.client import RelayClient
@@ -352,7 +353,7 @@ async def test_redis_down_is_a_503_problem_and_the_relay_recovers_by_itself(
     url = client.url("/v1/messages")
     headers = client.signed_headers("POST", url, body)
     headers["Content-Type"] = "application/json"
-    async with client.session.post(url, data=body, headers=headers) as resp:
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as resp:
         assert resp.status == 503
         assert resp.headers["Content-Type"] == "application/problem+json"
         assert resp.headers["Retry-After"] == "5"
@@ -360,7 +361,7 @@ async def test_redis_down_is_a_503_problem_and_the_relay_recovers_by_itself(
     assert problem["code"] == "store_unavailable" and problem["status"] == 503
     with pytest.raises(UnavailableError):
         await client.send(fleet.seal(1).token)
-    async with client.session.get(fleet.url(0) + "/readyz") as resp:
+    async with aiohttp.ClientSession() as http, http.get(fleet.url(0) + "/readyz") as resp:
         assert resp.status == 503
 
     await fleet.redis.start()
@@ -374,7 +375,7 @@ async def test_redis_down_is_a_503_problem_and_the_relay_recovers_by_itself(
         return True
 
     await until(accepted_again, 15)  # the same process, not restarted
-    async with client.session.get(fleet.url(0) + "/readyz") as resp:
+    async with aiohttp.ClientSession() as http, http.get(fleet.url(0) + "/readyz") as resp:
         assert resp.status == 200
     assert (await client.timeline(later.id)).state == "accepted"
 
