@@ -60,10 +60,6 @@ async def _parse(request: web.Request, adapter: TypeAdapter[T], *, union: bool =
         raise MalformedError(wire.describe(exc, "request body", union=union)) from exc
 
 
-def _problem(exc: RelayError) -> wire.Problem:
-    return wire.Problem.model_construct(**relay_error_body(exc))
-
-
 def _submitted(s: Submitted) -> wire.Submitted:
     return wire.Submitted.model_construct(id=s.id, receipt=s.receipt, duplicate=s.duplicate)
 
@@ -114,7 +110,7 @@ async def submit(request: web.Request) -> web.Response:
     return json_response(
         wire.BatchResults.model_construct(
             results=[
-                wire.ProblemResult.model_construct(problem=_problem(r))
+                wire.ProblemResult.model_construct(problem=relay_error_body(r))
                 if isinstance(r, RelayError)
                 else _submitted(r)
                 for r in results
@@ -258,7 +254,9 @@ async def _send(ws: web.WebSocketResponse, frame: BaseModel) -> None:
 
 async def _send_error(ws: web.WebSocketResponse, exc: RelayError, ref: JsonValue = None) -> None:
     """An error frame; ``ref`` echoes the client's correlation value, if it sent one."""
-    await _send(ws, wire.ErrorFrame.model_construct(type="error", problem=_problem(exc), ref=ref))
+    await _send(
+        ws, wire.ErrorFrame.model_construct(type="error", problem=relay_error_body(exc), ref=ref)
+    )
 
 
 def _ref_of(data: str, exc: ValidationError) -> JsonValue:
@@ -304,7 +302,7 @@ async def _frame(core: RelayCore, session: Session, ws: web.WebSocketResponse, d
                 wire.ReceiptsOk.model_construct(
                     type="receipts_ok",
                     results=[
-                        wire.ProblemResult.model_construct(problem=_problem(r))
+                        wire.ProblemResult.model_construct(problem=relay_error_body(r))
                         if isinstance(r, RelayError)
                         else wire.ReceiptResult.model_construct(id=r.msg_id, duplicate=not r.new)
                         for r in results
