@@ -1,6 +1,6 @@
 """Schema-based fuzzing: schemathesis against the served ``/openapi.json`` of a real relay.
 
-The relay runs on loopback in its own thread and event loop (schemathesis calls it
+The relay runs on loopback, once on SQLite and once on Redis, in its own thread and event loop (schemathesis calls it
 synchronously, through ``requests``). Every ``/v1/`` request is signed (RFC 9421,
 keys/httpsig.py) by a real authority identity of the test network, so the requests
 reach the handlers instead of stopping at authentication. Both valid and invalid
@@ -102,14 +102,20 @@ class Signed(requests.auth.AuthBase):
         return r
 
 
-@pytest.fixture(scope="module")
-def fuzzed_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Signed]]:
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def fuzzed_relay(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Signed]]:
+    """The relay under test, on each store (Redis: the session's private server)."""
     net = make_network()
     clock = FakeClock()
     # A long-poll with wait=N is clamped to this maximum: the fuzzer does not wait.
-    settings = write_relay_files(tmp_path_factory.mktemp("fuzz"), net).model_copy(
-        update={"longpoll_max_wait_s": 0.01}
-    )
+    update: dict[str, object] = {"longpoll_max_wait_s": 0.01}
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flushall_sync()
+        update |= {"store": "redis", "redis_url": server.url}
+    settings = write_relay_files(tmp_path_factory.mktemp("fuzz"), net).model_copy(update=update)
     relay = ThreadedRelay(settings, clock)
     relay.start()
     try:
