@@ -1,7 +1,7 @@
 """Schema-based fuzzing: schemathesis against the served ``/openapi.json`` of a real relay.
 
-The relay runs on loopback, once on SQLite and once on Redis, in its own thread and event loop (schemathesis calls it
-synchronously, through ``requests``). Every ``/v1/`` request is signed (RFC 9421,
+The relay runs on loopback, once on SQLite and once on Redis, in its own thread and
+event loop (schemathesis calls it synchronously, through ``requests``). Every ``/v1/`` request is signed (RFC 9421,
 keys/httpsig.py) by a real authority identity of the test network, so the requests
 reach the handlers instead of stopping at authentication. Both valid and invalid
 requests are generated (positive and negative modes). Each answer is checked: never a
