@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,8 +18,9 @@ from keys.encoding import uuid7
 from keys.envelope import seal
 from keys.errors import EncodingError
 from keys.jws import split_compact, unverified_header, unverified_payload
+from relay.settings import RelaySettings
 from tests.netfixture import NOW, Network, make_network
-from tests.relayfixture import FakeClock, RelayEnv, until
+from tests.relayfixture import FakeClock, RelayEnv, start_relay, until
 
 MSG = uuid7(ms=NOW)
 TOKEN = "eyJhIjoxfQ.eyJiIjoyfQ.c2ln"
@@ -292,3 +294,19 @@ def test_no_aiohttp_type_in_the_client_librarys_public_api() -> None:
             else:
                 continue
             assert "aiohttp" not in hints, (cls.__name__, name, hints)
+
+
+@pytest.fixture
+async def impatient(relay_settings: RelaySettings, net: Network) -> AsyncIterator[RelayEnv]:
+    """A relay that holds a long-poll at most 10 ms."""
+    settings = relay_settings.model_copy(update={"longpoll_max_wait_s": 0.01})
+    env = RelayEnv(net=net, settings=settings, clock=FakeClock())
+    async for started in start_relay(env):
+        yield started
+
+
+async def test_a_longer_wait_than_the_relay_allows_is_clamped_not_refused(
+    impatient: RelayEnv,
+) -> None:
+    # Were it not clamped, this would hold for two minutes (past the test's timeout).
+    assert await impatient.client("fr-oclcc").poll(wait=wire.POLL_MAX_WAIT_S) == []
