@@ -182,7 +182,8 @@ def test_encoding_leaves_out_absent_members_only() -> None:
 
 
 def test_a_newer_relay_does_not_break_the_client() -> None:
-    """New frame types, new item types and new members are tolerated, not refused."""
+    """New frame types, new item types and new members are tolerated, not refused; an
+    item the client cannot read still has its seq, so it can be acknowledged."""
     frame = wire.RECEIVED_FRAME.validate_json('{"type": "maintenance", "at": 5}')
     assert frame == wire.UnknownFrame(type="maintenance")
     items = wire.RECEIVED_FRAME.validate_json(
@@ -192,6 +193,7 @@ def test_a_newer_relay_does_not_break_the_client() -> None:
                 "items": [
                     {"seq": 9, "type": "tombstone", "id": MSG},
                     {"seq": 10, "type": "receipt", "id": MSG, "receipt": TOKEN, "new": 1},
+                    {"seq": 11, "type": "envelope", "id": MSG, "envelope": 5},
                 ],
             }
         )
@@ -200,7 +202,10 @@ def test_a_newer_relay_does_not_break_the_client() -> None:
     assert items.items == [
         wire.UnknownItem(seq=9, type="tombstone"),
         wire.ReceiptItem(seq=10, id=MSG, receipt=TOKEN),
+        wire.UnknownItem(seq=11, type="envelope"),  # unreadable: acknowledged and dropped
     ]
+    hello = wire.RECEIVED_FRAME.validate_json('{"type": "hello", "authority": 5}')
+    assert hello == wire.UnknownFrame(type="hello")
 
 
 # --- JWS parts: only keys/jws.py splits tokens ----------------------------------------------
