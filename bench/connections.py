@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import aiohttp  # noqa: E402
 
 from bench.e2e import build_network, cpu_seconds, free_port, identity, names  # noqa: E402
 from clients.client import RelayClient  # noqa: E402
+from keys import wire  # noqa: E402
 from keys.encoding import now_ms  # noqa: E402
 
 
@@ -41,9 +41,8 @@ def rss_mib(pid: int) -> float:
 
 async def hold(url: str, args: argparse.Namespace, t0: int, relay_pid: int) -> dict[str, float]:
     _, recipients = names(args)
-    # One HTTP session without a connection limit (a RelayClient's own pools 64).
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-    clients = [RelayClient(url, identity(a, t0), session=session) for a in recipients]
+    # Clients without a connection limit (a RelayClient pools 64 by default).
+    clients = [RelayClient(url, identity(a, t0), max_connections=0) for a in recipients]
     sockets = []
     sem = asyncio.Semaphore(200)
     base_rss = rss_mib(relay_pid)
@@ -51,8 +50,9 @@ async def hold(url: str, args: argparse.Namespace, t0: int, relay_pid: int) -> d
     async def connect(i: int) -> None:
         async with sem:
             ws = await clients[i % len(clients)].connect_stream(heartbeat=30.0)
-            msg = await ws.receive(timeout=30)
-            assert json.loads(msg.data)["type"] == "hello"
+            async with asyncio.timeout(30):
+                hello = await ws.receive()
+            assert isinstance(hello, wire.Hello)
             sockets.append(ws)
 
     start = time.perf_counter()
@@ -65,7 +65,8 @@ async def hold(url: str, args: argparse.Namespace, t0: int, relay_pid: int) -> d
     rss = rss_mib(relay_pid)
     for ws in sockets:
         await ws.close()
-    await session.close()
+    for c in clients:
+        await c.close()
     return {
         "connections": len(sockets),
         "connect_s": round(connect_s, 2),

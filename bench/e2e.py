@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 from clients.client import RelayClient  # noqa: E402
 from clients.config import ClientSettings  # noqa: E402
 from clients.daemon import Daemon  # noqa: E402
+from clients.errors import StreamClosedError  # noqa: E402
+from keys import wire  # noqa: E402
 from keys.directory import sign_directory  # noqa: E402
 from keys.encoding import b64e, now_ms  # noqa: E402
 from keys.envelope import seal  # noqa: E402
@@ -242,21 +244,23 @@ async def run_senders(
 
     async def listen(aid: str) -> None:
         ws = await clients[aid].connect_stream()
-        async for msg in ws:
-            frame = json.loads(msg.data)
-            items = frame["items"] if frame.get("type") == "items" else [frame]
+        while True:
+            try:
+                events = await ws.receive_many()
+            except StreamClosedError:
+                return
             seqs = []
-            for item in items:
-                if item.get("type") != "receipt":
+            for item in events:
+                if not isinstance(item, wire.ReceiptItem):
                     continue
-                seqs.append(item["seq"])
-                receipt = verify_receipt(item["receipt"], directory)
+                seqs.append(item.seq)
+                receipt = verify_receipt(item.receipt, directory)
                 if receipt.status == "delivered" and receipt.body.msg in sent_at:
                     latencies.append(time.perf_counter() - sent_at.pop(receipt.body.msg))
                     if len(latencies) >= total:
                         done.set()
             if seqs:
-                await ws.send_str(json.dumps({"type": "ack", "seqs": seqs}))
+                await ws.ack(seqs)
 
     listeners = [asyncio.create_task(listen(a)) for a in senders]
     await asyncio.sleep(0.5)

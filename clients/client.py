@@ -5,47 +5,66 @@
     async with RelayClient("http://127.0.0.1:8080", identity) as relay:
         result = await relay.send(sealed.token)
         timeline = await relay.timeline(result.id)
+        async with relay.stream() as events:
+            async for event in events:
+                ...  # keys.wire.Hello, EnvelopeItem, ReceiptItem, Probe, ReceiptsOk, ...
 
-Errors are :mod:`clients.errors` exceptions; aiohttp's own never escape.
+Bodies and frames are the models of :mod:`keys.wire`, parsed once from the bytes
+received. Errors are :mod:`clients.errors` exceptions; no aiohttp type or exception
+crosses this module's public API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 
-from clients.errors import ClientError, RelayProblem, TransportError
+from clients.errors import (
+    ClientError,
+    ProtocolError,
+    RelayProblem,
+    StreamClosedError,
+    TransportError,
+)
+from keys import wire
 from keys.encoding import now_ms
 from keys.httpsig import sign_request
 from keys.identity import Identity
 
 Clock = Callable[[], int]
-DEFAULT_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=10)
+M = TypeVar("M", bound=BaseModel)
 
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    id: str
-    receipt: str
-    duplicate: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineResult:
-    id: str
-    header: dict[str, Any]
-    envelope_hash: str
-    state: str
-    receipts: list[str]
+SubmitResult = wire.Submitted
+"""What the relay answers to an accepted envelope (``id``, ``receipt``, ``duplicate``)."""
+TimelineResult = wire.Timeline
+Event = (
+    wire.Hello
+    | wire.EnvelopeItem
+    | wire.ReceiptItem
+    | wire.EscalationItem
+    | wire.UnknownItem
+    | wire.Probe
+    | wire.ReceiptOk
+    | wire.ReceiptsOk
+    | wire.ErrorFrame
+    | wire.Pong
+    | wire.UnknownFrame
+)
+"""One thing the stream delivers; several items pushed in one frame arrive one by one."""
+QueueItem = wire.EnvelopeItem | wire.ReceiptItem | wire.EscalationItem | wire.UnknownItem
+"""An item of the inbox; ``UnknownItem`` is a type this client does not know (ack, drop)."""
 
 
 class RelayClient:
@@ -57,15 +76,17 @@ class RelayClient:
         identity: Identity,
         *,
         clock: Clock | None = None,
-        session: aiohttp.ClientSession | None = None,
-        timeout: aiohttp.ClientTimeout = DEFAULT_TIMEOUT,
+        timeout_s: float = 60.0,
+        connect_timeout_s: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
+        """``max_connections`` 0 means no limit (many streams through one client)."""
         self.base_url = base_url.rstrip("/")
         self.identity = identity
         self.clock = clock or now_ms
-        self._session = session
-        self._own_session = session is None
-        self._timeout = timeout
+        self._http: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
+        self._max_connections = max_connections
 
     async def __aenter__(self) -> RelayClient:
         return self
@@ -74,17 +95,17 @@ class RelayClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=self._timeout, connector=aiohttp.TCPConnector(limit=64)
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
             )
-        return self._session
+        return self._http
 
     def signed_headers(
         self, method: str, url: str, body: bytes | None, *, body_sha256: bytes | None = None
@@ -106,85 +127,128 @@ class RelayClient:
             url += "?" + urlencode(params)
         return url
 
-    async def request(
+    async def _call(
         self,
         method: str,
         path: str,
         *,
-        body: Any = None,
+        body: BaseModel | None = None,
         params: dict[str, Any] | None = None,
+    ) -> tuple[int, bytes]:
+        """Send a signed request; (status, body bytes) of a 2xx answer, or raise."""
+        url = self.url(path, params)
+        raw = b"" if body is None else wire.encode(body)
+        headers = self.signed_headers(method, url, raw)
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            async with self._session().request(method, url, data=raw, headers=headers) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"cannot reach the relay at {self.base_url}: {exc}") from exc
+        if status >= 400:
+            raise _problem(status, payload)
+        return status, payload
+
+    async def _typed(
+        self,
+        model: type[M],
+        method: str,
+        path: str,
+        *,
+        body: BaseModel | None = None,
+        params: dict[str, Any] | None = None,
+    ) -> tuple[int, M]:
+        status, payload = await self._call(method, path, body=body, params=params)
+        return status, _parse(model, payload, f"{method} {path}")
+
+    async def request(
+        self, method: str, path: str, *, body: Any = None, params: dict[str, Any] | None = None
     ) -> tuple[int, Any]:
-        """Send a signed JSON request; return (status, decoded JSON) or raise."""
+        """Send any signed JSON request; (status, decoded JSON) or raise. Prefer the
+        typed methods; this one is for requests they do not cover."""
         url = self.url(path, params)
         raw = b"" if body is None else json.dumps(body).encode()
         headers = self.signed_headers(method, url, raw)
         if body is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with self.session.request(method, url, data=raw, headers=headers) as resp:
+            async with self._session().request(method, url, data=raw, headers=headers) as resp:
                 payload = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"cannot reach the relay at {self.base_url}: {exc}") from exc
+        if status >= 400:
+            raise _problem(status, payload)
         try:
-            data = json.loads(payload) if payload else None
+            return status, (json.loads(payload) if payload else None)
         except ValueError as exc:
-            raise TransportError(
+            raise ProtocolError(
                 f"the relay answered {status} with a body that is not JSON"
             ) from exc
-        if status >= 400:
-            raise RelayProblem.from_body(status, data)
-        return status, data
 
     # -- messages -------------------------------------------------------------------
 
-    async def send(self, envelope: str) -> SubmitResult:
+    async def send(self, envelope: str) -> wire.Submitted:
         """Submit one envelope. Returns once the relay has made it durable."""
-        _, data = await self.request("POST", "/v1/messages", body={"envelope": envelope})
-        return SubmitResult(data["id"], data["receipt"], bool(data["duplicate"]))
-
-    async def send_batch(self, envelopes: Sequence[str]) -> list[SubmitResult | RelayProblem]:
-        _, data = await self.request("POST", "/v1/messages", body={"envelopes": list(envelopes)})
-        out: list[SubmitResult | RelayProblem] = []
-        for item in data["results"]:
-            if "problem" in item:
-                p = item["problem"]
-                out.append(RelayProblem.from_body(int(p.get("status", 422)), p))
-            else:
-                out.append(SubmitResult(item["id"], item["receipt"], bool(item["duplicate"])))
-        return out
-
-    async def timeline(self, msg_id: str) -> TimelineResult:
-        _, d = await self.request("GET", f"/v1/messages/{msg_id}")
-        return TimelineResult(
-            d["id"], d["header"], d["envelope_hash"], d["state"], list(d["receipts"])
+        _, result = await self._typed(
+            wire.Submitted, "POST", "/v1/messages", body=_build(wire.SubmitOne, envelope=envelope)
         )
+        return result
+
+    async def send_batch(self, envelopes: Sequence[str]) -> list[wire.Submitted | RelayProblem]:
+        """Submit several envelopes at once; one result per envelope, in order."""
+        _, answer = await self._typed(
+            wire.BatchResults,
+            "POST",
+            "/v1/messages",
+            body=_build(wire.SubmitBatch, envelopes=list(envelopes)),
+        )
+        return [
+            RelayProblem.from_problem(r.problem) if isinstance(r, wire.ProblemResult) else r
+            for r in answer.results
+        ]
+
+    async def timeline(self, msg_id: str) -> wire.Timeline:
+        _, result = await self._typed(wire.Timeline, "GET", f"/v1/messages/{msg_id}")
+        return result
 
     async def send_receipt(self, receipt: str) -> bool:
         """Send a delivered/acknowledged/rejected receipt. True if the relay had not seen it."""
-        _, data = await self.request("POST", "/v1/receipts", body={"receipt": receipt})
-        return not data["duplicate"]
+        _, result = await self._typed(
+            wire.ReceiptStored,
+            "POST",
+            "/v1/receipts",
+            body=_build(wire.ReceiptRequest, receipt=receipt),
+        )
+        return not result.duplicate
 
     # -- inbox (long-poll) ----------------------------------------------------------
 
-    async def poll(
-        self, *, after: int = 0, wait: int = 0, limit: int = 100
-    ) -> list[dict[str, Any]]:
-        _, data = await self.request(
-            "GET", "/v1/inbox", params={"after": after, "wait": wait, "limit": limit}
+    async def poll(self, *, after: int = 0, wait: int = 0, limit: int = 100) -> list[QueueItem]:
+        """Queued items with ``seq > after``, waiting up to ``wait`` s for the first one."""
+        query = _build(wire.InboxQuery, after=after, wait=wait, limit=limit)
+        _, page = await self._typed(
+            wire.ReceivedInboxPage, "GET", "/v1/inbox", params=query.model_dump()
         )
-        return list(data["items"])
+        return list(page.items)
 
     async def ack(self, seqs: Sequence[int]) -> int:
-        _, data = await self.request("POST", "/v1/inbox/ack", body={"seqs": list(seqs)})
-        return int(data["acked"])
+        """Remove items from the queue; returns how many were removed."""
+        _, result = await self._typed(
+            wire.Acked, "POST", "/v1/inbox/ack", body=_build(wire.AckRequest, seqs=list(seqs))
+        )
+        return result.acked
 
-    async def connect_stream(self, *, heartbeat: float = 30.0) -> aiohttp.ClientWebSocketResponse:
-        """Open the signed WebSocket (``/v1/stream``)."""
+    # -- inbox (WebSocket) ------------------------------------------------------------
+
+    async def connect_stream(self, *, heartbeat: float = 30.0) -> RelayStream:
+        """Open the signed WebSocket (``/v1/stream``); close it when done."""
         url = self.url("/v1/stream")
         headers = self.signed_headers("GET", url, b"")
         try:
-            return await self.session.ws_connect(
+            ws = await self._session().ws_connect(
                 url, headers=headers, heartbeat=heartbeat, max_msg_size=8 * 1024 * 1024
             )
         except aiohttp.WSServerHandshakeError as exc:
@@ -193,16 +257,32 @@ class RelayClient:
             ) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"cannot open the stream at {self.base_url}: {exc}") from exc
+        return RelayStream(ws, self.base_url)
+
+    @asynccontextmanager
+    async def stream(self, *, heartbeat: float = 30.0) -> AsyncIterator[RelayStream]:
+        """``async with relay.stream() as events: async for event in events: ...``"""
+        events = await self.connect_stream(heartbeat=heartbeat)
+        try:
+            yield events
+        finally:
+            await events.close()
 
     # -- directory ------------------------------------------------------------------
 
+    async def directory(self) -> wire.DirectoryCurrent:
+        _, result = await self._typed(wire.DirectoryCurrent, "GET", "/v1/directory")
+        return result
+
     async def directory_history(self) -> list[str]:
-        _, data = await self.request("GET", "/v1/directory/history")
-        return list(data["versions"])
+        _, result = await self._typed(wire.DirectoryHistory, "GET", "/v1/directory/history")
+        return list(result.versions)
 
     # -- attachments ----------------------------------------------------------------
 
-    async def upload_attachment(self, path: str | os.PathLike[str], digest: str) -> None:
+    async def upload_attachment(
+        self, path: str | os.PathLike[str], digest: str
+    ) -> wire.AttachmentStored:
         """Upload an encrypted attachment file (streamed; never read into memory whole)."""
         file = Path(path)
         sha = await asyncio.to_thread(_sha256_file, file)
@@ -213,14 +293,16 @@ class RelayClient:
         headers["Content-Type"] = "application/octet-stream"
         fh = await asyncio.to_thread(file.open, "rb")
         try:
-            async with self.session.put(url, data=_chunks(fh), headers=headers) as resp:
+            async with self._session().put(url, data=_chunks(fh), headers=headers) as resp:
                 payload = await resp.read()
-                if resp.status >= 400:
-                    raise RelayProblem.from_body(resp.status, _json_or_none(payload))
+                status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"upload to {self.base_url} failed: {exc}") from exc
         finally:
             await asyncio.to_thread(fh.close)
+        if status >= 400:
+            raise _problem(status, payload)
+        return _parse(wire.AttachmentStored, payload, "PUT /v1/attachments")
 
     async def download_attachment(self, digest: str, dest: str | os.PathLike[str]) -> Path:
         """Download ciphertext into ``dest`` (atomically), checking its SHA-256."""
@@ -230,9 +312,9 @@ class RelayClient:
         tmp = target.with_name(f".{target.name}.part")
         hasher = hashlib.sha256()
         try:
-            async with self.session.get(url, headers=headers) as resp:
+            async with self._session().get(url, headers=headers) as resp:
                 if resp.status >= 400:
-                    raise RelayProblem.from_body(resp.status, _json_or_none(await resp.read()))
+                    raise _problem(resp.status, await resp.read())
                 await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
                 fh = await asyncio.to_thread(tmp.open, "wb")
                 try:
@@ -251,6 +333,136 @@ class RelayClient:
         return target
 
 
+class RelayStream:
+    """An open ``/v1/stream`` WebSocket: typed events in, typed frames out.
+
+    Iterate (``async for event in stream``) or call :meth:`receive`; both end with
+    :class:`~clients.errors.StreamClosedError` semantics (iteration simply stops).
+    An ``items`` frame is unpacked: its items arrive one by one, in order.
+    """
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, base_url: str) -> None:
+        self._ws = ws
+        self._base_url = base_url
+        self._backlog: deque[Event] = deque()
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+    async def close(self) -> None:
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError, OSError):  # already gone
+            await self._ws.close()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        while True:
+            try:
+                yield await self.receive()
+            except StreamClosedError:
+                return
+
+    async def receive(self) -> Event:
+        """The next event; :class:`StreamClosedError` once the stream has ended. Bound the
+        wait with ``asyncio.timeout``."""
+        while not self._backlog:
+            self._backlog.extend(await self._next_frame())
+        return self._backlog.popleft()
+
+    async def receive_many(self) -> list[Event]:
+        """Every event of the next frame (several items pushed at once), or what is left
+        of the previous one: for a consumer that handles items in batches."""
+        while not self._backlog:
+            self._backlog.extend(await self._next_frame())
+        events = list(self._backlog)
+        self._backlog.clear()
+        return events
+
+    async def _next_frame(self) -> list[Event]:
+        try:
+            msg = await self._ws.receive()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise StreamClosedError(f"the stream from {self._base_url} broke: {exc}") from exc
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            raise ProtocolError("the relay sent a binary frame")
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            code = self._ws.close_code
+            raise StreamClosedError(
+                f"the stream from {self._base_url} ended (close code {code})", code
+            )
+        try:
+            frame = wire.RECEIVED_FRAME.validate_json(msg.data)
+        except ValidationError as exc:
+            raise ProtocolError(wire.describe(exc, "a frame from the relay", union=True)) from exc
+        if isinstance(frame, wire.ReceivedItems):
+            return list(frame.items)
+        return [frame]
+
+    # -- frames to the relay --------------------------------------------------------
+
+    async def send(self, frame: BaseModel) -> None:
+        """Send one frame (a :mod:`keys.wire` client frame)."""
+        await self.send_raw(wire.encode_text(frame))
+
+    async def send_raw(self, data: str | bytes) -> None:
+        """Send a text (or binary) frame as is: for testing the relay's refusals."""
+        try:
+            if isinstance(data, bytes):
+                await self._ws.send_bytes(data)
+            else:
+                await self._ws.send_str(data)
+        except (aiohttp.ClientError, OSError, RuntimeError) as exc:
+            # RuntimeError: aiohttp refuses to write on a closing connection.
+            raise StreamClosedError(f"cannot send to {self._base_url}: {exc}") from exc
+
+    async def ack(self, seqs: Sequence[int]) -> None:
+        await self.send(_build(wire.AckFrame, seqs=list(seqs)))
+
+    async def send_receipt(self, receipt: str, ref: wire.Ref = None) -> None:
+        """Answered by a ``ReceiptOk`` or an ``ErrorFrame`` carrying the same ``ref``."""
+        await self.send(_build(wire.ReceiptFrame, receipt=receipt, ref=ref))
+
+    async def send_receipts(self, receipts: Sequence[str], ref: wire.Ref = None) -> None:
+        """Answered by a ``ReceiptsOk`` or an ``ErrorFrame`` carrying the same ``ref``."""
+        await self.send(_build(wire.ReceiptsFrame, receipts=list(receipts), ref=ref))
+
+    async def answer_probe(self, nonce: str, answer: str) -> None:
+        await self.send(_build(wire.ProbeAnswer, nonce=nonce, answer=answer))
+
+    async def ping(self) -> None:
+        """Answered by a ``Pong``."""
+        await self.send(wire.Ping())
+
+
+def _build(model: type[M], **fields: Any) -> M:
+    """A request body or frame; what the protocol does not allow is refused before sending."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise ClientError(wire.describe(exc, f"a {model.__name__}")) from exc
+
+
+def _parse(model: type[M], payload: bytes, what: str) -> M:
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        raise ProtocolError(wire.describe(exc, f"the answer to {what}")) from exc
+
+
+def _problem(status: int, payload: bytes) -> RelayProblem:
+    try:
+        body = json.loads(payload) if payload else None
+    except ValueError:
+        body = None
+    return RelayProblem.from_body(status, body)
+
+
 def _sha256_file(path: Path) -> bytes:
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -262,10 +474,3 @@ def _sha256_file(path: Path) -> bytes:
 async def _chunks(fh: Any) -> Any:
     while chunk := await asyncio.to_thread(fh.read, 256 * 1024):
         yield chunk
-
-
-def _json_or_none(payload: bytes) -> Any:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return None

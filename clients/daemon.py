@@ -17,31 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
-from clients.client import RelayClient
+from clients.client import Event, QueueItem, RelayClient, RelayStream
 from clients.config import ClientSettings
 from clients.directory import PinnedDirectory
-from clients.errors import ClientError, RelayProblem
+from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.hooks import HookRunner
 from clients.store import Inbox
+from keys import wire
 from keys.attachments import decrypt_file
 from keys.directory import Directory
-from keys.encoding import b64d, now_ms
+from keys.encoding import now_ms
 from keys.envelope import OpenedEnvelope, envelope_hash, open_envelope
 from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
 from keys.identity import Identity
+from keys.jws import unverified_header
 from keys.receipts import Receipt, sign_probe, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
+Reply = wire.ReceiptOk | wire.ReceiptsOk | wire.ErrorFrame
 RECEIPT_REPLY_TIMEOUT_S = 30.0
 MAX_UNCONFIRMED_BATCHES = 8
 STALE_DIRECTORY_ERRORS = (UnknownSenderError, UnknownSigningKeyError)
@@ -87,10 +87,10 @@ class Daemon:
         self.pin: PinnedDirectory | None = None
         self._refreshed_at = 0
         self._refs = 0
-        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._waiting: dict[int, asyncio.Future[Reply]] = {}
         self._downloads: set[asyncio.Task[None]] = set()
         self._sends: set[asyncio.Task[None]] = set()
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._ws: RelayStream | None = None
         self._hooks: HookRunner | None = None
 
     @property
@@ -125,7 +125,7 @@ class Daemon:
                     else:
                         await self._run_longpoll(stop)
                     backoff = s.reconnect_min_s
-                except (ClientError, KeysError, aiohttp.ClientError, OSError) as exc:
+                except (ClientError, KeysError, OSError) as exc:
                     log.warning("relay connection failed: %s", exc)
                 self.connected.clear()
                 if stop.is_set():
@@ -168,14 +168,14 @@ class Daemon:
         ws = await self.client.connect_stream()
         self._ws = ws
         self.stats.connects += 1
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[QueueItem | None] = asyncio.Queue()
         worker = asyncio.create_task(self._ws_worker(ws, queue), name="daemon-worker")
         stopper = asyncio.create_task(stop.wait(), name="daemon-stop")
         watch: set[asyncio.Future[Any]] = {stopper, worker}
         deadline: float | None = None
         try:
             while True:
-                receive = asyncio.ensure_future(ws.receive())
+                receive = asyncio.ensure_future(ws.receive_many())
                 timeout = (
                     None
                     if deadline is None
@@ -188,7 +188,7 @@ class Daemon:
                     # Stop taking new work, but keep reading: the batch in hand still needs
                     # the relay's answer to its receipts before it can be acknowledged.
                     watch.discard(stopper)
-                    queue.put_nowait({"type": "_stop"})
+                    queue.put_nowait(None)  # stop after the batch in hand
                     deadline = asyncio.get_running_loop().time() + self.settings.shutdown_grace_s
                 if worker in done or not done:
                     receive.cancel()
@@ -196,10 +196,12 @@ class Daemon:
                 if receive not in done:
                     receive.cancel()
                     continue
-                msg = receive.result()
-                if msg.type != aiohttp.WSMsgType.TEXT:
+                try:
+                    events = receive.result()
+                except StreamClosedError:
                     break
-                self._dispatch(json.loads(msg.data), queue)
+                for event in events:
+                    self._dispatch(event, queue)
         finally:
             worker.cancel()
             stopper.cancel()
@@ -211,40 +213,38 @@ class Daemon:
         if worker.done() and not worker.cancelled() and worker.exception() is not None:
             raise ClientError(f"processing failed: {worker.exception()}")
 
-    def _dispatch(self, frame: dict[str, Any], queue: asyncio.Queue[dict[str, Any]]) -> None:
-        kind = frame.get("type")
-        if kind in ("envelope", "receipt", "escalation"):
+    def _dispatch(self, frame: Event, queue: asyncio.Queue[QueueItem | None]) -> None:
+        if isinstance(
+            frame, wire.EnvelopeItem | wire.ReceiptItem | wire.EscalationItem | wire.UnknownItem
+        ):
             queue.put_nowait(frame)
-        elif kind == "items":
-            for item in frame.get("items", []):
-                queue.put_nowait(item)
-        elif kind in ("receipts_ok", "receipt_ok", "error") and frame.get("ref") in self._waiting:
-            fut = self._waiting.pop(frame["ref"])
+        elif (
+            isinstance(frame, wire.ReceiptsOk | wire.ReceiptOk | wire.ErrorFrame)
+            and isinstance(frame.ref, int)
+            and frame.ref in self._waiting
+        ):
+            fut = self._waiting.pop(frame.ref)
             if not fut.done():  # it may have timed out already
                 fut.set_result(frame)
-        elif kind == "probe" and isinstance(frame.get("nonce"), str):
-            self._answer_probe(frame["nonce"])
-        elif kind == "hello":
+        elif isinstance(frame, wire.Probe):
+            self._answer_probe(frame.nonce)
+        elif isinstance(frame, wire.Hello):
             base = self.client.base_url if self.client else self.settings.relay_url
-            log.info("connected to %s as %s", base, frame.get("authority"))
+            log.info("connected to %s as %s", base, frame.authority)
             self.connected.set()
-        elif kind == "error":
-            log.warning("relay reported: %s", frame.get("problem", {}).get("detail"))
+        elif isinstance(frame, wire.ErrorFrame):
+            log.warning("relay reported: %s", frame.problem.detail)
 
     def _answer_probe(self, nonce: str) -> None:
         """Answer the relay's reachability probe with our signature (cheap: one sign)."""
         if self._ws is None or self._ws.closed:
             return
         answer = sign_probe(self.identity, nonce=nonce, now=self.clock())
-        task = asyncio.create_task(
-            self._ws.send_str(json.dumps({"type": "probe_ok", "nonce": nonce, "answer": answer}))
-        )
+        task = asyncio.create_task(self._ws.answer_probe(nonce, answer))
         self._sends.add(task)
         task.add_done_callback(self._sends.discard)
 
-    async def _ws_worker(
-        self, ws: aiohttp.ClientWebSocketResponse, queue: asyncio.Queue[dict[str, Any]]
-    ) -> None:
+    async def _ws_worker(self, ws: RelayStream, queue: asyncio.Queue[QueueItem | None]) -> None:
         """Process batches; each batch's acknowledgement waits for the relay to confirm its
         receipts, while the next batch is already being processed (bounded pipeline)."""
         confirming: set[asyncio.Task[None]] = set()
@@ -253,8 +253,8 @@ class Daemon:
                 batch = [await queue.get()]
                 while not queue.empty() and len(batch) < 256:
                     batch.append(queue.get_nowait())
-                stopping = any(f.get("type") == "_stop" for f in batch)
-                items = [f for f in batch if f.get("type") != "_stop"]
+                stopping = any(f is None for f in batch)
+                items = [f for f in batch if f is not None]
                 if items:
                     done = await self.process(items)
                     while len(confirming) >= MAX_UNCONFIRMED_BATCHES:
@@ -272,30 +272,27 @@ class Daemon:
             for t in confirming:
                 t.cancel()
 
-    async def _confirm(self, ws: aiohttp.ClientWebSocketResponse, done: _Processed) -> None:
+    async def _confirm(self, ws: RelayStream, done: _Processed) -> None:
         """Send a batch's receipts, wait until the relay stored them, then acknowledge."""
         if done.receipts:
             self._refs += 1
             ref = self._refs
-            fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
             self._waiting[ref] = fut
             try:
-                await ws.send_str(
-                    json.dumps({"type": "receipts", "receipts": done.receipts, "ref": ref})
-                )
+                await ws.send_receipts(done.receipts, ref)
                 answer = await asyncio.wait_for(fut, RECEIPT_REPLY_TIMEOUT_S)
             except TimeoutError as exc:
                 raise ClientError("the relay did not confirm our receipts in time") from exc
             finally:
                 self._waiting.pop(ref, None)
-            if answer.get("type") == "error":
-                detail = answer.get("problem", {}).get("detail")
-                raise ClientError(f"relay refused our receipts: {detail}")
-            for result in answer.get("results", []):
-                if "problem" in result:
-                    log.warning("relay refused a receipt: %s", result["problem"].get("detail"))
+            if isinstance(answer, wire.ErrorFrame):
+                raise ClientError(f"relay refused our receipts: {answer.problem.detail}")
+            for result in answer.results if isinstance(answer, wire.ReceiptsOk) else []:
+                if isinstance(result, wire.ProblemResult):
+                    log.warning("relay refused a receipt: %s", result.problem.detail)
         if done.seqs:
-            await ws.send_str(json.dumps({"type": "ack", "seqs": done.seqs}))
+            await ws.ack(done.seqs)
         self._start_downloads(done.downloads)
 
     # -- long-poll transport ------------------------------------------------------------
@@ -327,30 +324,21 @@ class Daemon:
                     log.warning("relay refused a receipt: %s", exc)
             if result.seqs:
                 await self.client.ack(result.seqs)
-            after = max(i["seq"] for i in items)
+            after = max(i.seq for i in items)
             self._start_downloads(result.downloads)
 
     # -- processing -------------------------------------------------------------------
 
-    async def process(self, items: list[dict[str, Any]]) -> _Processed:
+    async def process(self, items: list[QueueItem]) -> _Processed:
         """Verify, decrypt, store and receipt a batch of pushed items."""
         assert self.inbox is not None and self._hooks is not None
         self.stats.batches += 1
         out = _Processed()
-        envelopes = [
-            i for i in items if i.get("type") == "envelope" and isinstance(i.get("envelope"), str)
-        ]
-        receipts = [
-            i for i in items if i.get("type") == "receipt" and isinstance(i.get("receipt"), str)
-        ]
-        notices = [
-            i for i in items if i.get("type") == "escalation" and isinstance(i.get("notice"), str)
-        ]
-        handled = {id(i) for i in (*envelopes, *receipts, *notices)}
-        # Anything else (unknown or malformed items) is acknowledged and dropped.
-        out.seqs.extend(
-            i["seq"] for i in items if id(i) not in handled and isinstance(i.get("seq"), int)
-        )
+        envelopes = [i for i in items if isinstance(i, wire.EnvelopeItem)]
+        receipts = [i for i in items if isinstance(i, wire.ReceiptItem)]
+        notices = [i for i in items if isinstance(i, wire.EscalationItem)]
+        # Items of a type this daemon does not know are acknowledged and dropped.
+        out.seqs.extend(i.seq for i in items if isinstance(i, wire.UnknownItem))
         if envelopes:
             now = self.clock()
             opened = await asyncio.to_thread(self._open_all, envelopes, now)
@@ -372,7 +360,7 @@ class Daemon:
                     next(retried) if isinstance(r, STALE_DIRECTORY_ERRORS) else r for r in opened
                 ]
             good = [
-                (o, e["envelope"])
+                (o, e.envelope)
                 for e, o in zip(envelopes, opened, strict=True)
                 if isinstance(o, OpenedEnvelope)
             ]
@@ -391,30 +379,32 @@ class Daemon:
                 else:
                     self.stats.duplicates += 1
             out.receipts.extend(await asyncio.to_thread(self._receipts_for, envelopes, opened, now))
-            out.seqs.extend(e["seq"] for e in envelopes)
+            out.seqs.extend(e.seq for e in envelopes)
         if receipts:
-            tokens = [i["receipt"] for i in receipts]
+            tokens = [i.receipt for i in receipts]
             verified = await asyncio.to_thread(self._verify_all, tokens)
             for token, result in zip(tokens, verified, strict=True):
                 await self._record_receipt(token, result)
-            out.seqs.extend(i["seq"] for i in receipts)
+            out.seqs.extend(i.seq for i in receipts)
         for item in notices:
-            await self._record_escalation(item["notice"], item.get("note"))
-            out.seqs.append(item["seq"])
+            await self._record_escalation(item.notice, item.note)
+            out.seqs.append(item.seq)
         return out
 
-    def _open_all(self, items: list[dict[str, Any]], now: int) -> list[OpenedEnvelope | KeysError]:
+    def _open_all(
+        self, items: list[wire.EnvelopeItem], now: int
+    ) -> list[OpenedEnvelope | KeysError]:
         directory = self.directory
         out: list[OpenedEnvelope | KeysError] = []
         for item in items:
             try:
-                out.append(open_envelope(item["envelope"], directory, self.identity, now=now))
+                out.append(open_envelope(item.envelope, directory, self.identity, now=now))
             except KeysError as exc:
                 out.append(exc)
         return out
 
     def _receipts_for(
-        self, items: list[dict[str, Any]], opened: list[OpenedEnvelope | KeysError], now: int
+        self, items: list[wire.EnvelopeItem], opened: list[OpenedEnvelope | KeysError], now: int
     ) -> list[str]:
         """``delivered`` for what we stored (again, for repeats); ``rejected`` for refusals."""
         tokens: list[str] = []
@@ -430,7 +420,7 @@ class Daemon:
                     )
                 )
                 continue
-            msg_id = _header_id(item["envelope"])
+            msg_id = _header_id(item.envelope)
             self.stats.rejected += 1
             log.warning("refused message %s: %s", msg_id or "(unreadable)", result.code)
             if msg_id is not None:
@@ -439,7 +429,7 @@ class Daemon:
                         sign_receipt(
                             self.identity,
                             msg_id=msg_id,
-                            envelope_hash=envelope_hash(item["envelope"]),
+                            envelope_hash=envelope_hash(item.envelope),
                             status="rejected",
                             now=now,
                             reason=f"{result.code}: {result}"[:500],
@@ -520,8 +510,7 @@ class Daemon:
 
 def _header_id(token: str) -> str | None:
     try:
-        header = json.loads(b64d(token.split(".", 1)[0]))
-        value = header.get("id")
-        return value if isinstance(value, str) else None
-    except (KeysError, ValueError, AttributeError):
+        value = unverified_header(token, what="envelope").get("id")
+    except KeysError:
         return None
+    return value if isinstance(value, str) else None

@@ -4,6 +4,8 @@
 
     ClientError
     ├── TransportError            the relay could not be reached (connection, timeout, TLS)
+    │   └── StreamClosedError         the WebSocket stream ended (``code``: its close code)
+    ├── ProtocolError             the relay answered with something the protocol does not allow
     └── RelayProblem              the relay answered with problem+json (RFC 9457)
         ├── MalformedRequestError     400
         ├── AuthenticationError       401 (signature refused, replayed nonce, unknown key)
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from keys.wire import Problem
+
 
 class ClientError(Exception):
     """Base class of everything the client library raises."""
@@ -25,6 +29,18 @@ class ClientError(Exception):
 
 class TransportError(ClientError):
     """The relay could not be reached or the connection broke."""
+
+
+class StreamClosedError(TransportError):
+    """The WebSocket stream was closed (by the relay, by us, or by the network)."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ProtocolError(ClientError):
+    """The relay's answer does not match the wire protocol (keys/wire.py)."""
 
 
 class RelayProblem(ClientError):  # noqa: N818 - it is the relay's "problem" document
@@ -47,6 +63,16 @@ class RelayProblem(ClientError):  # noqa: N818 - it is the relay's "problem" doc
             code, title, detail = "unknown", "", f"HTTP {status}"
         kind = _BY_STATUS.get(status, RelayProblem)
         return kind(status, code, title, detail)
+
+    @staticmethod
+    def from_problem(problem: Problem) -> RelayProblem:
+        """The typed exception for a problem inside a batch result or an error frame."""
+        return _from_problem(problem)
+
+
+def _from_problem(problem: Problem) -> RelayProblem:
+    kind = _BY_STATUS.get(problem.status, RelayProblem)
+    return kind(problem.status, problem.code, problem.title, problem.detail)
 
 
 class MalformedRequestError(RelayProblem):

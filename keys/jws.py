@@ -8,7 +8,9 @@ ever canonicalised. We emit ``alg: "Ed25519"`` and accept ``"EdDSA"`` on input.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 import nacl.bindings
 import nacl.exceptions
@@ -57,6 +59,37 @@ def sign_compact(protected: bytes, payload: bytes, secret_key: bytes) -> str:
     return f"{head}.{body}.{b64e(ed25519_sign(secret_key, signing_input))}"
 
 
+def split_compact(token: str, *, what: str) -> tuple[str, str, str]:
+    """The three base64url parts of a compact JWS, undecoded and unverified.
+
+    The one place a token is split: everything else goes through this module.
+    """
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise EncodingError(f"{what} is not a compact JWS (expected 3 dot-separated parts)")
+    return parts[0], parts[1], parts[2]
+
+
+def unverified_header(token: str, *, what: str) -> dict[str, Any]:
+    """The protected header of a compact JWS, NOT verified: for metadata only."""
+    return _json_object(b64d(split_compact(token, what=what)[0], what=f"{what} header"), what)
+
+
+def unverified_payload(token: str, *, what: str) -> dict[str, Any]:
+    """The JSON payload of a compact JWS, NOT verified: for metadata only."""
+    return _json_object(b64d(split_compact(token, what=what)[1], what=f"{what} payload"), what)
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise EncodingError(f"{what} is not JSON") from exc
+    if not isinstance(value, dict):
+        raise EncodingError(f"{what} is not a JSON object")
+    return value
+
+
 def parse_compact(token: str | bytes, *, what: str, max_bytes: int | None = None) -> CompactJWS:
     """Split and base64url-decode a compact JWS. Raises :class:`EncodingError`."""
     if isinstance(token, bytes):
@@ -66,10 +99,7 @@ def parse_compact(token: str | bytes, *, what: str, max_bytes: int | None = None
             raise EncodingError(f"{what} is not ASCII") from exc
     if max_bytes is not None and len(token) > max_bytes:
         raise EncodingError(f"{what} is larger than {max_bytes} bytes")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise EncodingError(f"{what} is not a compact JWS (expected 3 dot-separated parts)")
-    head, body, sig = parts
+    head, body, sig = split_compact(token, what=what)
     signature = b64d(sig, what=f"{what} signature")
     if len(signature) != SIGNATURE_BYTES:
         raise TamperedError(f"{what} signature has the wrong length")

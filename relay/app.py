@@ -22,7 +22,7 @@ from keys.identity import Identity
 from keys.keystore import load_keystore, resolve_passphrase
 from relay.api.auth import auth_middleware
 from relay.api.handlers import routes
-from relay.api.openapi import openapi_handler
+from relay.api.openapi import setup_openapi
 from relay.api.ops import setup_ops
 from relay.api.problems import problem_middleware
 from relay.api.state import (
@@ -102,7 +102,7 @@ def create_app(
     app[SOCKETS] = set()
     app[DIRECTORY] = make_directory(settings)
     app.router.add_routes(routes)
-    app.router.add_get("/openapi.json", openapi_handler)
+    setup_openapi(app)
     setup_ops(app)  # /metrics, /ops: operator-authenticated
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)

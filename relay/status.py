@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from keys.encoding import b64d
+from keys.errors import KeysError
+from keys.jws import unverified_payload
 from keys.lifecycle import STEP_NAMES, Schedule, Step
 from keys.models import DirectoryEntry
 from relay.core.errors import UnavailableError
@@ -124,8 +125,8 @@ def _receipt_details(record: ReceiptRecord, relay_id: str) -> Json:
     if record.signer != relay_id:
         return {}
     try:
-        body = json.loads(b64d(record.token.split(".")[1]))
-    except (ValueError, IndexError):
+        body = unverified_payload(record.token, what="receipt")
+    except KeysError:
         return {}
     out: Json = {}
     step = body.get("step") if isinstance(body, dict) else None

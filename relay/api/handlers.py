@@ -9,10 +9,13 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from aiohttp import WSMsgType, web
+from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
+from keys import wire
+from keys.encoding import MESSAGE_ID_PATTERN
 from relay.api.problems import relay_error_body
 from relay.api.state import (
     AUTHORITY,
@@ -36,42 +39,60 @@ from relay.core.errors import (
     UnavailableError,
 )
 from relay.core.intake import Submitted
-from relay.core.items import item_json
 from relay.store.base import QueueItem
 
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
-_MSG_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_DIGEST = re.compile(wire.DIGEST_PATTERN)
+_MSG_ID = re.compile(MESSAGE_ID_PATTERN)
 WS_MAX_FRAME = 1024 * 1024
 WS_CONCURRENCY = 256
-MAX_RECEIPTS_PER_FRAME = 1000
-MAX_SEQ = 2**63 - 1
-"""Largest sequence number (a SQLite INTEGER); larger values are malformed, not a crash."""
+T = TypeVar("T")
 
 
-def _json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, body=json.dumps(data).encode(), content_type="application/json"
+def json_response(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=wire.encode(model), content_type="application/json")
+
+
+async def _parse(request: web.Request, adapter: TypeAdapter[T], *, union: bool = False) -> T:
+    """The request body, parsed once into its wire model; a 400 naming what is wrong."""
+    try:
+        return adapter.validate_json(await request.read())
+    except ValidationError as exc:
+        raise MalformedError(wire.describe(exc, "request body", union=union)) from exc
+
+
+def _submitted(s: Submitted) -> wire.Submitted:
+    return wire.Submitted.model_construct(id=s.id, receipt=s.receipt, duplicate=s.duplicate)
+
+
+def wire_item(item: QueueItem) -> wire.EnvelopeItem | wire.ReceiptItem | wire.EscalationItem:
+    """The wire form of a queued item (built without re-validating what the store holds)."""
+    if item.type == "envelope":
+        return wire.EnvelopeItem.model_construct(
+            seq=item.seq,
+            type="envelope",
+            id=item.msg_id,
+            envelope=item.payload,
+            reminder=item.reminder,
+            note=item.note or None,
+        )
+    if item.type == "escalation":
+        return wire.EscalationItem.model_construct(
+            seq=item.seq,
+            type="escalation",
+            id=item.msg_id,
+            notice=item.payload,
+            note=item.note or None,
+        )
+    return wire.ReceiptItem.model_construct(
+        seq=item.seq, type="receipt", id=item.msg_id, receipt=item.payload, note=item.note or None
     )
 
 
-def _json_object(raw: str | bytes, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
-        raise MalformedError(f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MalformedError(f"{what} must be a JSON object")
-    return data
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    return _json_object(await request.read(), "request body")
-
-
-def _submitted_json(s: Submitted) -> dict[str, Any]:
-    return {"id": s.id, "receipt": s.receipt, "duplicate": s.duplicate}
+_SUBMIT: TypeAdapter[wire.SubmitRequest] = wire.SUBMIT_REQUEST
+_RECEIPT = TypeAdapter(wire.ReceiptRequest)
+_ACK = TypeAdapter(wire.AckRequest)
 
 
 # --- messages ---------------------------------------------------------------------
@@ -80,30 +101,24 @@ def _submitted_json(s: Submitted) -> dict[str, Any]:
 @routes.post("/v1/messages")
 async def submit(request: web.Request) -> web.Response:
     core = request.app[CORE]
-    body = await _json_body(request)
+    body = await _parse(request, _SUBMIT, union=True)
     authority: str = request[AUTHORITY]
-    if "envelope" in body and "envelopes" not in body:
-        if not isinstance(body["envelope"], str):
-            raise MalformedError("'envelope' must be a string (compact JWS)")
-        (result,) = await core.intake.submit(authority, [body["envelope"]])
+    if isinstance(body, wire.SubmitOne):
+        (result,) = await core.intake.submit(authority, [body.envelope])
         if isinstance(result, RelayError):
             raise result
-        return _json_response(_submitted_json(result), status=200 if result.duplicate else 201)
-    if "envelopes" in body and "envelope" not in body:
-        tokens = body["envelopes"]
-        if (
-            not isinstance(tokens, list)
-            or not tokens
-            or not all(isinstance(t, str) for t in tokens)
-        ):
-            raise MalformedError("'envelopes' must be a non-empty list of strings")
-        results = await core.intake.submit(authority, tokens)
-        out = [
-            {"problem": relay_error_body(r)} if isinstance(r, RelayError) else _submitted_json(r)
-            for r in results
-        ]
-        return _json_response({"results": out})
-    raise MalformedError('send {"envelope": ...} or {"envelopes": [...]}')
+        return json_response(_submitted(result), status=200 if result.duplicate else 201)
+    results = await core.intake.submit(authority, body.envelopes)
+    return json_response(
+        wire.BatchResults.model_construct(
+            results=[
+                wire.ProblemResult.model_construct(problem=relay_error_body(r))
+                if isinstance(r, RelayError)
+                else _submitted(r)
+                for r in results
+            ]
+        )
+    )
 
 
 @routes.get("/v1/messages/{id}")
@@ -112,73 +127,48 @@ async def timeline(request: web.Request) -> web.Response:
     if not _MSG_ID.match(msg_id):
         raise NotFoundError(f"no message {msg_id[:64]}", code="unknown_message")
     t = await request.app[CORE].intake.timeline(request[AUTHORITY], msg_id)
-    return _json_response(
-        {
-            "id": t.record.id,
-            "header": t.header,
-            "envelope_hash": t.record.env_hash,
-            "state": t.record.state,
-            "receipts": t.receipts,
-        }
+    return json_response(
+        wire.Timeline.model_construct(
+            id=t.record.id,
+            header=t.header,
+            envelope_hash=t.record.env_hash,
+            state=t.record.state,
+            receipts=t.receipts,
+        )
     )
 
 
 @routes.post("/v1/receipts")
 async def receipt(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    token = body.get("receipt")
-    if not isinstance(token, str):
-        raise MalformedError("'receipt' must be a string (compact JWS)")
-    stored = await request.app[CORE].intake.submit_receipt(request[AUTHORITY], token)
-    return _json_response({"duplicate": not stored.new}, status=202 if stored.new else 200)
+    body = await _parse(request, _RECEIPT)
+    stored = await request.app[CORE].intake.submit_receipt(request[AUTHORITY], body.receipt)
+    return json_response(
+        wire.ReceiptStored(duplicate=not stored.new), status=202 if stored.new else 200
+    )
 
 
 # --- inbox: long-poll ---------------------------------------------------------------
 
 
-def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise MalformedError(f"query parameter {name} must be an integer") from exc
-    if not lo <= value <= hi:
-        raise MalformedError(f"query parameter {name} must be between {lo} and {hi}")
-    return value
-
-
 @routes.get("/v1/inbox")
 async def inbox(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    after = _int_param(request, "after", 0, 0, 2**62)
-    wait = _int_param(request, "wait", 0, 0, int(settings.longpoll_max_wait_s))
-    limit = _int_param(request, "limit", 100, 1, 500)
+    try:
+        query = wire.InboxQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise MalformedError(wire.describe(exc, "query")) from exc
+    # Within the documented bounds, wait is clamped to this relay's own maximum.
+    wait = min(query.wait, request.app[SETTINGS].longpoll_max_wait_s)
     items = await request.app[CORE].delivery.poll(
-        request[AUTHORITY], after=after, wait_s=wait, limit=limit
+        request[AUTHORITY], after=query.after, wait_s=wait, limit=query.limit
     )
-    return _json_response({"items": [item_json(i) for i in items]})
-
-
-def _seqs(body: dict[str, Any]) -> list[int]:
-    seqs = body.get("seqs")
-    if (
-        not isinstance(seqs, list)
-        or len(seqs) > 10_000
-        or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEQ for s in seqs
-        )
-    ):
-        raise MalformedError(f"'seqs' must be a list of at most 10000 integers from 0 to {MAX_SEQ}")
-    return seqs
+    return json_response(wire.InboxPage.model_construct(items=[wire_item(i) for i in items]))
 
 
 @routes.post("/v1/inbox/ack")
 async def inbox_ack(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    removed = await request.app[CORE].delivery.ack(None, request[AUTHORITY], _seqs(body))
-    return _json_response({"acked": removed})
+    body = await _parse(request, _ACK)
+    removed = await request.app[CORE].delivery.ack(None, request[AUTHORITY], body.seqs)
+    return json_response(wire.Acked(acked=removed))
 
 
 # --- inbox: WebSocket ----------------------------------------------------------------
@@ -201,13 +191,17 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
 
     async def send(items: list[QueueItem]) -> None:
         # Several items travel in one "items" frame: one write and one parse, not many.
+        frame: BaseModel
         if len(items) == 1:
-            await ws.send_str(json.dumps(item_json(items[0])))
+            frame = wire_item(items[0])
         else:
-            await ws.send_str(json.dumps({"type": "items", "items": [item_json(i) for i in items]}))
+            frame = wire.ItemsFrame.model_construct(
+                type="items", items=[wire_item(i) for i in items]
+            )
+        await ws.send_str(wire.encode_text(frame))
 
-    async def control(frame: dict[str, Any]) -> None:
-        await ws.send_str(json.dumps(frame))
+    async def control(frame: wire.Probe) -> None:
+        await ws.send_str(wire.encode_text(frame))
 
     session.send = send
     session.control = control
@@ -230,7 +224,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     try:
         # hello comes first, before the pump pushes anything.
         pending = await core.delivery.queued(authority)
-        await ws.send_str(json.dumps({"type": "hello", "authority": authority, "pending": pending}))
+        await ws.send_str(wire.encode_text(wire.Hello(authority=authority, pending=pending)))
         pump = asyncio.create_task(run_pump(), name=f"pump-{authority}")
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -255,62 +249,75 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _send_error(ws: web.WebSocketResponse, exc: RelayError, ref: Any = None) -> None:
-    """An error frame; ``ref`` echoes the client's correlation value, if it sent one."""
+async def _send(ws: web.WebSocketResponse, frame: BaseModel) -> None:
     if not ws.closed:
-        frame: dict[str, Any] = {"type": "error", "problem": relay_error_body(exc)}
-        if ref is not None:
-            frame["ref"] = ref
-        await ws.send_str(json.dumps(frame))
+        await ws.send_str(wire.encode_text(frame))
+
+
+async def _send_error(ws: web.WebSocketResponse, exc: RelayError, ref: JsonValue = None) -> None:
+    """An error frame; ``ref`` echoes the client's correlation value, if it sent one."""
+    await _send(
+        ws, wire.ErrorFrame.model_construct(type="error", problem=relay_error_body(exc), ref=ref)
+    )
+
+
+def _ref_of(data: str, exc: ValidationError) -> JsonValue:
+    """The ``ref`` of a frame that did not validate (only on this error path: parse again)."""
+    if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False)):
+        return None
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    return frame.get("ref") if isinstance(frame, dict) else None
 
 
 async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: str) -> None:
-    frame: Any = None
+    ref: JsonValue = None
     try:
-        frame = _json_object(data, "frame")
-        kind = frame.get("type")
-        if kind == "ack":
+        try:
+            frame = wire.CLIENT_FRAME.validate_json(data)
+        except ValidationError as exc:
+            ref = _ref_of(data, exc)
+            raise MalformedError(wire.describe(exc, "frame", union=True)) from exc
+        if isinstance(frame, wire.AckFrame):
             try:
-                await core.delivery.ack(session, session.authority, _seqs(frame))
+                await core.delivery.ack(session, session.authority, frame.seqs)
             except UnavailableError:
                 # The acknowledgement may not have been stored, and the delivery window
                 # still counts those items: start over on a fresh connection.
                 await ws.close(code=1011, message=b"acknowledgement not stored; reconnect")
-                return
-        elif kind == "receipt":
-            token = frame.get("receipt")
-            if not isinstance(token, str):
-                raise MalformedError("'receipt' must be a string (compact JWS)")
-            stored = await core.intake.submit_receipt(session.authority, token)
-            if not ws.closed:
-                reply = {"type": "receipt_ok", "id": stored.msg_id, "duplicate": not stored.new}
-                await ws.send_str(json.dumps({**reply, "ref": frame.get("ref")}))
-        elif kind == "receipts":
-            tokens = frame.get("receipts")
-            if not isinstance(tokens, list) or not 0 < len(tokens) <= MAX_RECEIPTS_PER_FRAME:
-                raise MalformedError(
-                    f"'receipts' must be a list of 1 to {MAX_RECEIPTS_PER_FRAME} receipts"
-                )
-            results = await core.intake.submit_receipts(session.authority, tokens)
-            if not ws.closed:
-                out = [
-                    {"problem": relay_error_body(r)}
-                    if isinstance(r, RelayError)
-                    else {"id": r.msg_id, "duplicate": not r.new}
-                    for r in results
-                ]
-                await ws.send_str(
-                    json.dumps({"type": "receipts_ok", "results": out, "ref": frame.get("ref")})
-                )
-        elif kind == "probe_ok":
-            core.prober.answer(session.authority, frame.get("nonce"), frame.get("answer"))
-        elif kind == "ping":
-            if not ws.closed:
-                await ws.send_str('{"type":"pong"}')
+        elif isinstance(frame, wire.ReceiptFrame):
+            ref = frame.ref
+            stored = await core.intake.submit_receipt(session.authority, frame.receipt)
+            await _send(
+                ws,
+                wire.ReceiptOk.model_construct(
+                    type="receipt_ok", id=stored.msg_id, duplicate=not stored.new, ref=ref
+                ),
+            )
+        elif isinstance(frame, wire.ReceiptsFrame):
+            ref = frame.ref
+            results = await core.intake.submit_receipts(session.authority, frame.receipts)
+            await _send(
+                ws,
+                wire.ReceiptsOk.model_construct(
+                    type="receipts_ok",
+                    results=[
+                        wire.ProblemResult.model_construct(problem=relay_error_body(r))
+                        if isinstance(r, RelayError)
+                        else wire.ReceiptResult.model_construct(id=r.msg_id, duplicate=not r.new)
+                        for r in results
+                    ],
+                    ref=ref,
+                ),
+            )
+        elif isinstance(frame, wire.ProbeAnswer):
+            core.prober.answer(session.authority, frame.nonce, frame.answer)
         else:
-            raise MalformedError(f"unknown frame type {str(kind)[:40]!r}")
+            await _send(ws, wire.Pong())
     except RelayError as exc:
-        await _send_error(ws, exc, frame.get("ref") if isinstance(frame, dict) else None)
+        await _send_error(ws, exc, ref)
     except ConnectionResetError:
         pass
 
@@ -341,7 +348,9 @@ async def put_attachment(request: web.Request) -> web.Response:
     new = await request.app[STORE].put_attachment(
         digest, uploader=request[AUTHORITY], size=size, at=request.app[CLOCK]()
     )
-    return _json_response({"digest": digest, "size": size}, status=201 if new else 200)
+    return json_response(
+        wire.AttachmentStored(digest=digest, size=size), status=201 if new else 200
+    )
 
 
 def _move_into_place(tmp: Path, final: Path) -> None:
@@ -391,17 +400,21 @@ async def stream_body_to_file(
 @routes.get("/v1/directory")
 async def directory(request: web.Request) -> web.Response:
     current = request.app[DIRECTORY].current
-    return _json_response({"version": current.version, "jws": current.token})
+    return json_response(wire.DirectoryCurrent(version=current.version, jws=current.token))
 
 
 @routes.get("/v1/directory/history")
 async def directory_history(request: web.Request) -> web.Response:
-    return _json_response({"versions": [d.token for d in request.app[DIRECTORY].history]})
+    return json_response(
+        wire.DirectoryHistory.model_construct(
+            versions=[d.token for d in request.app[DIRECTORY].history]
+        )
+    )
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return _json_response({"status": "ok"})
+    return json_response(wire.Health())
 
 
 @routes.get("/readyz")
@@ -416,5 +429,5 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:
         problems.append(f"directory: {exc}")
     if problems:
-        return _json_response({"status": "unavailable", "problems": problems}, status=503)
-    return _json_response({"status": "ready"})
+        return json_response(wire.NotReady(problems=problems), status=503)
+    return json_response(wire.Ready())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
+from keys import wire
 from keys.errors import KeysError
 from relay.core.errors import RelayError, UnavailableError
 from relay.store.base import StoreError
@@ -28,20 +27,16 @@ _HTTP_CODES = {
 }
 
 
-def problem_body(status: int, code: str, title: str, detail: str) -> dict[str, Any]:
-    return {
-        "type": f"urn:cpar:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-    }
+def problem_body(status: int, code: str, title: str, detail: str) -> wire.Problem:
+    return wire.Problem.model_construct(
+        type=f"urn:cpar:problem:{code}", title=title, status=status, detail=detail, code=code
+    )
 
 
 def problem(status: int, code: str, title: str, detail: str, **headers: str) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(problem_body(status, code, title, detail)).encode(),
+        body=wire.encode(problem_body(status, code, title, detail)),
         content_type=PROBLEM_TYPE,
         headers=headers or None,
     )
@@ -52,7 +47,7 @@ def from_relay_error(exc: RelayError) -> web.Response:
     return problem(exc.status, exc.code, exc.title, exc.detail, **extra)
 
 
-def relay_error_body(exc: RelayError) -> dict[str, Any]:
+def relay_error_body(exc: RelayError) -> wire.Problem:
     return problem_body(exc.status, exc.code, exc.title, exc.detail)
 
 

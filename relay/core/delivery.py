@@ -13,8 +13,8 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from keys.wire import Probe
 from relay.core.errors import MalformedError, guard
 from relay.store.base import QueueItem, Store
 
@@ -28,7 +28,7 @@ class Session:
 
     authority: str
     send: Callable[[list[QueueItem]], Awaitable[None]] | None = None
-    control: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    control: Callable[[Probe], Awaitable[None]] | None = None
     """Sends a control frame (a probe) on a live connection."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: set[int] = field(default_factory=set)

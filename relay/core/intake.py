@@ -12,7 +12,6 @@ sender, recipients and hash, so a receipt costs no read.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from keys.directory import Directory
 from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
-from keys.jws import parse_compact
+from keys.jws import unverified_header
 from keys.lifecycle import Step
 from keys.models import ReceiptBody
 from keys.receipts import sign_receipt, verify_receipt
@@ -434,5 +433,5 @@ class Intake:
         if record is None or record.sender != authority:
             raise NotFoundError(f"no message {msg_id} sent by {authority}", code="unknown_message")
         receipts = await guard(self.store.receipts(msg_id))
-        header = json.loads(parse_compact(record.envelope, what="envelope").protected)
+        header = unverified_header(record.envelope, what="stored envelope")
         return Timeline(record, header, [record.accepted_receipt, *(r.token for r in receipts)])

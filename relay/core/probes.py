@@ -17,6 +17,7 @@ from keys.directory import Directory
 from keys.encoding import b64e
 from keys.errors import KeysError
 from keys.receipts import verify_probe
+from keys.wire import Probe
 from relay.core.delivery import Clock, Hub
 from relay.core.errors import RejectedError, from_keys_error
 
@@ -62,7 +63,7 @@ class Prober:
             nonce = b64e(os.urandom(16))
             self._outstanding[nonce] = (session.authority, now)
             try:
-                await session.control({"type": "probe", "nonce": nonce})
+                await session.control(Probe(nonce=nonce))
                 sent += 1
             except (ConnectionError, RuntimeError):
                 self._outstanding.pop(nonce, None)

@@ -255,6 +255,8 @@ class SQLiteStore:
         log.info("sqlite store at %s, schema version %d", self.path, version)
 
     async def close(self) -> None:
+        if self._closed:  # closing twice is harmless (an outage test closes it early)
+            return
         self._closed = True
         if self._flusher is not None:
             await asyncio.shield(self._flusher)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import aiohttp
 import pytest
 
 from clients.client import RelayClient
@@ -294,24 +295,22 @@ async def test_each_escalation_step_fires_once_across_three_instances(
     for msg_id in ids:
         assert await steps(msg_id) == [1, 2, 3]
 
-    async def queued(aid: str) -> list[dict[str, Any]]:
+    async def queued(aid: str) -> list[Any]:
         return await fleet.client(aid, 1).poll(limit=500)
 
     # What each step queued, counted per message: a second firing would queue it again.
     fr = await queued("fr-oclcc")
-    assert sorted(i["id"] for i in fr if i["reminder"]) == sorted(ids)  # step 1
-    assert sorted(i["id"] for i in fr if not i["reminder"]) == sorted(ids)  # the original
+    assert sorted(i.id for i in fr if i.reminder) == sorted(ids)  # step 1
+    assert sorted(i.id for i in fr if not i.reminder) == sorted(ids)  # the original
     desk = await queued("fr-desk")
-    assert sorted(i["id"] for i in desk) == sorted(ids)  # step 2: released to the fallback
+    assert sorted(i.id for i in desk) == sorted(ids)  # step 2: released to the fallback
     deputy = await queued("fr-deputy")
-    assert sorted(i["id"] for i in deputy) == sorted(ids)  # step 2: deputy notified
+    assert sorted(i.id for i in deputy) == sorted(ids)  # step 2: deputy notified
     supervisor = await queued("fr-ca")
-    assert sorted(i["id"] for i in supervisor) == sorted(ids)  # step 3: supervisor notified
+    assert sorted(i.id for i in supervisor) == sorted(ids)  # step 3: supervisor notified
     sender = await queued("it-tpc")
     escalated = [
-        verify_receipt(i["receipt"], fleet.c.net.directory).body
-        for i in sender
-        if i["type"] == "receipt"
+        verify_receipt(i.receipt, fleet.c.net.directory).body for i in sender if i.type == "receipt"
     ]
     assert sorted((b.msg, b.step) for b in escalated) == sorted(
         (i, step) for i in ids for step in (1, 2, 3)
@@ -354,7 +353,7 @@ async def test_redis_down_is_a_503_problem_and_the_relay_recovers_by_itself(
     url = client.url("/v1/messages")
     headers = client.signed_headers("POST", url, body)
     headers["Content-Type"] = "application/json"
-    async with client.session.post(url, data=body, headers=headers) as resp:
+    async with aiohttp.ClientSession() as http, http.post(url, data=body, headers=headers) as resp:
         assert resp.status == 503
         assert resp.headers["Content-Type"] == "application/problem+json"
         assert resp.headers["Retry-After"] == "5"
@@ -362,7 +361,7 @@ async def test_redis_down_is_a_503_problem_and_the_relay_recovers_by_itself(
     assert problem["code"] == "store_unavailable" and problem["status"] == 503
     with pytest.raises(UnavailableError):
         await client.send(fleet.seal(1).token)
-    async with client.session.get(fleet.url(0) + "/readyz") as resp:
+    async with aiohttp.ClientSession() as http, http.get(fleet.url(0) + "/readyz") as resp:
         assert resp.status == 503
 
     await fleet.redis.start()
@@ -376,7 +375,7 @@ async def test_redis_down_is_a_503_problem_and_the_relay_recovers_by_itself(
         return True
 
     await until(accepted_again, 15)  # the same process, not restarted
-    async with client.session.get(fleet.url(0) + "/readyz") as resp:
+    async with aiohttp.ClientSession() as http, http.get(fleet.url(0) + "/readyz") as resp:
         assert resp.status == 200
     assert (await client.timeline(later.id)).state == "accepted"
 

@@ -59,27 +59,27 @@ async def test_full_chain_remind_release_notify(relay: RelayEnv) -> None:
     sealed = urgent(relay, fallback=["fr-desk"])
     await relay.client("it-tpc").send(sealed.token)
     first = await relay.client("fr-oclcc").poll()
-    assert [i["reminder"] for i in first] == [False]
+    assert [i.reminder for i in first] == [False]
 
     assert await advance_and_tick(relay, 9 * MIN) == 0  # not yet due
     assert await advance_and_tick(relay, 1 * MIN) == 1  # 10 min: remind
-    items = await relay.client("fr-oclcc").poll(after=first[0]["seq"])
-    assert len(items) == 1 and items[0]["type"] == "envelope" and items[0]["reminder"] is True
-    assert items[0]["envelope"] == sealed.token and "reminder" in items[0]["note"]
+    items = await relay.client("fr-oclcc").poll(after=first[0].seq)
+    assert len(items) == 1 and items[0].type == "envelope" and items[0].reminder is True
+    assert items[0].envelope == sealed.token and "reminder" in items[0].note
     assert [s[:2] for s in await escalated_steps(relay, sealed.id)] == [("escalated", 1)]
 
     assert await advance_and_tick(relay, 20 * MIN) == 1  # 30 min: release
     desk = await relay.client("fr-desk").poll()
-    assert [i["type"] for i in desk] == ["envelope"] and desk[0]["envelope"] == sealed.token
-    assert "released to you" in desk[0]["note"]
+    assert [i.type for i in desk] == ["envelope"] and desk[0].envelope == sealed.token
+    assert "released to you" in desk[0].note
     deputy = await relay.client("fr-deputy").poll()
-    assert [i["type"] for i in deputy] == ["escalation"]
-    notice = verify_receipt(deputy[0]["notice"], relay.net.directory)
+    assert [i.type for i in deputy] == ["escalation"]
+    notice = verify_receipt(deputy[0].notice, relay.net.directory)
     assert notice.status == "escalated" and notice.body.step == 2 and notice.signer.role == "relay"
 
     assert await advance_and_tick(relay, 90 * MIN) == 1  # 2 h: notify supervisor
     supervisor = await relay.client("fr-ca").poll()
-    assert [i["type"] for i in supervisor] == ["escalation"]
+    assert [i.type for i in supervisor] == ["escalation"]
     steps = await escalated_steps(relay, sealed.id)
     assert [s[:2] for s in steps] == [("escalated", 1), ("escalated", 2), ("escalated", 3)]
     assert "fr-desk" in (steps[1][2] or "") and "fr-ca" in (steps[2][2] or "")
@@ -220,7 +220,7 @@ async def test_recipient_that_never_connected_still_escalates(relay: RelayEnv) -
         await advance_and_tick(relay, HOUR)
     assert [s[1] for s in await escalated_steps(relay, sealed.id)] == [1, 2, 3]
     items = await relay.client("fr-oclcc").poll()
-    assert [i["reminder"] for i in items] == [False, True]  # original and one reminder
+    assert [i.reminder for i in items] == [False, True]  # original and one reminder
 
 
 async def test_ack_by_tightens_but_never_loosens(relay: RelayEnv) -> None:

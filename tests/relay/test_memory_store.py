@@ -49,8 +49,8 @@ async def test_submit_poll_and_ack_on_a_relay_with_the_memory_store(
     assert result.id == sealed.id and not result.duplicate
     fr = memory_relay.client("fr-oclcc")
     (item,) = await fr.poll()
-    assert item["type"] == "envelope" and item["envelope"] == sealed.token
-    assert await fr.ack([item["seq"]]) == 1
+    assert item.type == "envelope" and item.envelope == sealed.token
+    assert await fr.ack([item.seq]) == 1
     assert await fr.poll() == []
 
 

@@ -19,7 +19,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from clients.client import RelayStream
 from clients.errors import AuthenticationError
+from keys import wire
 from keys.encoding import b64e
 from keys.envelope import SealedEnvelope, seal
 from keys.receipts import sign_probe, sign_receipt
@@ -133,11 +135,12 @@ async def open_escalation(env: RelayEnv) -> SealedEnvelope:
     return msg
 
 
-async def connect(env: RelayEnv, aid: str) -> aiohttp.ClientWebSocketResponse:
+async def connect(env: RelayEnv, aid: str) -> RelayStream:
     """A daemon's WebSocket, once the relay has said hello (the session is attached)."""
     ws = await env.client(aid).connect_stream()
-    hello = await ws.receive_json(timeout=5)
-    assert hello["type"] == "hello"
+    async with asyncio.timeout(5):
+        hello = await ws.receive()
+    assert isinstance(hello, wire.Hello)
     return ws
 
 
@@ -329,7 +332,7 @@ async def test_metrics_gauges_follow_the_relay_between_scrapes(
     assert "cpar_connected_daemons 1.0" in body
     assert await waiting == []
     items = await relay.client("de-bka").poll()
-    assert await relay.client("de-bka").ack([i["seq"] for i in items]) == 1
+    assert await relay.client("de-bka").ack([i.seq for i in items]) == 1
     body = (await get(http, relay, "/metrics", bearer())).body.decode()
     assert "cpar_connected_daemons 0.0" in body
     assert "cpar_pending_messages 0.0" in body
@@ -729,15 +732,16 @@ async def test_relay_status_exits_1_with_a_refused_token(
 # -- degraded health -----------------------------------------------------------------------
 
 
-async def answer_probes(env: RelayEnv, sockets: dict[str, aiohttp.ClientWebSocketResponse]) -> None:
+async def answer_probes(env: RelayEnv, sockets: dict[str, RelayStream]) -> None:
     """One probe round, answered by each connected test daemon as a real daemon does."""
     core = core_of(env)
     assert await core.prober.round() == len(sockets)
     for aid, ws in sockets.items():
-        while (frame := await ws.receive_json(timeout=5))["type"] != "probe":
-            pass
-        token = sign_probe(env.net[aid], nonce=frame["nonce"], now=env.clock())
-        await ws.send_json({"type": "probe_ok", "nonce": frame["nonce"], "answer": token})
+        async with asyncio.timeout(5):
+            while not isinstance(frame := await ws.receive(), wire.Probe):
+                pass
+        token = sign_probe(env.net[aid], nonce=frame.nonce, now=env.clock())
+        await ws.answer_probe(frame.nonce, token)
 
     async def answered() -> bool:
         return all(core.prober.reachable(aid, env.clock()) for aid in sockets)

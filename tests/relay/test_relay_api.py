@@ -29,15 +29,15 @@ async def test_recipient_polls_acks_and_receipts_flow_back(relay: RelayEnv) -> N
     await relay.client("it-tpc").send(sealed.token)
     fr = relay.client("fr-oclcc")
     items = await fr.poll()
-    assert [i["type"] for i in items] == ["envelope"] and items[0]["envelope"] == sealed.token
+    assert [i.type for i in items] == ["envelope"] and items[0].envelope == sealed.token
     delivered = sign_receipt(
         net["fr-oclcc"], msg_id=sealed.id, envelope_hash=sealed.hash, status="delivered", now=NOW
     )
     assert await fr.send_receipt(delivered)
-    assert await fr.ack([items[0]["seq"]]) == 1
+    assert await fr.ack([items[0].seq]) == 1
     assert await fr.poll() == []
     timeline = await relay.client("it-tpc").timeline(sealed.id)
     assert timeline.state == "delivered"
     assert len(timeline.receipts) == 2
     sender_items = await relay.client("it-tpc").poll()
-    assert sender_items[0]["type"] == "receipt" and sender_items[0]["receipt"] == delivered
+    assert sender_items[0].type == "receipt" and sender_items[0].receipt == delivered

@@ -136,11 +136,11 @@ async def assert_intact(env: RelayEnv, earlier: list[SealedEnvelope]) -> None:
     fresh = seal_to(env)
     result = await sender.send(fresh.token)
     assert result.id == fresh.id and not result.duplicate
-    queued = {i["id"]: i for i in await env.client("fr-oclcc").poll(limit=500)}
+    queued = {i.id: i for i in await env.client("fr-oclcc").poll(limit=500)}
     for msg in [*earlier, fresh]:
         timeline = await sender.timeline(msg.id)
         assert timeline.envelope_hash == msg.hash
-        assert queued[msg.id]["envelope"] == msg.token
+        assert queued[msg.id].envelope == msg.token
 
 
 @pytest.fixture
@@ -502,7 +502,7 @@ async def test_batch_mixes_accepted_envelopes_and_per_item_problems(
     )
     timeline = await relay.client("it-tpc").timeline(good1.id)
     assert timeline.envelope_hash == good1.hash
-    assert [i["id"] for i in await relay.client("de-bka").poll()] == [good2.id]
+    assert [i.id for i in await relay.client("de-bka").poll()] == [good2.id]
     await assert_intact(relay, [*accepted, good1])
 
 
@@ -689,7 +689,7 @@ async def test_receipt_refusals(relay: RelayEnv, accepted: list[SealedEnvelope])
     assert err.value.status == 422 and err.value.code == "bad_signature"
     # Nothing of that reached the sender, and the message state did not move.
     sender = relay.client("it-tpc")
-    assert [i for i in await sender.poll() if i["type"] == "receipt"] == []
+    assert [i for i in await sender.poll() if i.type == "receipt"] == []
     timeline = await sender.timeline(msg.id)
     assert timeline.state == "accepted" and len(timeline.receipts) == 1
     # The real recipient's receipt is still accepted, once.
@@ -759,8 +759,8 @@ async def test_ack_of_unknown_or_foreign_seqs_removes_nothing(
 ) -> None:
     (item,) = await relay.client("fr-oclcc").poll()
     # Another authority cannot acknowledge fr-oclcc's item.
-    assert await relay.client("de-bka").ack([item["seq"]]) == 0
-    assert await relay.client("fr-oclcc").ack([item["seq"] + 1000, 0]) == 0
+    assert await relay.client("de-bka").ack([item.seq]) == 0
+    assert await relay.client("fr-oclcc").ack([item.seq + 1000, 0]) == 0
     assert await relay.client("fr-oclcc").ack([]) == 0
     await assert_intact(relay, accepted)
 
@@ -945,12 +945,12 @@ async def test_no_plaintext_at_the_relay(relay: RelayEnv, tmp_path: Path) -> Non
     )
     await sender.send(msg.token)
     fr = relay.client("fr-oclcc")
-    (item,) = [i for i in await fr.poll() if i["id"] == msg.id]
-    assert item["envelope"] == msg.token
+    (item,) = [i for i in await fr.poll() if i.id == msg.id]
+    assert item.envelope == msg.token
     dest = tmp_path / "inbox" / "icon.bin"
     await fr.download_attachment(photo.entry.h, dest)
     # Sanity: the recipient really gets the marker back.
-    opened = open_envelope(item["envelope"], relay.net.directory, relay.net["fr-oclcc"], now=NOW)
+    opened = open_envelope(item.envelope, relay.net.directory, relay.net["fr-oclcc"], now=NOW)
     assert marker.decode() in opened.content["text"]
     plain = io.BytesIO()
     ct = await asyncio.to_thread(dest.read_bytes)

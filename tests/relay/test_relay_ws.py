@@ -1,16 +1,19 @@
-"""WebSocket delivery (``GET /v1/stream``) against a real relay, through RelayClient.connect_stream."""
+"""WebSocket delivery (``GET /v1/stream``) against a real relay, through RelayClient.connect_stream.
+
+Frames are sent raw where the test needs a frame the client library would not produce.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
-from clients.client import RelayClient
+from clients.client import RelayClient, RelayStream
 from clients.errors import AuthenticationError
 from keys.envelope import SealedEnvelope, seal
 from keys.identity import Identity
@@ -20,7 +23,7 @@ from tests.netfixture import NOW, Network
 from tests.relayfixture import FakeClock, RelayEnv, start_relay, until
 
 NOTICE = {"kind": "free_text", "text": "stream test"}
-WS = aiohttp.ClientWebSocketResponse
+WS = RelayStream
 Frame = dict[str, Any]
 
 
@@ -33,25 +36,16 @@ async def send(env: RelayEnv, *msgs: SealedEnvelope) -> None:
         assert not (await env.client("it-tpc").send(m.token)).duplicate
 
 
-# Frames unpacked from an "items" frame and not read yet, per connection (weakly held,
-# so a closed connection's leftovers can never be read from a new one).
-_unread: weakref.WeakKeyDictionary[WS, list[Frame]] = weakref.WeakKeyDictionary()
-
-
 async def receive(ws: WS) -> Frame:
-    """The next frame; an "items" frame (several pushed items at once) is unpacked."""
-    backlog = _unread.setdefault(ws, [])
-    if backlog:
-        return backlog.pop(0)
-    msg = await ws.receive(timeout=5.0)
-    assert msg.type == aiohttp.WSMsgType.TEXT, (msg.type, msg.data, msg.extra)
-    frame = json.loads(msg.data)
-    assert isinstance(frame, dict)
-    if frame["type"] == "items":
-        assert len(frame["items"]) > 1
-        backlog.extend(frame["items"][1:])
-        return frame["items"][0]  # type: ignore[no-any-return]
-    return frame
+    """The next event (items pushed together arrive one by one), as its JSON object."""
+    async with asyncio.timeout(5.0):
+        event = await ws.receive()
+    return event.model_dump(mode="json", exclude_none=True)
+
+
+async def send_json(ws: WS, frame: Frame) -> None:
+    """A frame exactly as given (valid or not), bypassing the client's own checks."""
+    await ws.send_raw(json.dumps(frame))
 
 
 async def receive_until(ws: WS, done: Callable[[list[Frame]], bool]) -> list[Frame]:
@@ -67,7 +61,7 @@ def envelopes(frames: list[Frame]) -> list[Frame]:
 
 async def assert_alive(ws: WS) -> list[Frame]:
     """ping -> pong on the same connection; returns whatever arrived before the pong."""
-    await ws.send_json({"type": "ping"})
+    await send_json(ws, {"type": "ping"})
     frames = await receive_until(ws, lambda fs: bool(fs) and fs[-1]["type"] == "pong")
     assert not ws.closed
     return frames[:-1]
@@ -77,7 +71,8 @@ async def assert_nothing_more(ws: WS, wait: float = 0.3) -> None:
     """Nothing is pushed (the relay had every chance: a ping round trip, then a pause)."""
     assert envelopes(await assert_alive(ws)) == []
     with pytest.raises(TimeoutError):
-        await ws.receive(timeout=wait)
+        async with asyncio.timeout(wait):
+            await ws.receive()
 
 
 @pytest.fixture
@@ -122,11 +117,11 @@ async def test_explicit_ack_removes_the_item(relay: RelayEnv, fr_ws: WS) -> None
     first, second = seal_to(relay), seal_to(relay)
     await send(relay, first, second)
     frames = await receive_until(fr_ws, lambda fs: len(fs) == 2)
-    await fr_ws.send_json({"type": "ack", "seqs": [frames[0]["seq"]]})
+    await send_json(fr_ws, {"type": "ack", "seqs": [frames[0]["seq"]]})
     fr = relay.client("fr-oclcc")
 
     async def only_second_left() -> bool:
-        return [i["id"] for i in await fr.poll()] == [second.id]
+        return [i.id for i in await fr.poll()] == [second.id]
 
     await until(only_second_left)
     await fr_ws.close()
@@ -154,7 +149,7 @@ async def test_unacked_item_is_pushed_again_after_reconnect(relay: RelayEnv) -> 
         finally:
             await ws.close()
     # Still queued for the long-poll transport too.
-    assert [i["id"] for i in await fr.poll()] == [msg.id]
+    assert [i.id for i in await fr.poll()] == [msg.id]
 
 
 async def test_receipt_frames_are_verified_stored_and_answered(relay: RelayEnv, fr_ws: WS) -> None:
@@ -169,7 +164,7 @@ async def test_receipt_frames_are_verified_stored_and_answered(relay: RelayEnv, 
         delivered = sign_receipt(
             net["fr-oclcc"], msg_id=msg.id, envelope_hash=msg.hash, status="delivered", now=NOW
         )
-        await fr_ws.send_json({"type": "receipt", "receipt": delivered, "ref": 7})
+        await send_json(fr_ws, {"type": "receipt", "receipt": delivered, "ref": 7})
         ok = await receive(fr_ws)
         assert ok["type"] == "receipt_ok" and ok["id"] == msg.id and ok["ref"] == 7
         assert ok["duplicate"] is False
@@ -181,7 +176,7 @@ async def test_receipt_frames_are_verified_stored_and_answered(relay: RelayEnv, 
         assert pushed["receipt"] == delivered
         verify_receipt(pushed["receipt"], net.directory, header=msg.header, envelope_hash=msg.hash)
         # The same receipt again is answered as a duplicate and not queued twice.
-        await fr_ws.send_json({"type": "receipt", "receipt": delivered, "ref": 8})
+        await send_json(fr_ws, {"type": "receipt", "receipt": delivered, "ref": 8})
         again = await receive(fr_ws)
         assert again["type"] == "receipt_ok" and again["duplicate"] is True and again["ref"] == 8
         await assert_nothing_more(sender_ws)
@@ -214,7 +209,7 @@ async def test_bad_receipt_frames_get_error_frames_and_the_connection_stays(
         ({"type": "receipt", "receipt": receipt("de-bka")}, 403, "signer_mismatch"),
     ]
     for i, (frame, status, code) in enumerate(cases):
-        await fr_ws.send_json({**frame, "ref": i})
+        await send_json(fr_ws, {**frame, "ref": i})
         reply = await receive(fr_ws)
         assert reply["type"] == "error" and reply["ref"] == i, (frame, reply)
         problem = reply["problem"]
@@ -249,27 +244,24 @@ async def test_malformed_frame_gets_an_error_and_the_connection_stays(
     msg = seal_to(relay)
     await send(relay, msg)
     pushed = await receive(fr_ws)
-    if isinstance(data, bytes):
-        await fr_ws.send_bytes(data)
-    else:
-        await fr_ws.send_str(data)
+    await fr_ws.send_raw(data)
     reply = await receive(fr_ws)
     assert reply["type"] == "error"
     assert reply["problem"]["status"] == 400 and reply["problem"]["code"] == "malformed"
     await assert_alive(fr_ws)
     # Nothing was acknowledged by it, and delivery goes on.
-    assert [i["id"] for i in await relay.client("fr-oclcc").poll()] == [msg.id]
+    assert [i.id for i in await relay.client("fr-oclcc").poll()] == [msg.id]
     later = seal_to(relay)
     await send(relay, later)
     assert (await receive(fr_ws))["id"] == later.id
-    await fr_ws.send_json({"type": "ack", "seqs": [pushed["seq"]]})
+    await send_json(fr_ws, {"type": "ack", "seqs": [pushed["seq"]]})
     await assert_alive(fr_ws)
 
 
 async def test_ping_pong(relay: RelayEnv, fr_ws: WS) -> None:
     await receive(fr_ws)
     for _ in range(3):
-        await fr_ws.send_json({"type": "ping"})
+        await send_json(fr_ws, {"type": "ping"})
         assert await receive(fr_ws) == {"type": "pong"}
 
 
@@ -292,7 +284,7 @@ async def test_delivery_window_limits_unacked_pushes(windowed: RelayEnv) -> None
         assert [f["id"] for f in first] == [m.id for m in msgs[:3]]
         await assert_nothing_more(ws)
         # One ack frees one slot: exactly one more item.
-        await ws.send_json({"type": "ack", "seqs": [first[0]["seq"]]})
+        await send_json(ws, {"type": "ack", "seqs": [first[0]["seq"]]})
         fourth = await receive(ws)
         assert fourth["id"] == msgs[3].id
         await assert_nothing_more(ws)
@@ -300,7 +292,7 @@ async def test_delivery_window_limits_unacked_pushes(windowed: RelayEnv) -> None
         extra = seal_to(env)
         await send(env, extra)
         await assert_nothing_more(ws)
-        await ws.send_json({"type": "ack", "seqs": [f["seq"] for f in first[1:]]})
+        await send_json(ws, {"type": "ack", "seqs": [f["seq"] for f in first[1:]]})
         rest = await receive_until(ws, lambda fs: len(fs) == 2)
         assert [f["id"] for f in rest] == [msgs[4].id, extra.id]
     finally:
