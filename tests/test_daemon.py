@@ -15,7 +15,8 @@ from keys.encoding import b64e
 from keys.envelope import seal
 from keys.receipts import verify_receipt
 from tests.netfixture import NOW
-from tests.relayfixture import RelayEnv, until
+from tests.relayfixture import RelayEnv
+from tests.waiting import until
 
 NOTICE = {"kind": "free_text", "text": "Lot 112 closes at 18:00"}
 

@@ -30,8 +30,8 @@ from clients.hooks import (
 )
 from clients.inbox import Inbox
 from keys.models import AttachmentManifestEntry
+from tests.inboxfixture import NOTICE, PHOTO, deliver
 from tests.netfixture import NOW, Network
-from tests.test_inbox import NOTICE, PHOTO, deliver
 
 SECRET_WORD = "Etruscan"  # appears in the content: it must never reach a log line
 

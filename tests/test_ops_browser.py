@@ -28,8 +28,7 @@ from relay.api import ops
 from relay.api.ops import token_digest
 from relay.settings import OperatorCredential, RelaySettings
 from tests.netfixture import AUTHORITIES, Network
-from tests.relayfixture import RelayEnv, write_relay_files
-from tests.test_ops import (
+from tests.opsfixture import (
     OPERATOR_TOKEN,
     answer,
     connect,
@@ -37,6 +36,7 @@ from tests.test_ops import (
     seal_to,
     send,
 )
+from tests.relayfixture import RelayEnv, write_relay_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ from keys.identity import Identity
 from keys.receipts import sign_receipt, verify_receipt
 from relay.settings import RelaySettings
 from tests.netfixture import NOW, Network
-from tests.relayfixture import FakeClock, RelayEnv, start_relay, until
+from tests.relayfixture import FakeClock, RelayEnv, start_relay
+from tests.waiting import until
 
 NOTICE = {"kind": "free_text", "text": "stream test"}
 WS = aiohttp.ClientWebSocketResponse
