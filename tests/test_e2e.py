@@ -68,13 +68,16 @@ async def _send_all(c: Cluster, tokens: list[tuple[str, str]]) -> set[str]:
     """Send everything, retrying through relay restarts; returns the ids accepted."""
     accepted: set[str] = set()
     for msg_id, token in tokens:
-        for _ in range(200):
+
+        async def sent(msg_id: str = msg_id, token: str = token) -> bool:
             try:
                 await c.client("it-tpc").send(token)
-                accepted.add(msg_id)
-                break
             except ClientError:
-                await asyncio.sleep(0.05)  # the relay is restarting
+                return False  # the relay is restarting
+            accepted.add(msg_id)
+            return True
+
+        await until(sent, 30)
     return accepted
 
 

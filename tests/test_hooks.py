@@ -32,6 +32,7 @@ from clients.inbox import Inbox
 from keys.models import AttachmentManifestEntry
 from tests.inboxfixture import NOTICE, PHOTO, deliver
 from tests.netfixture import NOW, Network
+from tests.waiting import until
 
 SECRET_WORD = "Etruscan"  # appears in the content: it must never reach a log line
 
@@ -302,12 +303,11 @@ def _gone(pid: int) -> bool:
         return True
 
 
-async def _wait_gone(pid: int) -> bool:
-    for _ in range(100):
-        if await asyncio.to_thread(_gone, pid):
-            return True
-        await asyncio.sleep(0.05)
-    return False
+async def _wait_gone(pid: int) -> None:
+    async def gone() -> bool:
+        return await asyncio.to_thread(_gone, pid)
+
+    await until(gone, 5)
 
 
 SLEEPER = (
@@ -335,8 +335,8 @@ async def test_command_that_hangs_is_killed_with_its_children(
     assert (job.state, job.attempts) == ("pending", 1)
     assert job.last_error == "timed out after 1 s and was killed"
     pid, child = map(int, (await _read(out)).split())
-    assert await _wait_gone(pid)
-    assert await _wait_gone(child)
+    await _wait_gone(pid)
+    await _wait_gone(child)
 
 
 async def test_missing_command_is_a_failure_not_a_crash(net: Network, inbox: Inbox) -> None:

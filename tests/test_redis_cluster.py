@@ -158,15 +158,20 @@ class Fleet:
         accepted: set[str] = set()
         turn = 0
         for msg_id, token in tokens:
-            for attempt in range(1, 1000):
-                turn += 1
-                try:
-                    await self.client(sender, turn % len(self.ports)).send(token)
+
+            async def sent(msg_id: str = msg_id, token: str = token) -> bool:
+                nonlocal turn
+                for _ in self.ports:
+                    turn += 1
+                    try:
+                        await self.client(sender, turn % len(self.ports)).send(token)
+                    except ClientError:
+                        continue
                     accepted.add(msg_id)
-                    break
-                except ClientError:
-                    if attempt % len(self.ports) == 0:
-                        await asyncio.sleep(0.05)  # every instance refused: wait a little
+                    return True
+                return False  # every instance refused
+
+            await until(sent, 30)
         return accepted
 
 
