@@ -94,7 +94,7 @@ async def test_full_chain_remind_release_notify(relay: RelayEnv) -> None:
         now=relay.clock.now,
         person="Desk officer",
     )
-    assert await relay.client("fr-desk").send_receipt(ack)
+    assert await relay.client("fr-desk").send_receipt(ack) is True  # new to the relay
     assert (await relay.client("it-tpc").timeline(sealed.id)).state == "acknowledged"
 
 
@@ -152,7 +152,14 @@ async def test_each_timer_fires_once_even_when_fired_twice(relay: RelayEnv) -> N
     due = await core.store.due_timers(relay.clock.now, limit=10)
     plans = core.escalation._plan_all(due, relay.clock.now)
     first, second = await core.store.fire(plans), await core.store.fire(plans)
-    assert first[0] is not None and second == [None]
+    assert second == [None]
+    (seqs,) = first
+    assert seqs is not None and len(seqs) == 2  # the reminder, then the sender's receipt
+    # Counted in effects: one reminder queued, one escalated receipt.
+    queued = await relay.client("fr-oclcc").poll()
+    assert [(i["seq"], i["reminder"]) for i in queued if i["reminder"]] == [(seqs[0], True)]
+    told = await relay.client("it-tpc").poll()
+    assert [i["seq"] for i in told if i["type"] == "receipt"] == [seqs[1]]
     assert [s[1] for s in await escalated_steps(relay, sealed.id)] == [1]
 
 

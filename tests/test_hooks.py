@@ -127,10 +127,14 @@ def test_config_defaults_and_refusals(tmp_path: Path) -> None:
         parse_hooks([{"type": "command", "name": "x", "argv": ["a"]}] * 2)
     with pytest.raises(ValidationError, match="absolute"):
         parse_hooks([{"type": "file", "name": "x", "directory": "relative/dir"}])
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as err:
         parse_hooks([{"type": "command", "name": "x", "argv": []}])
-    with pytest.raises(ValidationError):
+    assert [(e["type"], e["loc"]) for e in err.value.errors()] == [
+        ("too_short", (0, "command", "argv"))
+    ]
+    with pytest.raises(ValidationError) as err:
         parse_hooks([{"type": "shell", "name": "x", "script": "rm -rf /"}])
+    assert [(e["type"], e["loc"]) for e in err.value.errors()] == [("union_tag_invalid", (0,))]
     with pytest.raises(ValidationError, match="Extra inputs"):
         parse_hooks([{"type": "command", "name": "x", "argv": ["a"], "shell": True}])
 
@@ -490,7 +494,8 @@ async def test_restricted_message_never_reaches_a_hook_that_shares_onward(
     assert jobs["partner"].attempts == 0
     assert jobs["partner"].skipped_reason is not None
     assert code in jobs["partner"].skipped_reason
-    assert await asyncio.to_thread((tmp_path / "drop" / f"{msg_id}.json").exists)
+    written = await asyncio.to_thread((tmp_path / "drop" / f"{msg_id}.json").read_text)
+    assert json.loads(written)["id"] == msg_id  # the hook that does not share onward ran
 
 
 async def test_unrestricted_codes_do_not_block_sharing(
@@ -532,7 +537,8 @@ async def test_jobs_survive_a_restart(net: Network, tmp_path: Path) -> None:
         jobs = {j.hook: j for j in await box.hook_jobs(msg_id)}
         assert (jobs["case"].state, jobs["case"].attempts) == ("failed", 2)
         assert jobs["archive"].state == "done"
-        assert await asyncio.to_thread((out / f"{msg_id}.json").exists)
+        written = await asyncio.to_thread((out / f"{msg_id}.json").read_text)
+        assert json.loads(written)["id"] == msg_id
     finally:
         await box.close()
 

@@ -97,7 +97,7 @@ async def test_fallback_role_is_recorded(net: Network, inbox: Inbox) -> None:
 
 async def test_invalid_content_is_stored_but_has_no_notice(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net, {"kind": "gossip", "text": "x"})
-    assert await inbox.store_message(opened, token, received_at=NOW)
+    assert await inbox.store_message(opened, token, received_at=NOW) is True
     msg = await inbox.get(opened.header.id)
     assert msg is not None
     assert (
@@ -144,7 +144,7 @@ async def test_store_many_dedupes_inside_and_across_batches(net: Network, inbox:
 async def test_store_many_is_all_or_nothing(net: Network, inbox: Inbox) -> None:
     a, b = deliver(net), deliver(net)
     broken = (b[0], a[1])  # the token of another envelope
-    with pytest.raises(InboxError):
+    with pytest.raises(InboxError, match="not the envelope that was opened"):
         await inbox.store_many([a, broken], received_at=NOW)
     assert await inbox.list() == []
     assert await inbox.store_many([a, b], received_at=NOW) == [True, True]
@@ -229,7 +229,7 @@ async def test_a_closed_inbox_refuses_calls(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_an_inbox_error(tmp_path: Path) -> None:
     path = tmp_path / "inbox.db"
     await asyncio.to_thread(path.write_bytes, b"this is not sqlite" * 100)
-    with pytest.raises(InboxError):
+    with pytest.raises(InboxError, match=r"cannot open the inbox at .*: file is not a database"):
         await Inbox.open(path)
 
 
@@ -348,10 +348,12 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
         (acknowledged, "acknowledged", "fr-oclcc", NOW + 30),
         (accepted, "accepted", "relay-eu", NOW + 10),
     ]:
-        assert await inbox.record_receipt(sealed.id, token, status=status, signer=signer, at=at)
-    assert not await inbox.record_receipt(
+        new = await inbox.record_receipt(sealed.id, token, status=status, signer=signer, at=at)
+        assert new is True
+    again = await inbox.record_receipt(
         sealed.id, delivered, status="delivered", signer="fr-oclcc", at=NOW + 20
     )
+    assert again is False
     timeline = await inbox.timeline(sealed.id)
     assert [(r.status, r.signer, r.at) for r in timeline] == [
         ("accepted", "relay-eu", NOW + 10),
@@ -475,5 +477,5 @@ async def test_attachment_paths_keep_safe_names_and_never_collide(inbox: Inbox) 
     assert inbox.attachment_path(msg_id, "front photo.jpg").name == "front photo.jpg"
     assert inbox.attachment_path(msg_id, "a/b.jpg") != inbox.attachment_path(msg_id, "a_b.jpg")
     assert inbox.attachment_path(msg_id, "a/b.jpg").suffix == ".jpg"
-    with pytest.raises(InboxError):
+    with pytest.raises(InboxError, match="not a message id"):
         inbox.attachment_path("../x", "a.jpg")

@@ -347,5 +347,6 @@ async def test_unsigned_upgrade_is_refused_before_the_upgrade(relay: RelayEnv) -
     # A key the directory does not list.
     stranger = Identity.generate("fr-oclcc", now=NOW - 1000)
     async with RelayClient(relay.base_url, stranger, clock=relay.clock) as client:
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(AuthenticationError) as err:
             await client.connect_stream()
+        assert err.value.status == 401
