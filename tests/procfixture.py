@@ -21,6 +21,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clients.client import RelayClient
 from clients.inbox import Inbox
@@ -161,18 +162,23 @@ async def hooks_finished(inbox_path: Path) -> set[str]:
         await inbox.close()
 
 
+async def queued(client: RelayClient) -> list[dict[str, Any]]:
+    """Every item the relay holds for ``client``'s authority (not acknowledged yet)."""
+    items: list[dict[str, Any]] = []
+    while page := await client.poll(after=items[-1]["seq"] if items else 0, limit=500):
+        items.extend(page)
+    return items
+
+
 async def receipts_queued(client: RelayClient, directory: Directory) -> Counter[tuple[str, str]]:
     """What the relay queued for ``client``'s authority (its daemon not running): every
     receipt item, verified, counted per (message id, status). One item is one notification
     the sender gets; a receipt stored twice would be queued twice."""
     seen: Counter[tuple[str, str]] = Counter()
-    after = 0
-    while page := await client.poll(after=after, limit=500):
-        for item in page:
-            if item["type"] == "receipt":
-                body = verify_receipt(item["receipt"], directory).body
-                seen[body.msg, body.status] += 1
-        after = page[-1]["seq"]
+    for item in await queued(client):
+        if item["type"] == "receipt":
+            body = verify_receipt(item["receipt"], directory).body
+            seen[body.msg, body.status] += 1
     return seen
 
 
