@@ -199,7 +199,7 @@ def test_the_dockerfile_installs_this_project() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert text.startswith("# ") and "\nFROM python:3.11-slim\n" in text
     assert "pip install --no-cache-dir ." in text
-    top = {p.split(".")[0] for p in PYPROJECT["tool"]["setuptools"]["packages"]}
+    top = {p.split(".")[0] for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"]}
     for package in top:
         assert f"COPY {package} ./{package}" in text, package
     relay_build = SERVICES["relay-1"]["build"]
