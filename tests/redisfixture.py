@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from relay.store.redis import _NO_CLIENT_SETINFO
 from tests.procfixture import free_port
+from tests.waiting import until
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -109,18 +110,20 @@ class RedisServer:
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv(), stdout=asyncio.subprocess.DEVNULL
         )
+        proc = self.proc
         client = async_client(f"redis://127.0.0.1:{self.port}/0", socket_connect_timeout=0.5)
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except redis.RedisError:
+                if proc.returncode is not None:
+                    log = await asyncio.to_thread(self.log)
+                    raise RuntimeError(f"redis-server did not start: {log}") from None
+                return False
+
         try:
-            async with asyncio.timeout(limit_s):
-                while True:
-                    try:
-                        if await client.ping():
-                            return
-                    except redis.RedisError:
-                        if self.proc.returncode is not None:
-                            log = await asyncio.to_thread(self.log)
-                            raise RuntimeError(f"redis-server did not start: {log}") from None
-                        await asyncio.sleep(0.05)
+            await until(answers, limit_s)
         finally:
             await client.aclose()
 

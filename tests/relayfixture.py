@@ -6,8 +6,7 @@ request signatures, expiry and deadlines are exercised without sleeping.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from relay.app import create_app
 from relay.settings import RelaySettings
 from relay.store.base import Store
 from tests.netfixture import NOW, Network
+from tests.waiting import until as until  # re-exported for test_redis_store.py (moved later)
 
 RELAY_PASS = "relay test passphrase"
 
@@ -82,13 +82,3 @@ async def start_relay(
         for c in env.clients.values():
             await c.close()
         await env.server.close()
-
-
-async def until(check: Callable[[], Awaitable[bool]], limit_s: float = 10.0) -> None:
-    """Wait for a condition the system under test reaches by itself (not for time to pass).
-
-    Polls every 10 ms; fails with TimeoutError after ``limit_s``.
-    """
-    async with asyncio.timeout(limit_s):
-        while not await check():  # noqa: ASYNC110 - the condition lives in another component
-            await asyncio.sleep(0.01)

@@ -12,7 +12,8 @@ from clients.daemon import Daemon
 from keys.encoding import b64e
 from keys.envelope import seal
 from tests.procfixture import free_port
-from tests.relayfixture import RelayEnv, until
+from tests.relayfixture import RelayEnv
+from tests.waiting import until
 
 ROOT = "A" * 43
 

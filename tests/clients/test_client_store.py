@@ -21,7 +21,7 @@ import pytest
 from clients.sender import message_state
 from clients.store import SCHEMA_VERSION, Inbox, InboxError, InboxSchemaError, migrations
 from clients.store.sent import SELECT_SENT_BY_ID
-from tests.clients.test_inbox import deliver
+from tests.inboxfixture import deliver
 from tests.netfixture import NOW, Network
 
 # What the inbox code before the split wrote as schema version 1 (its in-code migration

@@ -14,8 +14,10 @@ from clients.daemon import Daemon
 from keys.encoding import b64e
 from keys.envelope import seal
 from keys.receipts import verify_receipt
+from relay.core.errors import RejectedError
 from tests.netfixture import NOW
-from tests.relayfixture import RelayEnv, until
+from tests.relayfixture import RelayEnv
+from tests.waiting import until
 
 NOTICE = {"kind": "free_text", "text": "Lot 112 closes at 18:00"}
 
@@ -99,8 +101,9 @@ async def test_probe_is_answered_with_a_signed_nonce(relay: RelayEnv, tmp_path: 
         await until(answered)
         assert core.prober.reachable("fr-oclcc", relay.clock.now)
     # A forged or unexpected answer is refused.
-    with pytest.raises(Exception, match="no such probe"):
+    with pytest.raises(RejectedError, match="no such probe") as err:
         core.prober.answer("fr-oclcc", "not-a-nonce", "x.y.z")
+    assert (err.value.status, err.value.code) == (422, "unknown_probe")
 
 
 async def test_escalation_notices_reach_the_duty_desk_daemon(

@@ -30,8 +30,9 @@ from clients.hooks import (
 )
 from clients.store import Inbox
 from keys.models import AttachmentManifestEntry
-from tests.clients.test_inbox import NOTICE, PHOTO, deliver
+from tests.inboxfixture import NOTICE, PHOTO, deliver
 from tests.netfixture import NOW, Network
+from tests.waiting import until
 
 SECRET_WORD = "Etruscan"  # appears in the content: it must never reach a log line
 
@@ -126,10 +127,14 @@ def test_config_defaults_and_refusals(tmp_path: Path) -> None:
         parse_hooks([{"type": "command", "name": "x", "argv": ["a"]}] * 2)
     with pytest.raises(ValidationError, match="absolute"):
         parse_hooks([{"type": "file", "name": "x", "directory": "relative/dir"}])
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as err:
         parse_hooks([{"type": "command", "name": "x", "argv": []}])
-    with pytest.raises(ValidationError):
+    assert [(e["type"], e["loc"]) for e in err.value.errors()] == [
+        ("too_short", (0, "command", "argv"))
+    ]
+    with pytest.raises(ValidationError) as err:
         parse_hooks([{"type": "shell", "name": "x", "script": "rm -rf /"}])
+    assert [(e["type"], e["loc"]) for e in err.value.errors()] == [("union_tag_invalid", (0,))]
     with pytest.raises(ValidationError, match="Extra inputs"):
         parse_hooks([{"type": "command", "name": "x", "argv": ["a"], "shell": True}])
 
@@ -302,12 +307,11 @@ def _gone(pid: int) -> bool:
         return True
 
 
-async def _wait_gone(pid: int) -> bool:
-    for _ in range(100):
-        if await asyncio.to_thread(_gone, pid):
-            return True
-        await asyncio.sleep(0.05)
-    return False
+async def _wait_gone(pid: int) -> None:
+    async def gone() -> bool:
+        return await asyncio.to_thread(_gone, pid)
+
+    await until(gone, 5)
 
 
 SLEEPER = (
@@ -335,8 +339,8 @@ async def test_command_that_hangs_is_killed_with_its_children(
     assert (job.state, job.attempts) == ("pending", 1)
     assert job.last_error == "timed out after 1 s and was killed"
     pid, child = map(int, (await _read(out)).split())
-    assert await _wait_gone(pid)
-    assert await _wait_gone(child)
+    await _wait_gone(pid)
+    await _wait_gone(child)
 
 
 async def test_missing_command_is_a_failure_not_a_crash(net: Network, inbox: Inbox) -> None:
@@ -490,7 +494,8 @@ async def test_restricted_message_never_reaches_a_hook_that_shares_onward(
     assert jobs["partner"].attempts == 0
     assert jobs["partner"].skipped_reason is not None
     assert code in jobs["partner"].skipped_reason
-    assert await asyncio.to_thread((tmp_path / "drop" / f"{msg_id}.json").exists)
+    written = await asyncio.to_thread((tmp_path / "drop" / f"{msg_id}.json").read_text)
+    assert json.loads(written)["id"] == msg_id  # the hook that does not share onward ran
 
 
 async def test_unrestricted_codes_do_not_block_sharing(
@@ -532,7 +537,8 @@ async def test_jobs_survive_a_restart(net: Network, tmp_path: Path) -> None:
         jobs = {j.hook: j for j in await box.hook_jobs.of_message(msg_id)}
         assert (jobs["case"].state, jobs["case"].attempts) == ("failed", 2)
         assert jobs["archive"].state == "done"
-        assert await asyncio.to_thread((out / f"{msg_id}.json").exists)
+        written = await asyncio.to_thread((out / f"{msg_id}.json").read_text)
+        assert json.loads(written)["id"] == msg_id
     finally:
         await box.close()
 

@@ -6,12 +6,11 @@ import asyncio
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import JsonValue
 
 from clients.kinds import IdentificationNotice
 from clients.store import (
@@ -22,46 +21,10 @@ from clients.store import (
     InboxSchemaError,
     UnknownMessageError,
 )
-from keys.encoding import b64e
-from keys.envelope import OpenedEnvelope, open_envelope, seal
-from keys.models import AttachmentManifestEntry
+from keys.envelope import seal
 from keys.receipts import sign_receipt
+from tests.inboxfixture import NOTICE, PHOTO, deliver
 from tests.netfixture import NOW, Network
-
-NOTICE: dict[str, JsonValue] = {
-    "kind": "identification_notice",
-    "object_description": "Etruscan bronze mirror, 3rd c. BC",
-    "identified_where": "Online auction, lot 42",
-    "identified_at": NOW - 3_600_000,
-    "sale_deadline": NOW + 36_000_000,
-    "country_of_origin": "IT",
-    "photos": ["front.jpg"],
-}
-PHOTO = AttachmentManifestEntry(
-    h="ab" * 32, n=1024, key=b64e(b"\x07" * 32), name="front.jpg", type="image/jpeg", size=1000
-)
-
-
-def deliver(
-    net: Network,
-    content: dict[str, JsonValue] | None = None,
-    *,
-    to: Sequence[str] = ("fr-oclcc",),
-    reader: str | None = None,
-    now: int = NOW,
-    **kwargs: Any,
-) -> tuple[OpenedEnvelope, str]:
-    """Seal a message from it-tpc to ``to`` and open it as ``reader`` (default ``to[0]``)."""
-    sealed = seal(
-        net["it-tpc"],
-        net.directory,
-        to=to,
-        content=NOTICE if content is None else content,
-        now=now,
-        **kwargs,
-    )
-    opened = open_envelope(sealed.token, net.directory, net[reader or to[0]], now=now + 1000)
-    return opened, sealed.token
 
 
 @pytest.fixture
@@ -134,7 +97,7 @@ async def test_fallback_role_is_recorded(net: Network, inbox: Inbox) -> None:
 
 async def test_invalid_content_is_stored_but_has_no_notice(net: Network, inbox: Inbox) -> None:
     opened, token = deliver(net, {"kind": "gossip", "text": "x"})
-    assert await inbox.received.store(opened, token, received_at=NOW)
+    assert await inbox.received.store(opened, token, received_at=NOW) is True
     msg = await inbox.received.get(opened.header.id)
     assert msg is not None
     assert (
@@ -181,7 +144,7 @@ async def test_store_many_dedupes_inside_and_across_batches(net: Network, inbox:
 async def test_store_many_is_all_or_nothing(net: Network, inbox: Inbox) -> None:
     a, b = deliver(net), deliver(net)
     broken = (b[0], a[1])  # the token of another envelope
-    with pytest.raises(InboxError):
+    with pytest.raises(InboxError, match="not the envelope that was opened"):
         await inbox.received.store_many([a, broken], received_at=NOW)
     assert await inbox.received.list() == []
     assert await inbox.received.store_many([a, b], received_at=NOW) == [True, True]
@@ -266,7 +229,7 @@ async def test_a_closed_inbox_refuses_calls(tmp_path: Path) -> None:
 async def test_a_file_that_is_not_a_database_is_an_inbox_error(tmp_path: Path) -> None:
     path = tmp_path / "inbox.db"
     await asyncio.to_thread(path.write_bytes, b"this is not sqlite" * 100)
-    with pytest.raises(InboxError):
+    with pytest.raises(InboxError, match=r"cannot open the inbox at .*: file is not a database"):
         await Inbox.open(path)
 
 
@@ -385,12 +348,12 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
         (acknowledged, "acknowledged", "fr-oclcc", NOW + 30),
         (accepted, "accepted", "relay-eu", NOW + 10),
     ]:
-        assert await inbox.sent.record_receipt(
-            sealed.id, token, status=status, signer=signer, at=at
-        )
-    assert not await inbox.sent.record_receipt(
+        new = await inbox.sent.record_receipt(sealed.id, token, status=status, signer=signer, at=at)
+        assert new is True
+    again = await inbox.sent.record_receipt(
         sealed.id, delivered, status="delivered", signer="fr-oclcc", at=NOW + 20
     )
+    assert again is False
     timeline = await inbox.sent.timeline(sealed.id)
     assert [(r.status, r.signer, r.at) for r in timeline] == [
         ("accepted", "relay-eu", NOW + 10),
@@ -518,5 +481,5 @@ async def test_attachment_paths_keep_safe_names_and_never_collide(inbox: Inbox) 
     assert inbox.attachment_path(msg_id, "front photo.jpg").name == "front photo.jpg"
     assert inbox.attachment_path(msg_id, "a/b.jpg") != inbox.attachment_path(msg_id, "a_b.jpg")
     assert inbox.attachment_path(msg_id, "a/b.jpg").suffix == ".jpg"
-    with pytest.raises(InboxError):
+    with pytest.raises(InboxError, match="not a message id"):
         inbox.attachment_path("../x", "a.jpg")

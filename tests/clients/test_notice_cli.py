@@ -19,7 +19,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from keys.keystore import save_keystore
 from relay.settings import RelaySettings
 from tests.netfixture import NOW, Network
 from tests.relayfixture import FakeClock, RelayEnv
+from tests.waiting import until
 
 PASSPHRASE = "notice test passphrase"
 HOUR_MS = 3_600_000
@@ -153,15 +154,6 @@ def notice(capsys: pytest.CaptureFixture[str], relay: RelayEnv) -> Notice:
 def notice_fixed(capsys: pytest.CaptureFixture[str]) -> Notice:
     """For tests without a relay: the same fixed clock, no running loop."""
     return Notice(capsys, FakeClock())
-
-
-async def until(check: Callable[[], Awaitable[bool]], limit_s: float = 15.0) -> None:
-    """Wait for a condition the system reaches by itself (not for time to pass)."""
-    async with asyncio.timeout(limit_s):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(0.02)
 
 
 @asynccontextmanager

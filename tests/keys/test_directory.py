@@ -26,7 +26,9 @@ def test_directory_lists_authorities_with_keys_and_escalation(net: Network) -> N
     assert fr.escalation.duty_desk == "fr-desk" and fr.escalation.supervisor == "fr-ca"
     assert fr.escalation.deputies == ["fr-deputy"]
     assert fr.hours is not None and fr.hours.tz == "Europe/Paris"
-    assert fr.current_encryption_key(NOW) is not None
+    current = fr.current_encryption_key(NOW)
+    assert current is not None
+    assert current.kid == net["fr-oclcc"].public_keys().encryption_keys[-1].kid
     assert [r.id for r in d.relays()] == ["relay-eu"]
     assert d.signer(net["it-tpc"].signing_key().kid)[0].id == "it-tpc"  # type: ignore[index]
 

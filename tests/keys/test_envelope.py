@@ -178,7 +178,7 @@ def test_expired_sender_key_is_refused(net: Network) -> None:
     net.republish(replace=[short])
     key_exp = short.signing_key().exp
     token = seal(short, net.directory, to=["fr-oclcc"], content=NOTICE, now=key_exp - 10).token
-    assert open_envelope(token, net.directory, net["fr-oclcc"], now=key_exp)
+    assert open_envelope(token, net.directory, net["fr-oclcc"], now=key_exp).content == NOTICE
     with pytest.raises(errors.SenderKeyExpiredError):
         open_envelope(token, net.directory, net["fr-oclcc"], now=key_exp + 1)
 
@@ -187,7 +187,7 @@ def test_expired_message_is_refused(net: Network) -> None:
     token = seal(
         net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW, ttl_ms=60_000
     ).token
-    assert open_envelope(token, net.directory, net["fr-oclcc"], now=NOW + 59_999)
+    assert open_envelope(token, net.directory, net["fr-oclcc"], now=NOW + 59_999).content == NOTICE
     with pytest.raises(errors.MessageExpiredError):
         open_envelope(token, net.directory, net["fr-oclcc"], now=NOW + 60_000)
 
@@ -244,11 +244,21 @@ def test_sender_binding_mismatch_is_refused(net: Network) -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "a.b", "a.b.c.d", "!!!.e30.AAAA", "e30.e30." + "A" * 86, "x" * 10],
+    [
+        "",
+        "a.b",
+        "a.b.c.d",
+        "x" * 10,
+        "!!!.e30." + "A" * 86,  # each part not base64url, the others well-formed
+        "e30.!!!." + "A" * 86,
+        "e30.e30.!!!",
+        "e30.e30." + "A" * 86,  # a header without the members an envelope needs
+    ],
 )
 def test_malformed_envelopes_raise_encoding_errors(net: Network, token: str) -> None:
-    with pytest.raises(errors.KeysError):
+    with pytest.raises(errors.EncodingError) as err:
         open_envelope(token, net.directory, net["fr-oclcc"], now=NOW)
+    assert err.value.code == "malformed"
 
 
 def test_oversized_envelope_is_refused_before_parsing(net: Network) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from keys import wire
 from keys.envelope import SealedEnvelope, seal
 from keys.receipts import sign_receipt, verify_receipt
 from relay.api.state import CORE, Core
@@ -94,7 +95,7 @@ async def test_full_chain_remind_release_notify(relay: RelayEnv) -> None:
         now=relay.clock.now,
         person="Desk officer",
     )
-    assert await relay.client("fr-desk").send_receipt(ack)
+    assert await relay.client("fr-desk").send_receipt(ack) is True  # new to the relay
     assert (await relay.client("it-tpc").timeline(sealed.id)).state == "acknowledged"
 
 
@@ -197,7 +198,15 @@ async def test_each_timer_fires_once_even_when_fired_twice(relay: RelayEnv) -> N
     due = await core.store.due_timers(relay.clock.now, limit=10)
     plans = [p.store for p in core.escalation._plan_all(due, relay.clock.now)]
     first, second = await core.store.fire(plans), await core.store.fire(plans)
-    assert first[0] is not None and second == [None]
+    assert second == [None]
+    (seqs,) = first
+    assert seqs is not None and len(seqs) == 2  # the reminder, then the sender's receipt
+    # Counted in effects: one reminder queued, one escalated receipt.
+    queued = await relay.client("fr-oclcc").poll()
+    reminders = [i.seq for i in queued if isinstance(i, wire.EnvelopeItem) and i.reminder]
+    assert reminders == [seqs[0]]
+    told = await relay.client("it-tpc").poll()
+    assert [i.seq for i in told if isinstance(i, wire.ReceiptItem)] == [seqs[1]]
     assert [s[1] for s in await escalated_steps(relay, sealed.id)] == [1]
 
 

@@ -28,7 +28,7 @@ from relay.api import ops
 from relay.api.ops import token_digest
 from relay.settings import OperatorCredential, RelaySettings
 from tests.netfixture import AUTHORITIES, Network
-from tests.relay.test_ops import (
+from tests.opsfixture import (
     OPERATOR_TOKEN,
     answer,
     connect,

@@ -33,7 +33,7 @@ async def test_recipient_polls_acks_and_receipts_flow_back(relay: RelayEnv) -> N
     delivered = sign_receipt(
         net["fr-oclcc"], msg_id=sealed.id, envelope_hash=sealed.hash, status="delivered", now=NOW
     )
-    assert await fr.send_receipt(delivered)
+    assert await fr.send_receipt(delivered) is True  # new to the relay
     assert await fr.ack([items[0].seq]) == 1
     assert await fr.poll() == []
     timeline = await relay.client("it-tpc").timeline(sealed.id)

@@ -20,7 +20,8 @@ from keys.identity import Identity
 from keys.receipts import sign_receipt, verify_receipt
 from relay.settings import RelaySettings
 from tests.netfixture import NOW, Network
-from tests.relayfixture import FakeClock, RelayEnv, start_relay, until
+from tests.relayfixture import FakeClock, RelayEnv, start_relay
+from tests.waiting import until
 
 NOTICE = {"kind": "free_text", "text": "stream test"}
 WS = RelayStream
@@ -338,5 +339,6 @@ async def test_unsigned_upgrade_is_refused_before_the_upgrade(relay: RelayEnv) -
     # A key the directory does not list.
     stranger = Identity.generate("fr-oclcc", now=NOW - 1000)
     async with RelayClient(relay.base_url, stranger, clock=relay.clock) as client:
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(AuthenticationError) as err:
             await client.connect_stream()
+        assert err.value.status == 401
