@@ -35,11 +35,13 @@ from clients.errors import (
     ClientError,
     ProtocolError,
     RelayProblem,
+    SigningKeyError,
     StreamClosedError,
     TransportError,
 )
 from keys import wire
 from keys.encoding import now_ms
+from keys.errors import KeysError
 from keys.httpsig import sign_request
 from keys.identity import Identity
 
@@ -110,7 +112,10 @@ class RelayClient:
     def signed_headers(
         self, method: str, url: str, body: bytes | None, *, body_sha256: bytes | None = None
     ) -> dict[str, str]:
-        key = self.identity.signing_key(self.clock())
+        try:
+            key = self.identity.signing_key(self.clock())
+        except KeysError as exc:
+            raise SigningKeyError(f"cannot sign requests as {self.identity.id}: {exc}") from exc
         return sign_request(
             method=method,
             url=url,

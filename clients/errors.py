@@ -43,6 +43,11 @@ class ProtocolError(ClientError):
     """The relay's answer does not match the wire protocol (keys/wire.py)."""
 
 
+class SigningKeyError(ClientError):
+    """Our own identity has no signing key usable now (expired, revoked, not yet valid):
+    no request can be signed."""
+
+
 class RelayProblem(ClientError):  # noqa: N818 - it is the relay's "problem" document
     """The relay refused the request; ``code`` is the stable machine-readable reason."""
 

@@ -33,10 +33,10 @@ from clients.kinds import Notice, summary
 from clients.refusal import RefusedError, one_line
 from clients.store import Inbox, StoredReceipt
 from keys.attachments import encrypt_file
-from keys.encoding import b64d
 from keys.envelope import SealedEnvelope, seal
 from keys.errors import KeysError
 from keys.identity import Identity
+from keys.jws import unverified_payload
 from keys.lifecycle import state_from_receipts
 from keys.models import AttachmentManifestEntry, EnvelopeHeader, Priority, ReceiptBody
 from keys.receipts import verify_receipt
@@ -309,8 +309,8 @@ async def status_online(
 
 def _stored_body(r: StoredReceipt) -> ReceiptBody | None:
     try:
-        return ReceiptBody.model_validate_json(b64d(r.token.split(".")[1]))
-    except (KeysError, ValidationError, IndexError):
+        return ReceiptBody.model_validate(unverified_payload(r.token, what="stored receipt"))
+    except (KeysError, ValidationError):
         return None
 
 

@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from clients.client import RelayClient
-from clients.errors import ClientError, StreamClosedError, TransportError
+from clients.errors import ClientError, SigningKeyError, StreamClosedError, TransportError
 from keys import wire
 from keys.encoding import uuid7
 from keys.envelope import seal
@@ -269,6 +269,15 @@ async def test_an_unreachable_relay_is_a_transport_error() -> None:
             await client.poll()
         with pytest.raises(TransportError):
             await client.connect_stream()
+
+
+async def test_an_identity_with_no_usable_key_is_a_client_error(relay: RelayEnv) -> None:
+    """Our own key expired (or revoked): one ClientError naming it, no KeysError."""
+    identity = relay.net["it-tpc"]
+    too_late = max(k.exp for k in identity.signing_keys) + 1
+    async with RelayClient(relay.base_url, identity, clock=lambda: too_late) as client:
+        with pytest.raises(SigningKeyError, match="cannot sign requests as it-tpc"):
+            await client.poll()
 
 
 async def test_input_outside_the_protocol_is_refused_before_sending(relay: RelayEnv) -> None:
