@@ -93,6 +93,46 @@ def cli(ctx: click.Context, passphrase_file: str | None, passphrase_env: str) ->
     ctx.obj = _Ctx(passphrase_file, passphrase_env)
 
 
+def _set_passphrase(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """A global option given after the subcommand: it counts the same."""
+    if value is not None and param.name is not None:
+        obj = ctx.find_object(_Ctx)
+        if obj is not None:
+            setattr(obj, param.name, value)
+
+
+def _passphrase_options(f: Any) -> Any:
+    """``--passphrase-file`` and ``--passphrase-env`` accepted after the subcommand too
+    (``keys root create --out r.ks --passphrase-file p``), not only before it."""
+    f = click.option(
+        "--passphrase-env",
+        expose_value=False,
+        callback=_set_passphrase,
+        help="Environment variable that holds the keystore passphrase (as before the command).",
+    )(f)
+    return click.option(
+        "--passphrase-file",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=_set_passphrase,
+        help="Read the keystore passphrase from this file (as before the command).",
+    )(f)
+
+
+def _parent(path: str | Path) -> Path:
+    """``path``, its folder created (0700) when missing: ``--out new/dir/x.json`` works."""
+    target = Path(path)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return target
+
+
+_KEYSTORE = click.option(
+    "--keystore",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The identity's encrypted keystore file (mode 0600).",
+)
+
 _KDF = click.option(
     "--kdf",
     type=click.Choice(["moderate", "interactive", "test"]),
@@ -120,14 +160,15 @@ def root() -> None:
     help="Also write the root public key (base64url) here, for clients to pin.",
 )
 @_KDF
+@_passphrase_options
 @click.pass_obj
 def root_create(obj: _Ctx, out: str, pub_out: str | None, kdf: KdfStrength) -> None:
     """Create a new network root key in an encrypted keystore."""
     identity = Identity.generate("root", kind="root", now=now_ms())
-    save_keystore(out, identity, obj.passphrase(confirm=True), strength=kdf)
+    save_keystore(_parent(out), identity, obj.passphrase(confirm=True), strength=kdf)
     key = identity.signing_key()
     if pub_out:
-        Path(pub_out).write_text(b64e(key.public) + "\n", encoding="ascii")
+        _parent(pub_out).write_text(b64e(key.public) + "\n", encoding="ascii")
     console = _out()
     console.print(f"Created network root in {out}")
     console.print(f"  public key:  {b64e(key.public)}")
@@ -161,6 +202,7 @@ def identity() -> None:
     help="Lifetime of the first encryption key.",
 )
 @_KDF
+@_passphrase_options
 @click.pass_obj
 def identity_create(
     obj: _Ctx, ident: str, out: str, kind: IdentityKind, validity_days: int, kdf: KdfStrength
@@ -171,7 +213,7 @@ def identity_create(
     new = Identity.generate(
         ident, kind=kind, now=now_ms(), encryption_validity_ms=validity_days * DAY_MS
     )
-    save_keystore(out, new, obj.passphrase(confirm=True), strength=kdf)
+    save_keystore(_parent(out), new, obj.passphrase(confirm=True), strength=kdf)
     console = _out()
     console.print(f"Created {kind} identity {ident} in {out}")
     console.print(f"  signing key fingerprint: [bold]{new.signing_key().fingerprint}[/bold]")
@@ -182,23 +224,25 @@ def _valid_id(ident: str) -> bool:
 
 
 @identity.command("export")
-@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@_KEYSTORE
 @click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of stdout.")
+@_passphrase_options
 @click.pass_obj
 def identity_export(obj: _Ctx, keystore: str, out: str | None) -> None:
     """Export an identity's public keys as JSON, for the directory keeper."""
     ident = _open_keystore(obj, keystore)
     text = ident.public_keys().model_dump_json(indent=2) + "\n"
     if out:
-        Path(out).write_text(text, encoding="utf-8")
+        _parent(out).write_text(text, encoding="utf-8")
         _out().print(f"Wrote public keys of {ident.id} to {out}")
     else:
         click.echo(text, nl=False)
 
 
 @identity.command("show")
-@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@_KEYSTORE
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_passphrase_options
 @click.pass_obj
 def identity_show(obj: _Ctx, keystore: str, as_json: bool) -> None:
     """Show an identity's id, kind and public keys with their fingerprints (no secrets)."""
@@ -223,7 +267,7 @@ def identity_show(obj: _Ctx, keystore: str, as_json: bool) -> None:
 
 
 @cli.command("rotate")
-@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@_KEYSTORE
 @click.option(
     "--signing", is_flag=True, help="Rotate the signing key instead of the encryption key."
 )
@@ -234,6 +278,7 @@ def identity_show(obj: _Ctx, keystore: str, as_json: bool) -> None:
     show_default=True,
     help="How long the old key stays valid beside the new one.",
 )
+@_passphrase_options
 @click.pass_obj
 def rotate(obj: _Ctx, keystore: str, signing: bool, grace_days: int) -> None:
     """Add a new key; the old one stays valid for the grace period. Re-export afterwards."""
@@ -256,8 +301,9 @@ def rotate(obj: _Ctx, keystore: str, signing: bool, grace_days: int) -> None:
 
 
 @cli.command("revoke")
-@click.option("--keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@_KEYSTORE
 @click.option("--kid", required=True, help="Key id to revoke (see 'keys fingerprint').")
+@_passphrase_options
 @click.pass_obj
 def revoke(obj: _Ctx, keystore: str, kid: str) -> None:
     """Revoke one key now. Messages signed or sealed with it are refused from then on."""
@@ -271,6 +317,7 @@ def revoke(obj: _Ctx, keystore: str, kid: str) -> None:
 @cli.command("fingerprint")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_passphrase_options
 @click.pass_obj
 def fingerprint_cmd(obj: _Ctx, path: str, as_json: bool) -> None:
     """Show key ids and fingerprints of a keystore, a public-key export or a root .pub file."""
@@ -371,6 +418,7 @@ def directory() -> None:
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the new version."
 )
+@_passphrase_options
 @click.pass_obj
 def directory_build(
     obj: _Ctx, root_keystore: str, entries: str, previous: str | None, out: str
@@ -384,7 +432,7 @@ def directory_build(
     signed = sign_directory(
         root_id, network=network, authorities=authorities, previous=prev, now=now_ms()
     )
-    Path(out).write_text(signed.token + "\n", encoding="ascii")
+    _parent(out).write_text(signed.token + "\n", encoding="ascii")
     _out().print(
         f"Signed directory {network} version {signed.version} with {len(authorities)} "
         f"authorities to {out} (hash {signed.hash[:16]}…)"

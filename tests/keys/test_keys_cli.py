@@ -887,3 +887,43 @@ def test_help(keys: Keys, path: tuple[str, ...]) -> None:
         if isinstance(cmd, click.Group):
             for sub in cmd.commands:
                 assert sub in result.out
+
+
+# --- options where a person puts them ----------------------------------------------------
+
+
+def test_passphrase_options_after_the_subcommand_and_missing_folders_are_made(
+    keys: Keys, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("a passphrase in a file\n")
+    root_ks = tmp_path / "new" / "root" / "root.ks"
+    # --passphrase-file after the subcommand, into folders that do not exist yet.
+    capsys.readouterr()
+    code = main(
+        ["root", "create", "--out", str(root_ks), "--kdf", "test",
+         "--pub-out", str(tmp_path / "pub" / "root.pub"), "--passphrase-file", str(pass_file)]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, ""), out
+    assert root_ks.stat().st_mode & 0o777 == 0o600
+    assert root_ks.parent.stat().st_mode & 0o777 == 0o700
+    assert load_keystore(root_ks, "a passphrase in a file").kind == "root"
+    ident = tmp_path / "ids" / "it-tpc.ks"
+    keys.ok("identity", "create", "--id", "it-tpc", "--out", ident, "--kdf", "test")
+    exported = tmp_path / "missing" / "dir" / "it-tpc.json"
+    keys.ok("identity", "export", "--keystore", ident, "--out", exported)
+    assert json.loads(exported.read_text())["signing_keys"]
+    # The global option before the subcommand still works, and the later one wins.
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it\n")
+    capsys.readouterr()
+    code = main(["--passphrase-file", str(wrong), "identity", "show", "--keystore", str(root_ks),
+                 "--passphrase-file", str(pass_file)])  # fmt: skip
+    assert code == 0, capsys.readouterr()
+
+
+def test_every_keystore_option_explains_itself(keys: Keys) -> None:
+    for args in (["identity", "export"], ["identity", "show"], ["rotate"], ["revoke"]):
+        text = keys.ok(*args, "--help").out
+        assert "--keystore FILE" in text and "encrypted keystore" in text, args
