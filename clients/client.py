@@ -42,6 +42,7 @@ from clients.errors import (
 from keys import wire
 from keys.encoding import now_ms
 from keys.errors import KeysError
+from keys.files import open_private, private_dir
 from keys.httpsig import sign_request
 from keys.identity import Identity
 
@@ -320,8 +321,8 @@ class RelayClient:
             async with self._session().get(url, headers=headers) as resp:
                 if resp.status >= 400:
                     raise _problem(resp.status, await resp.read())
-                await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
-                fh = await asyncio.to_thread(tmp.open, "wb")
+                await asyncio.to_thread(private_dir, target.parent)
+                fh = await asyncio.to_thread(open_private, tmp)
                 try:
                     async for chunk in resp.content.iter_chunked(256 * 1024):
                         hasher.update(chunk)

@@ -35,6 +35,7 @@ from keys.directory import Directory
 from keys.encoding import now_ms
 from keys.envelope import OpenedEnvelope, envelope_hash, open_envelope
 from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
+from keys.files import private_dir
 from keys.identity import Identity
 from keys.jws import unverified_header
 from keys.receipts import Receipt, sign_probe, sign_receipt, verify_receipt
@@ -104,7 +105,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then finish the batch in hand and close."""
         s = self.settings
-        await asyncio.to_thread(s.data_dir.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(private_dir, s.data_dir)
         self.pin = await asyncio.to_thread(PinnedDirectory.load, s)
         self.inbox = await Inbox.open(s.inbox_path)
         urls = s.relay_endpoints

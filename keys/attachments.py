@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from keys.encoding import b64d, b64e
 from keys.errors import AttachmentError
+from keys.files import open_private, private_dir
 from keys.models import AttachmentManifestEntry
 
 CHUNK_BYTES = 64 * 1024
@@ -151,11 +152,14 @@ def decrypt_file(
     entry: AttachmentManifestEntry,
     dst_path: str | os.PathLike[str],
 ) -> Path:
-    """Decrypt into ``dst_path`` atomically: nothing appears there unless all checks pass."""
+    """Decrypt into ``dst_path`` atomically: nothing appears there unless all checks pass.
+
+    The plaintext is private: the file is created 0600, in folders made 0700."""
     dst = Path(dst_path)
+    private_dir(dst.parent)
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
     try:
-        with Path(src_path).open("rb") as src, tmp.open("wb") as out:
+        with Path(src_path).open("rb") as src, open_private(tmp) as out:
             decrypt_stream(src, out, entry)
         os.replace(tmp, dst)
     finally:

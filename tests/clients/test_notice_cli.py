@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -556,6 +557,14 @@ async def test_send_flags_with_attachment_deliver_show_ack_and_verified_status(
             return await asyncio.to_thread(photo_path.is_file)
 
         await until(downloaded)
+        # Decrypted content is private: the photo 0600, its folders 0700.
+        modes = await asyncio.to_thread(
+            lambda: [
+                stat.S_IMODE(p.stat().st_mode)
+                for p in (photo_path, photo_path.parent, photo_path.parent.parent)
+            ]
+        )
+        assert modes == [0o600, 0o700, 0o700]
 
         r = await notice(fr, "inbox")
         assert r.code == 0, r.err
