@@ -246,7 +246,16 @@ Lookup = Callable[[str], DirectoryEntry | None]
 
 
 def _when(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _step(step: int, snap: Schedule, now: int) -> str:
+    """The policy step as what it is, not as a missed deadline: "policy step 1 (remind)
+    of the urgent policy, due 2026-12-01 08:02:00 UTC"."""
+    due = snap.due(step) or now
+    return (
+        f"policy step {step} ({STEP_NAMES[step]}) of the {snap.priority} policy, due {_when(due)}"
+    )
 
 
 def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> StepEffects:
@@ -272,16 +281,16 @@ def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> Step
             # Nobody is at their desk: try again when the first office opens.
             return StepEffects(step=step, next_timer=(step, min(opens)), deferred=True)
     nxt = snap.next_after(step)
-    due = snap.due(Step.REMIND) or now
     to = ", ".join(msg.to)
+    if step not in (Step.REMIND, Step.RELEASE, Step.NOTIFY):
+        return StepEffects(step=step)  # an unknown step (a newer relay's timer): drop it
+    which = _step(step, snap, now)
     if step == Step.REMIND:
-        note = f"reminder: not acknowledged by {_when(due)}"
+        note = f"reminder: not acknowledged yet ({which})"
         return StepEffects(
             step=step,
             notify=tuple(Notify(r, "envelope", True, note) for r in msg.to),
-            statement=Statement(
-                "escalated", f"not acknowledged by {_when(due)}: reminded {to}", step
-            ),
+            statement=Statement("escalated", f"{which}: not acknowledged yet; reminded {to}", step),
             record_step=True,
             next_timer=nxt,
         )
@@ -300,8 +309,10 @@ def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> Step
             parts.append(f"released to {', '.join(released)}")
         if deputies:
             parts.append(f"notified {', '.join(deputies)}")
-        reason = f"{to} did not acknowledge: " + ("; ".join(parts) or "no fallback or deputy named")
-        note = f"released to you: {to} did not acknowledge by {_when(due)}"
+        reason = f"{which}: {to} has not acknowledged; " + (
+            "; ".join(parts) or "no fallback or deputy named"
+        )
+        note = f"released to you: {to} has not acknowledged ({which})"
         return StepEffects(
             step=step,
             notify=(
@@ -321,7 +332,7 @@ def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> Step
         ]
         supervisors = [s for s in dict.fromkeys(chain) if s != msg.sender]
         reason = (
-            f"{to} did not acknowledge: notified "
+            f"{which}: {to} has not acknowledged; notified "
             + (f"supervising authority {', '.join(supervisors)} and " if supervisors else "")
             + "the operators"
         )
@@ -335,4 +346,4 @@ def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> Step
             next_timer=nxt,
             alert_operators=True,
         )
-    return StepEffects(step=step)  # an unknown step (a newer relay's timer): drop it
+    raise AssertionError(step)  # unreachable: every known step returned above

@@ -130,3 +130,22 @@ def test_a_message_without_a_policy_and_an_unknown_step_do_nothing() -> None:
     assert effects.notify == () and effects.statement is None and effects.next_timer is None
     unknown = plan_step(7, _facts(), DIRECTORY.get, T0)
     assert unknown.statement is None and unknown.next_timer is None and not unknown.close
+
+
+def test_reasons_name_the_policy_step_with_seconds_not_a_missed_deadline() -> None:
+    remind = plan_step(Step.REMIND, _facts(), DIRECTORY.get, T0 + 10 * MIN)
+    assert remind.statement is not None
+    due = "2026-05-28 20:36:40 UTC"  # T0 + 10 min
+    assert remind.statement.reason == (
+        f"policy step 1 (remind) of the urgent policy, due {due}: not acknowledged yet; "
+        "reminded fr-oclcc"
+    )
+    assert remind.notify[0].note == (
+        f"reminder: not acknowledged yet (policy step 1 (remind) of the urgent policy, due {due})"
+    )
+    release = plan_step(Step.RELEASE, _facts(("fr-desk",)), DIRECTORY.get, T0 + 30 * MIN)
+    assert release.statement is not None
+    assert release.statement.reason.startswith(
+        "policy step 2 (release) of the urgent policy, due 2026-05-28 20:56:40 UTC: "
+        "fr-oclcc has not acknowledged; released to fr-desk; notified fr-deputy"
+    )
