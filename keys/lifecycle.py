@@ -250,12 +250,9 @@ def _when(ms: int) -> str:
 
 
 def _step(step: int, snap: Schedule, now: int) -> str:
-    """The policy step as what it is, not as a missed deadline: "policy step 1 (remind)
-    of the urgent policy, due 2026-12-01 08:02:00 UTC"."""
-    due = snap.due(step) or now
-    return (
-        f"policy step {step} ({STEP_NAMES[step]}) of the {snap.priority} policy, due {_when(due)}"
-    )
+    """The policy step as what it is, not as a missed deadline: "policy step 1 (remind),
+    due 2026-12-01 08:02:00 UTC"."""
+    return f"policy step {step} ({STEP_NAMES[step]}), due {_when(snap.due(step) or now)}"
 
 
 def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> StepEffects:

@@ -23,8 +23,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
         "HANDLING RESTRICTIONS",
         "Acknowledged",
         "State: acknowledged",
-        "reminded fr-central; step 1",
-        "released to fr-ocbc; step 2",
+        "not acknowledged yet; reminded fr-central; step 1",
+        "fr-central has not acknowledged; released to fr-ocbc",
         "relay stopped (exit 0)",
         "Demo complete.",
     ):

@@ -137,15 +137,14 @@ def test_reasons_name_the_policy_step_with_seconds_not_a_missed_deadline() -> No
     assert remind.statement is not None
     due = "2026-05-28 20:36:40 UTC"  # T0 + 10 min
     assert remind.statement.reason == (
-        f"policy step 1 (remind) of the urgent policy, due {due}: not acknowledged yet; "
-        "reminded fr-oclcc"
+        f"policy step 1 (remind), due {due}: not acknowledged yet; reminded fr-oclcc"
     )
     assert remind.notify[0].note == (
-        f"reminder: not acknowledged yet (policy step 1 (remind) of the urgent policy, due {due})"
+        f"reminder: not acknowledged yet (policy step 1 (remind), due {due})"
     )
     release = plan_step(Step.RELEASE, _facts(("fr-desk",)), DIRECTORY.get, T0 + 30 * MIN)
     assert release.statement is not None
     assert release.statement.reason.startswith(
-        "policy step 2 (release) of the urgent policy, due 2026-05-28 20:56:40 UTC: "
+        "policy step 2 (release), due 2026-05-28 20:56:40 UTC: "
         "fr-oclcc has not acknowledged; released to fr-desk; notified fr-deputy"
     )
