@@ -110,3 +110,13 @@ def test_no_other_language_inside_python_strings() -> None:
                 if pattern.search(node.value):
                     found.append(f"{mod}:{node.lineno} holds {language}")
     assert found == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared helpers live in fixture modules (tests/*fixture.py, tests/waiting.py)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for name in _imports(path):
+            if name.startswith("tests.") and (".test_" in name or name.endswith(".test")):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert found == []
