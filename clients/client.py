@@ -142,13 +142,20 @@ class RelayClient:
         params: dict[str, Any] | None = None,
     ) -> tuple[int, bytes]:
         """Send a signed request; (status, body bytes) of a 2xx answer, or raise."""
+        return await self._send(method, path, None if body is None else wire.encode(body), params)
+
+    async def _send(
+        self, method: str, path: str, raw: bytes | None, params: dict[str, Any] | None
+    ) -> tuple[int, bytes]:
+        """The one place a signed request goes out: ``raw`` is a JSON body, or None."""
         url = self.url(path, params)
-        raw = b"" if body is None else wire.encode(body)
-        headers = self.signed_headers(method, url, raw)
-        if body is not None:
+        headers = self.signed_headers(method, url, raw or b"")
+        if raw is not None:
             headers["Content-Type"] = "application/json"
         try:
-            async with self._session().request(method, url, data=raw, headers=headers) as resp:
+            async with self._session().request(
+                method, url, data=raw or b"", headers=headers
+            ) as resp:
                 payload = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -174,19 +181,8 @@ class RelayClient:
     ) -> tuple[int, Any]:
         """Send any signed JSON request; (status, decoded JSON) or raise. Prefer the
         typed methods; this one is for requests they do not cover."""
-        url = self.url(path, params)
-        raw = b"" if body is None else json.dumps(body).encode()
-        headers = self.signed_headers(method, url, raw)
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            async with self._session().request(method, url, data=raw, headers=headers) as resp:
-                payload = await resp.read()
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"cannot reach the relay at {self.base_url}: {exc}") from exc
-        if status >= 400:
-            raise _problem(status, payload)
+        raw = None if body is None else json.dumps(body).encode()
+        status, payload = await self._send(method, path, raw, params)
         try:
             return status, (json.loads(payload) if payload else None)
         except ValueError as exc:
