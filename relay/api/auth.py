@@ -92,7 +92,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         await _discard(request)
         code = exc.code if exc.code != "request_auth_failed" else "unauthenticated"
         return problem(401, code, "Request signature refused", str(exc))
-    if app[STORE].shared and not await app[STORE].claim_nonce(verified.nonce, verified.expires):
+    # The in-memory cache refused replays within this process; the store remembers the
+    # nonce across restarts (and instances), so a captured request never works twice.
+    if not await app[STORE].claim_nonce(verified.nonce, verified.expires):
         await _discard(request)
         return problem(
             401, "replayed_nonce", "Request signature refused", "this request was already seen"

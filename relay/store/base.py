@@ -266,9 +266,10 @@ class Store(Protocol):
         ...
 
     async def claim_nonce(self, nonce: str, expires_at: int) -> bool:
-        """Remember a request nonce until ``expires_at`` (Unix seconds) across instances;
-        False if it was already seen. A single-instance store may always say True (the
-        relay's in-memory cache already checked it)."""
+        """Remember a request nonce until ``expires_at`` (Unix seconds); False if it was
+        already seen. A durable store remembers it across a restart of the relay (and,
+        when shared, across instances), so a captured request cannot be replayed to a
+        restarted relay."""
         ...
 
     async def put_attachment(self, digest: str, *, uploader: str, size: int, at: int) -> bool:

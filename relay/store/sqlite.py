@@ -37,6 +37,7 @@ from relay.store.base import (
     StoreUnavailableError,
     Timer,
 )
+from relay.store.nonces import NonceJournal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,6 +236,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self.commits = 0
         """Transactions committed (for benchmarks: writes per commit shows batching)."""
+        self.nonces = NonceJournal(self.path.with_name(f"{self.path.stem}-nonces.sqlite3"))
+        """Request nonces, kept across restarts in their own file (relay/store/nonces.py)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -252,6 +255,7 @@ class SQLiteStore:
             self._rconn = _connect(self.path)
 
         await loop.run_in_executor(self._reader, open_reader)
+        await self.nonces.start()
         log.info("sqlite store at %s, schema version %d", self.path, version)
 
     async def close(self) -> None:
@@ -265,6 +269,7 @@ class SQLiteStore:
             await loop.run_in_executor(self._writer, self._wconn.close)
         if self._rconn is not None:
             await loop.run_in_executor(self._reader, self._rconn.close)
+        await self.nonces.close()
         # The connections were closed inside the threads; the threads are idle, so there
         # is nothing to wait for (and joining would block the loop).
         self._writer.shutdown(wait=False)
@@ -530,7 +535,7 @@ class SQLiteStore:
         return None
 
     async def claim_nonce(self, nonce: str, expires_at: int) -> bool:
-        return True
+        return await self.nonces.claim(nonce, expires_at)
 
     # -- attachments ----------------------------------------------------------------
 

@@ -505,3 +505,25 @@ async def test_sqlite_batch_accept_is_atomic(sqlite_store: SQLiteStore) -> None:
 
 def _fields(m: NewMessage) -> dict[str, Any]:
     return {name: getattr(m, name) for name in NewMessage.__slots__}  # type: ignore[attr-defined]
+
+
+# --- request nonces ----------------------------------------------------------------------
+
+
+async def test_a_nonce_is_claimed_once_and_remembered_across_a_restart(
+    backend: str, where: Path
+) -> None:
+    expires = NOW // 1000 + 300
+    async with opened(backend, where) as store:
+        claims = await asyncio.gather(
+            store.claim_nonce("nonce-a", expires),
+            store.claim_nonce("nonce-a", expires),
+            store.claim_nonce("nonce-b", expires),
+        )
+        assert sorted(claims) == [False, True, True]  # one of the two racing claims wins
+        assert await store.claim_nonce("nonce-b", expires) is False
+    if backend not in DURABLE:
+        return  # the memory store forgets everything at a restart, messages included
+    async with opened(backend, where) as store:
+        assert await store.claim_nonce("nonce-a", expires) is False
+        assert await store.claim_nonce("nonce-c", expires) is True
