@@ -23,7 +23,7 @@ from keys.identity import Identity
 from keys.lifecycle import STEP_NAMES, MessageFacts, StepEffects, plan_step
 from keys.receipts import sign_receipt
 from relay.core.delivery import Clock, Delivery
-from relay.core.errors import guard
+from relay.core.errors import UnavailableError, guard
 from relay.core.metrics import Metrics
 from relay.store.base import (
     STEP_REMIND,
@@ -206,18 +206,28 @@ class EscalationEngine:
             )
 
     async def run(self, *, interval_s: float = 0.25, audit_every_s: float = 5.0) -> None:
-        """Tick forever; one failing round is logged and the loop goes on."""
+        """Tick forever; a failing round is logged and the loop goes on.
+
+        While the store is unavailable, one WARNING says so when rounds start failing
+        and one INFO line when they work again (not a line every ``interval_s``); any
+        other failure is logged with its traceback each time (a bug to see)."""
         loop = asyncio.get_running_loop()
         next_audit = 0.0
+        outage: str | None = None
         while True:
             try:
                 await self.tick()
+                if loop.time() >= next_audit:
+                    next_audit = loop.time() + audit_every_s
+                    await self.audit()
+            except UnavailableError as exc:
+                if outage is None:
+                    outage = exc.detail
+                    log.warning("escalation paused: %s (retrying every %.2g s)", outage, interval_s)
             except Exception:
                 log.exception("escalation round failed")
-            if loop.time() >= next_audit:
-                next_audit = loop.time() + audit_every_s
-                try:
-                    await self.audit()
-                except Exception:
-                    log.exception("timer audit failed")
+            else:
+                if outage is not None:
+                    log.info("escalation resumed: the store answers again")
+                    outage = None
             await asyncio.sleep(interval_s)

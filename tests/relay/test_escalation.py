@@ -6,6 +6,7 @@ The network (tests/netfixture.py) gives fr-oclcc a deputy (fr-deputy), a duty de
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,9 +17,13 @@ from keys import wire
 from keys.envelope import SealedEnvelope, seal
 from keys.receipts import sign_receipt, verify_receipt
 from relay.api.state import CORE, Core
+from relay.core.delivery import Delivery, Hub
+from relay.core.escalation import EscalationEngine
 from relay.settings import RelaySettings
+from relay.store.memory import MemoryStore
 from tests.netfixture import NOW, Network
 from tests.relayfixture import FakeClock, RelayEnv, start_relay
+from tests.waiting import until
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -288,3 +293,49 @@ async def test_timers_survive_a_restart_and_config_changes_do_not_touch_messages
         # the new one nothing is due yet (the first message's release is at 30 min).
         assert await advance_and_tick(again, 10 * MIN) == 0
         assert await escalated_steps(again, fresh.id) == []  # new messages get the new policy
+
+
+async def test_a_store_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    net: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore()
+    await store.start()
+    clock = FakeClock()
+    delivery = Delivery(store=store, hub=Hub(), clock=clock)
+    engine = EscalationEngine(
+        store=store,
+        delivery=delivery,
+        identity=net.relay,
+        directory=lambda: net.directory,
+        clock=clock,
+    )
+    caplog.set_level(logging.INFO, logger="relay.core.escalation")
+    task = asyncio.create_task(engine.run(interval_s=0.005, audit_every_s=0.005))
+    try:
+        await until(lambda: _true(store._open))
+        store._open = False  # the backend goes away (as a closed connection would)
+
+        async def warned() -> bool:
+            return any("escalation paused" in r.getMessage() for r in caplog.records)
+
+        await until(warned)
+        rounds_before = len(caplog.records)
+        await asyncio.sleep(0.1)  # many failing rounds: no more lines
+        assert len(caplog.records) == rounds_before
+        store._open = True
+
+        async def resumed() -> bool:
+            return any("escalation resumed" in r.getMessage() for r in caplog.records)
+
+        await until(resumed)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len([m for m in lines if "escalation paused" in m]) == 1
+    assert len([m for m in lines if "escalation resumed" in m]) == 1
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback for an outage
+
+
+async def _true(value: bool) -> bool:
+    return value
