@@ -78,7 +78,7 @@ import os
 import random
 import signal
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, Literal, Self, TypeAlias
@@ -110,6 +110,7 @@ __all__ = [
     "WebhookHook",
     "backoff_ms",
     "event_payload",
+    "fire_event",
     "hook_payload",
     "parse_hooks",
 ]
@@ -514,6 +515,34 @@ def _codes(payload: dict[str, Any]) -> list[str]:
 # --- the runner --------------------------------------------------------------------------
 
 
+async def fire_event(
+    inbox: Inbox,
+    hooks: Iterable[HookConfig],
+    event: EventName,
+    msg_id: str,
+    *,
+    at: int,
+    occurrence: str = "",
+    data: dict[str, Any] | None = None,
+) -> bool:
+    """Record ``event`` about ``msg_id`` in ``inbox`` with a job for each of ``hooks`` that
+    wants it; the daemon's runner runs them (this works from any process sharing the
+    inbox, e.g. the CLI). False (nothing added) if the same event was recorded before.
+    ``data`` is metadata only: it reaches the hooks as ``details``."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown event {event!r}")
+    if event == "received":
+        raise ValueError("a received message's jobs are created when it is stored")
+    return await inbox.events.record(
+        event,
+        msg_id,
+        at=at,
+        occurrence=occurrence,
+        data=data or {},
+        hooks=[h.name for h in hooks if h.wants(event)],
+    )
+
+
 class HookRunner:
     """Runs due hook jobs from an inbox.
 
@@ -564,17 +593,14 @@ class HookRunner:
         (same ``occurrence``) was recorded before. ``data`` is metadata only (no
         content): it reaches the hooks as ``details`` and ``notice show`` shows it.
         """
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}")
-        if event == "received":
-            raise ValueError("a received message's jobs are created when it is stored")
-        return await self.inbox.events.record(
+        return await fire_event(
+            self.inbox,
+            self.hooks.values(),
             event,
             msg_id,
             at=self._clock() if at is None else at,
             occurrence=occurrence,
-            data=data or {},
-            hooks=self.hooks_for(event),
+            data=data,
         )
 
     async def __aenter__(self) -> Self:
