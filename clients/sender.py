@@ -27,7 +27,7 @@ from pydantic import JsonValue, ValidationError
 
 from clients.client import RelayClient, SubmitResult
 from clients.config import ClientSettings
-from clients.directory import PinnedDirectory
+from clients.directory import PinnedDirectory, check_recipients
 from clients.errors import TransportError
 from clients.hooks import fire_event
 from clients.kinds import Notice, summary
@@ -103,6 +103,7 @@ async def send(
     """Seal ``out``, submit it, record it, and verify the relay's ``accepted`` receipt."""
     async with RelayClient(settings.relay_url, identity, clock=clock) as client:
         directory = await pinned.refresh(client)
+        check_recipients(directory, (*out.to, *out.fallback))
         tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="notice-attach-"))
         try:
             entries: list[AttachmentManifestEntry] = []

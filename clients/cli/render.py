@@ -37,6 +37,8 @@ from keys.models import ReceiptBody
 __all__ = [
     "clean",
     "err_console",
+    "iso",
+    "print_json",
     "render_decision",
     "render_inbox",
     "render_message",
@@ -44,6 +46,7 @@ __all__ = [
     "render_send",
     "render_sent",
     "render_status",
+    "stdout_console",
     "text",
 ]
 
@@ -124,6 +127,12 @@ def _size(n: int) -> str:
 
 def _priority(prio: str) -> Text:
     return Text(prio, style={"urgent": "bold red", "high": "bold yellow"}.get(prio, ""))
+
+
+# Shared with the other command modules (e.g. :mod:`clients.cli.directory`).
+stdout_console = _console
+print_json = _print_json
+iso = _iso
 
 
 # --- send ---------------------------------------------------------------------------------
