@@ -228,9 +228,10 @@ class EmailHook(_Hook):
         min_length=1, max_length=50
     )
     subject: Annotated[str, StringConstraints(min_length=1, max_length=200)] = (
-        "[cpar] {event}: message {id} ({priority})"
+        "[cpar] {event} {id} ({priority})"
     )
-    """A template: {event}, {id}, {priority} and {sender} are filled in."""
+    """A template: {event}, {id}, {priority} and {sender} are filled in (short enough to
+    stay on one header line by default)."""
     include_content: bool = False
     """Add the notice itself, when its handling codes allow onward sharing."""
     shares_onward: bool = True
