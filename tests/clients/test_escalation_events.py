@@ -78,7 +78,7 @@ async def daemon(
         reconnect_min_s=0.05,
         reconnect_max_s=0.2,
         hook_interval_s=0.05,
-        hooks=[WebhookHook(type="webhook", name="pager", url=target.url(aid), **hook)],  # type: ignore[arg-type]
+        hooks=[WebhookHook(type="webhook", name="pager", url=target.url(aid), **hook)],
     )
     d = Daemon(settings, relay.net[aid], clock=relay.clock)
     stop = asyncio.Event()
