@@ -22,6 +22,7 @@ from clients.hooks import WebhookHook
 from keys import wire
 from keys.encoding import b64e
 from keys.envelope import seal
+from keys.receipts import sign_receipt
 from relay.api.state import CORE
 from tests.relayfixture import RelayEnv
 from tests.waiting import until
@@ -177,3 +178,33 @@ async def test_a_reminder_and_a_release_each_run_one_hook_with_their_event(
         }
     )
     assert len(set(target.keys)) == len(target.keys)  # every run had its own key
+
+
+async def test_an_acknowledgement_of_our_message_runs_the_sender_s_hook_once(
+    relay: RelayEnv, tmp_path: Path, target: Target
+) -> None:
+    net = relay.net
+    async with (
+        daemon(relay, "it-tpc", tmp_path / "it", target, events=["acknowledged"]),
+        daemon(relay, "fr-oclcc", tmp_path / "oclcc", target, events=["escalation"]),
+    ):
+        sealed = seal(
+            net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=relay.clock()
+        )
+        await relay.client("it-tpc").send(sealed.token)
+        ack = sign_receipt(
+            net["fr-oclcc"],
+            msg_id=sealed.id,
+            envelope_hash=sealed.hash,
+            status="acknowledged",
+            now=relay.clock(),
+            person="Capt. Martin",
+        )
+        assert await relay.client("fr-oclcc").send_receipt(ack)
+        assert not await relay.client("fr-oclcc").send_receipt(ack)  # a repeat: not queued
+
+        async def acknowledged() -> bool:
+            return target.runs[("it-tpc", "acknowledged", sealed.id)] == 1
+
+        await until(acknowledged)
+    assert target.runs == Counter({("it-tpc", "acknowledged", sealed.id): 1})

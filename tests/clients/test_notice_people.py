@@ -19,6 +19,7 @@ import pytest
 from clients.cli import main
 from clients.config import load_client_settings
 from clients.daemon import Daemon
+from clients.store import Inbox
 from keys.encoding import b64e
 from keys.keystore import save_keystore
 from relay.api.state import CORE
@@ -143,6 +144,25 @@ async def test_send_says_who_is_offline_since_when_and_when_escalation_happens(
         "fr-oclcc's daemon is offline since 08:00 UTC: reminder at 08:10, released to "
         "the deputies and duty desk at 08:30, supervisor notified at 10:00"
     ]
+
+
+async def test_a_send_leaves_one_sent_hook_job_for_the_daemon(
+    relay: RelayEnv, notice: Notice, it: Authority, tmp_path: Path
+) -> None:
+    hook = (
+        '\n[[hooks]]\ntype = "file"\nname = "sent-log"\n'
+        f'directory = "{tmp_path / "sent-log"}"\nevents = ["sent", "acknowledged"]\n'
+    )
+    await asyncio.to_thread(lambda: it.config.write_text(it.config.read_text() + hook))
+    r = await notice(it, *_send("--to", "fr-oclcc", "--json"))
+    assert r.code == 0, r.err
+    msg_id = r.json()["id"]
+    settings = await asyncio.to_thread(load_client_settings, it.config)
+    async with await Inbox.open(settings.inbox_path) as inbox:
+        [job] = await inbox.hook_jobs.of_message(msg_id)
+        assert (job.hook, job.event, job.state) == ("sent-log", "sent", "pending")
+        [event] = await inbox.events.of_message(msg_id)
+        assert event.data == {"to": ["fr-oclcc"], "priority": "routine"}
 
 
 async def test_a_reachable_recipient_gets_no_offline_line(
