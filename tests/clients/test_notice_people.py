@@ -240,3 +240,34 @@ async def test_directory_lists_contacts_hours_and_who_is_reachable(
         assert rows["fr-oclcc"]["country"] == "FR"
         r = await notice(it, "directory")
         assert r.code == 0 and "reachable" in r.out and "offline since" in r.out
+
+
+async def test_a_deputy_sees_the_escalation_in_inbox_and_show(
+    relay: RelayEnv, notice: Notice, it: Authority, tmp_path: Path
+) -> None:
+    assert relay.server is not None
+    core = relay.server.app[CORE]
+    deputy = await asyncio.to_thread(
+        write_authority, tmp_path, relay.net, "fr-deputy", relay.base_url
+    )
+    async with running_daemon(relay, deputy) as daemon:
+        r = await notice(it, *_send("--to", "fr-oclcc", "--priority", "urgent", "--json"))
+        msg_id = r.json()["id"]
+        relay.clock.advance(10 * MINUTE)
+        await core.escalation.tick()
+        relay.clock.advance(20 * MINUTE)
+        await core.escalation.tick()  # release: the deputy is notified
+
+        async def notified() -> bool:
+            assert daemon.inbox is not None
+            return bool(await daemon.inbox.events.of_message(msg_id))
+
+        await until(notified)
+    [row] = (await notice(deputy, "inbox", "--json")).json()
+    assert row["id"] == msg_id and row["state"] == "escalated to you"
+    assert row["flags"] == [f"escalated to you (deputy) about {msg_id} from it-tpc to fr-oclcc"]
+    assert row["escalation"]["reason"].startswith("fr-oclcc did not acknowledge")
+    out = (await notice(deputy, "show", msg_id)).out
+    assert "is not in this inbox" in out and "escalated to you (deputy)" in out
+    shown = (await notice(deputy, "show", msg_id, "--json")).json()
+    assert shown["in_inbox"] is False and shown["events"][0]["as"] == "deputy"
