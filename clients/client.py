@@ -276,6 +276,11 @@ class RelayClient:
         _, result = await self._typed(wire.DirectoryCurrent, "GET", "/v1/directory")
         return result
 
+    async def presence(self) -> wire.PresenceList:
+        """Which authorities' daemons the relay can reach now (``GET /v1/presence``)."""
+        _, result = await self._typed(wire.PresenceList, "GET", "/v1/presence")
+        return result
+
     async def directory_history(self) -> list[str]:
         _, result = await self._typed(wire.DirectoryHistory, "GET", "/v1/directory/history")
         return list(result.versions)

@@ -27,6 +27,7 @@ from clients.client import Event, QueueItem, RelayClient, RelayStream
 from clients.config import ClientSettings
 from clients.directory import PinnedDirectory
 from clients.errors import ClientError, RelayProblem, StreamClosedError
+from clients.escalations import envelope_event, is_release, notice_event
 from clients.hooks import HookRunner
 from clients.store import Inbox
 from keys import wire
@@ -360,25 +361,35 @@ class Daemon:
                 opened = [
                     next(retried) if isinstance(r, STALE_DIRECTORY_ERRORS) else r for r in opened
                 ]
-            good = [
-                (o, e.envelope)
+            pairs = [
+                (e, o)
                 for e, o in zip(envelopes, opened, strict=True)
                 if isinstance(o, OpenedEnvelope)
             ]
-            flags = (
-                await self.inbox.received.store_many(
-                    good, received_at=now, hooks=self._hooks.hook_names
+            # A message released to us is new to us, but its event is "released": its hooks
+            # run for that event, not also for "received".
+            for release, group in (
+                (False, [p for p in pairs if not is_release(p[0])]),
+                (True, [p for p in pairs if is_release(p[0])]),
+            ):
+                flags = (
+                    await self.inbox.received.store_many(
+                        [(o, e.envelope) for e, o in group],
+                        received_at=now,
+                        hooks=() if release else self._hooks.hook_names,
+                    )
+                    if group
+                    else []
                 )
-                if good
-                else []
-            )
-            for (o, _), new in zip(good, flags, strict=True):
-                if new:
-                    self.stats.stored += 1
-                    if o.plaintext.attachments:
-                        out.downloads.append(o)
-                else:
-                    self.stats.duplicates += 1
+                for (_, o), new in zip(group, flags, strict=True):
+                    if new:
+                        self.stats.stored += 1
+                        if o.plaintext.attachments:
+                            out.downloads.append(o)
+                    else:
+                        self.stats.duplicates += 1
+            for e, o in pairs:
+                await self._record_envelope_event(e, o, now)
             out.receipts.extend(await asyncio.to_thread(self._receipts_for, envelopes, opened, now))
             out.seqs.extend(e.seq for e in envelopes)
         if receipts:
@@ -463,8 +474,29 @@ class Daemon:
             b.msg, token, status=b.status, signer=b.by, at=b.at
         ):
             self.stats.receipts += 1
+            if b.status == "acknowledged" and self._hooks is not None:
+                await self._hooks.fire(
+                    "acknowledged",
+                    b.msg,
+                    occurrence=b.by,
+                    data={"by": b.by, "person": b.person, "signed_at": b.at},
+                )
 
-    async def _record_escalation(self, token: str, note: object) -> None:
+    async def _record_envelope_event(
+        self, item: wire.EnvelopeItem, opened: OpenedEnvelope, now: int
+    ) -> None:
+        """A reminder or a release: recorded once per pushed item, with its hook jobs."""
+        assert self._hooks is not None
+        found = envelope_event(item, opened)
+        if found is None:
+            return
+        event, occurrence, data = found
+        if await self._hooks.fire(event, item.id, at=now, occurrence=occurrence, data=data):
+            log.warning(
+                "%s: message %s from %s: %s", event.upper(), item.id, opened.header.from_, item.note
+            )
+
+    async def _record_escalation(self, token: str, note: str | None) -> None:
         """A relay-signed notice that a message (not necessarily ours) is unacknowledged."""
         assert self.inbox is not None
         try:
@@ -476,6 +508,7 @@ class Daemon:
         if b.status != "escalated":
             log.warning("dropping an escalation notice with status %s", b.status)
             return
+        assert self._hooks is not None
         log.warning(
             "ESCALATION: message %s is not acknowledged (step %s): %s", b.msg, b.step, b.reason
         )
@@ -483,6 +516,8 @@ class Daemon:
             b.msg, token, status=b.status, signer=b.by, at=b.at
         ):
             self.stats.escalations += 1
+        occurrence, data = notice_event(b, note, token, self.directory, self.identity.id)
+        await self._hooks.fire("escalation", b.msg, occurrence=occurrence, data=data)
 
     # -- attachments -----------------------------------------------------------------------
 

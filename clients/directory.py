@@ -15,15 +15,18 @@ relay can never roll the directory back or fork it (:class:`keys.directory.Direc
 from __future__ import annotations
 
 import asyncio
+import difflib
+from collections.abc import Sequence
 from pathlib import Path
 
 from clients.client import RelayClient
 from clients.config import ClientSettings
 from clients.errors import ClientError
+from clients.refusal import RefusedError
 from keys.directory import Directory, DirectoryPin
 from keys.keystore import write_private_file
 
-__all__ = ["PinnedDirectory"]
+__all__ = ["PinnedDirectory", "check_recipients"]
 
 
 class PinnedDirectory:
@@ -68,3 +71,20 @@ class PinnedDirectory:
             return current
 
         return await asyncio.to_thread(accept)
+
+
+def check_recipients(directory: Directory, ids: Sequence[str]) -> None:
+    """Refuse a recipient that is not an authority of ``directory``, suggesting the
+    closest ids (a typo such as ``fr-oclc`` for ``fr-oclcc``)."""
+    known = [a.id for a in directory.authorities if a.role != "relay"]
+    for aid in ids:
+        entry = directory.get(aid)
+        if entry is not None and entry.role == "relay":
+            raise RefusedError(f"{aid} is a relay, not an authority: it cannot receive notices")
+        if entry is None:
+            close = difflib.get_close_matches(aid, known, n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise RefusedError(
+                f"recipient {aid} is not in the directory{hint}; "
+                "'notice directory' lists the authorities"
+            )

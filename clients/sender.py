@@ -27,11 +27,13 @@ from pydantic import JsonValue, ValidationError
 
 from clients.client import RelayClient, SubmitResult
 from clients.config import ClientSettings
-from clients.directory import PinnedDirectory
+from clients.directory import PinnedDirectory, check_recipients
 from clients.errors import TransportError
+from clients.hooks import fire_event
 from clients.kinds import Notice, summary
 from clients.refusal import RefusedError, one_line
 from clients.store import Inbox, StoredReceipt
+from keys import wire
 from keys.attachments import encrypt_file
 from keys.envelope import SealedEnvelope, seal
 from keys.errors import KeysError
@@ -81,6 +83,10 @@ class SendResult:
     receipt: str
     duplicate: bool
     attachments: tuple[AttachmentManifestEntry, ...]
+    recipients: tuple[wire.Presence, ...] = ()
+    """Each recipient's presence as the relay saw it at accept time."""
+    schedule: tuple[wire.PlannedStep, ...] = ()
+    """The message's escalation plan, from the relay."""
 
 
 # --- send ---------------------------------------------------------------------------------
@@ -97,6 +103,7 @@ async def send(
     """Seal ``out``, submit it, record it, and verify the relay's ``accepted`` receipt."""
     async with RelayClient(settings.relay_url, identity, clock=clock) as client:
         directory = await pinned.refresh(client)
+        check_recipients(directory, (*out.to, *out.fallback))
         tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="notice-attach-"))
         try:
             entries: list[AttachmentManifestEntry] = []
@@ -167,6 +174,9 @@ async def send(
         await inbox.sent.record_receipt(
             sealed.id, receipt.token, status=b.status, signer=b.by, at=b.at
         )
+        if not submitted.duplicate:
+            sent = {"to": list(sealed.header.to), "priority": sealed.header.prio}
+            await fire_event(inbox, settings.hooks, "sent", sealed.id, at=b.at, data=sent)
     return SendResult(
         sealed=sealed,
         relay=b.by,
@@ -174,6 +184,8 @@ async def send(
         receipt=receipt.token,
         duplicate=submitted.duplicate,
         attachments=tuple(entries),
+        recipients=tuple(submitted.recipients or ()),
+        schedule=tuple(submitted.schedule or ()),
     )
 
 

@@ -255,6 +255,12 @@ def _step(step: int, snap: Schedule, now: int) -> str:
     return f"policy step {step} ({STEP_NAMES[step]}), due {_when(snap.due(step) or now)}"
 
 
+def _notice(msg: MessageFacts, reason: str) -> str:
+    """The note of an escalation notice: it names the sender, which the signed statement
+    does not (the deputy does not hold the message)."""
+    return f"escalation: message from {msg.sender}: {reason}"
+
+
 def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> StepEffects:
     """What firing ``step`` of ``msg`` does at ``now``, given the current directory."""
     if step == Step.EXPIRE:
@@ -314,7 +320,7 @@ def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> Step
             step=step,
             notify=(
                 *(Notify(f, "envelope", False, note) for f in released),
-                *(Notify(a, "escalation", False, f"escalation: {reason}") for a in deputies),
+                *(Notify(a, "escalation", False, _notice(msg, reason)) for a in deputies),
             ),
             statement=Statement("escalated", reason, step),
             record_step=True,
@@ -335,9 +341,7 @@ def plan_step(step: int, msg: MessageFacts, directory: Lookup, now: int) -> Step
         )
         return StepEffects(
             step=step,
-            notify=tuple(
-                Notify(s, "escalation", False, f"escalation: {reason}") for s in supervisors
-            ),
+            notify=tuple(Notify(s, "escalation", False, _notice(msg, reason)) for s in supervisors),
             statement=Statement("escalated", reason, step),
             record_step=True,
             next_timer=nxt,

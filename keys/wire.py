@@ -124,12 +124,48 @@ SubmitRequest = Annotated[
 SUBMIT_REQUEST: TypeAdapter[SubmitRequest] = TypeAdapter(SubmitRequest)
 
 
+class Presence(Outbound):
+    """Whether an authority's daemon can be reached now, as this relay sees it: it
+    answered a probe, connected or polled lately. Nothing else about it (no queue)."""
+
+    id: AuthorityId
+    reachable: bool
+    unreachable_since: int | None = Field(
+        None, description="ms since the epoch: the last sign of life (absent when reachable)"
+    )
+
+
+class PlannedStep(Outbound):
+    """One escalation step of a message, due at a fixed time unless acknowledged before."""
+
+    step: int = Field(ge=1, description="1 remind, 2 release, 3 notify")
+    name: str = Field(description="remind, release or notify")
+    due: int = Field(description="ms since the epoch (a step outside working hours may wait)")
+
+
 class Submitted(Outbound):
-    """An envelope the relay made durable; ``receipt`` is its relay-signed ``accepted``."""
+    """An envelope the relay made durable; ``receipt`` is its relay-signed ``accepted``.
+
+    The answer to a single new envelope also tells the sender whether each recipient's
+    daemon is reachable now and when the escalation steps will happen.
+    """
 
     id: MessageId
     receipt: Jws
     duplicate: bool
+    recipients: list[Presence] | None = Field(
+        None, description="each recipient (to) and whether its daemon is reachable now"
+    )
+    schedule: list[PlannedStep] | None = Field(
+        None, description="the message's escalation plan (single new envelope only)"
+    )
+
+
+class PresenceList(Outbound):
+    """``GET /v1/presence``: every authority of the directory, reachable or since when not."""
+
+    at: int = Field(description="the relay's time (ms since the epoch)")
+    authorities: list[Presence]
 
 
 class BatchResults(Outbound):

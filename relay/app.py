@@ -236,6 +236,7 @@ def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, stor
         clock=clock,
         unreachable_after_ms=int(settings.unreachable_after_s * 1000),
     )
+    intake.reachability = read.reachability  # the sender is told who is offline
     return Core(intake, delivery, escalation, prober, read, store)
 
 

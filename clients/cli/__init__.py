@@ -9,6 +9,7 @@
     notice inbox / show MSGID           received messages
     notice ack MSGID --person NAME      take a message in hand (signed receipt to the sender)
     notice reject MSGID --reason TEXT   refuse a message (signed receipt to the sender)
+    notice directory                    authorities, contact points, hours, who is reachable
 
 Settings come from the TOML file given by ``--config`` (or ``CPAR_CONFIG``) and
 ``CPAR_*`` variables (:mod:`clients.config`). Every refusal prints one line on stderr
@@ -42,6 +43,7 @@ from clients.cli.base import (
     parse_time,
 )
 from clients.cli.daemon import daemon_cmd
+from clients.cli.directory import directory_cmd
 from clients.cli.received import ack_cmd, inbox_cmd, reject_cmd, show_cmd
 from clients.cli.render import clean
 from clients.cli.send import send_cmd
@@ -97,6 +99,7 @@ for _command in (
     show_cmd,
     ack_cmd,
     reject_cmd,
+    directory_cmd,
 ):
     cli.add_command(_command)
 

@@ -7,9 +7,15 @@ from pathlib import Path
 import click
 
 from clients.cli.base import MSGID, CliContext, existing_inbox, run
-from clients.cli.render import render_decision, render_inbox, render_message
+from clients.cli.render import (
+    render_decision,
+    render_inbox,
+    render_message,
+    render_notice_only,
+)
 from clients.decisions import decide
-from clients.store import Inbox, InboxMessage, UnknownMessageError
+from clients.escalations import InboxRow, inbox_view
+from clients.store import Inbox, InboxMessage, StoredEvent, UnknownMessageError
 
 
 @click.command("inbox")
@@ -19,39 +25,46 @@ from clients.store import Inbox, InboxMessage, UnknownMessageError
     type=click.IntRange(1, 100_000),
     default=50,
     show_default=True,
-    help="At most this many, newest first.",
+    help="At most this many, most urgent first.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def inbox_cmd(obj: CliContext, show_all: bool, limit: int, as_json: bool) -> None:
-    """Received messages, newest first: those still to acknowledge (all with --all).
+    """Received messages, most urgent first: those still to acknowledge (all with --all).
 
-    Reads the local inbox that the daemon fills; no passphrase is needed.
+    Sorted by priority, then by how overdue (past the ack-by, or past the first
+    reminder). Shows reminders ("reminded x2"), releases to you as a fallback, and
+    escalation notices to you as deputy, duty desk or supervisor (of the last 24 hours;
+    all with --all). Reads the local inbox that the daemon fills; no passphrase is needed.
     """
     settings = obj.settings()
     path = existing_inbox(settings)
-    items: list[InboxMessage] = []
+    rows: list[InboxRow] = []
     if path is not None:
 
-        async def q() -> list[InboxMessage]:
+        async def q() -> list[InboxRow]:
             async with await Inbox.open(path) as inbox:
-                return list(
-                    await inbox.received.list(limit=limit, state=None if show_all else "new")
-                )
+                return await inbox_view(inbox, now=obj.clock(), limit=limit, show_all=show_all)
 
-        items = run(q)
-    render_inbox(items, show_all, as_json)
+        rows = run(q)
+    render_inbox(rows, show_all, as_json)
 
 
-async def _get_message(path: Path | None, msg_id: str) -> tuple[InboxMessage, list[Path]]:
-    """The stored message and where the daemon puts each of its attachments."""
+async def _get_message(
+    path: Path | None, msg_id: str
+) -> tuple[InboxMessage | None, list[Path], list[StoredEvent]]:
+    """The stored message (if we hold it), where the daemon puts each of its attachments,
+    and the escalation events about it."""
     if path is None:
         raise UnknownMessageError(f"no message {msg_id} in the inbox")
     async with await Inbox.open(path) as inbox:
         msg = await inbox.received.get(msg_id)
+        events = await inbox.events.of_message(msg_id)
         if msg is None:
-            raise UnknownMessageError(f"no message {msg_id} in the inbox")
-        return msg, [inbox.attachment_path(msg.id, a.name) for a in msg.attachments]
+            if not events:
+                raise UnknownMessageError(f"no message {msg_id} in the inbox")
+            return None, [], events
+        return msg, [inbox.attachment_path(msg.id, a.name) for a in msg.attachments], events
 
 
 @click.command("show")
@@ -67,9 +80,12 @@ def show_cmd(obj: CliContext, msg_id: str, as_json: bool) -> None:
     """
     settings = obj.settings()
     path = existing_inbox(settings)
-    msg, paths = run(lambda: _get_message(path, msg_id))
+    msg, paths, events = run(lambda: _get_message(path, msg_id))
+    if msg is None:
+        render_notice_only(msg_id, events, as_json)
+        return
     files = [p if p.is_file() else None for p in paths]
-    render_message(msg, files, as_json)
+    render_message(msg, files, as_json, events)
 
 
 @click.command("ack")

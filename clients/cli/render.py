@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from clients.decisions import Decision
+from clients.escalations import InboxRow
 from clients.kinds import (
     HANDLING_CODES,
     InvalidNoticeError,
@@ -30,18 +31,22 @@ from clients.kinds import (
 )
 from clients.kinds import deadline as notice_deadline
 from clients.sender import Outgoing, SendResult, SentStatus
-from clients.store import InboxMessage, SentMessage
+from clients.store import InboxMessage, SentMessage, StoredEvent
 from keys.models import ReceiptBody
 
 __all__ = [
     "clean",
     "err_console",
+    "iso",
+    "print_json",
     "render_decision",
     "render_inbox",
     "render_message",
+    "render_notice_only",
     "render_send",
     "render_sent",
     "render_status",
+    "stdout_console",
     "text",
 ]
 
@@ -124,6 +129,12 @@ def _priority(prio: str) -> Text:
     return Text(prio, style={"urgent": "bold red", "high": "bold yellow"}.get(prio, ""))
 
 
+# Shared with the other command modules (e.g. :mod:`clients.cli.directory`).
+stdout_console = _console
+print_json = _print_json
+iso = _iso
+
+
 # --- send ---------------------------------------------------------------------------------
 
 
@@ -152,6 +163,7 @@ def render_send(out: Outgoing, result: SendResult, as_json: bool) -> None:
                 "receipt": result.receipt,
                 "receipt_verified": True,
                 "duplicate": result.duplicate,
+                **_send_plan_json(result),
             }
         )
         return
@@ -176,6 +188,57 @@ def render_send(out: Outgoing, result: SendResult, as_json: bool) -> None:
             f" at {_when(result.accepted_at)}{again}; receipt verified",
         )
     )
+    for line in offline_lines(result):
+        con.print(Text(line, style="bold yellow"))
+
+
+def _hhmm(ms: int, day_of: int) -> str:
+    """``08:12`` on the same UTC day as ``day_of``, else ``2027-01-16 08:12``."""
+    t = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    same = t.date() == datetime.fromtimestamp(day_of / 1000, tz=UTC).date()
+    return t.strftime("%H:%M" if same else "%Y-%m-%d %H:%M")
+
+
+def offline_lines(result: SendResult) -> list[str]:
+    """For each recipient whose daemon is offline: since when, and when the reminder and
+    the release will happen (the relay's escalation plan)."""
+    h = result.sealed.header
+    ref = result.accepted_at
+    plan: list[str] = []
+    for step in result.schedule:
+        when = _hhmm(step.due, ref)
+        if step.name == "remind":
+            plan.append(f"reminder at {when}")
+        elif step.name == "release":
+            target = ", ".join(h.fallbacks) if h.fallbacks else "the deputies and duty desk"
+            plan.append(f"released to {target} at {when}")
+        elif step.name == "notify":
+            plan.append(f"supervisor notified at {when}")
+    tail = f": {', '.join(plan)}" if plan else ""
+    lines = []
+    for p in result.recipients:
+        if p.reachable:
+            continue
+        since = ""
+        if p.unreachable_since is not None:
+            since = f" since {_hhmm(p.unreachable_since, ref)} UTC"
+        lines.append(f"{p.id}'s daemon is offline{since}{tail}")
+    return lines
+
+
+def _send_plan_json(result: SendResult) -> dict[str, Any]:
+    return {
+        "recipients": [
+            {
+                "id": p.id,
+                "reachable": p.reachable,
+                "unreachable_since": _iso(p.unreachable_since),
+            }
+            for p in result.recipients
+        ],
+        "schedule": [{"step": s.step, "name": s.name, "due": _iso(s.due)} for s in result.schedule],
+        "offline": offline_lines(result),
+    }
 
 
 # --- status and sent ------------------------------------------------------------------
@@ -335,39 +398,98 @@ def _deadline_of(msg: InboxMessage) -> tuple[str, int | None]:
     return "", None
 
 
-def render_inbox(items: list[InboxMessage], show_all: bool, as_json: bool) -> None:
+def duration(ms: int) -> str:
+    """A span for people: ``45 s``, ``12 min``, ``3 h 05 min``, ``2 d 4 h``."""
+    secs = max(0, ms // 1000)
+    if secs < 60:
+        return f"{secs} s"
+    mins = secs // 60
+    if mins < 60:
+        return f"{mins} min"
+    hours, mins = divmod(mins, 60)
+    if hours < 48:
+        return f"{hours} h {mins:02d} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
+
+
+def _event_json(e: StoredEvent) -> dict[str, Any]:
+    data = {k: v for k, v in e.data.items() if k != "notice"}
+    for key in ("ack_by", "signed_at"):
+        if isinstance(data.get(key), int):
+            data[key] = _iso(data[key])  # type: ignore[arg-type]
+    return {"event": e.event, "at": _iso(e.at), "occurrence": e.occurrence, **data}
+
+
+def _row_json(row: InboxRow) -> dict[str, Any]:
+    m = row.msg
+    out: dict[str, Any] = {
+        "id": row.msg_id,
+        "priority": row.priority,
+        "reminded": row.reminders,
+        "released_to_you": row.released,
+        "overdue_by_s": None if row.overdue is None else row.overdue // 1000,
+        "flags": list(row.flags),
+        "escalation": None if row.notice is None else _event_json(row.notice),
+        "events": [_event_json(e) for e in row.events if e is not row.notice],
+    }
+    if m is None:
+        n = row.notice.data if row.notice is not None else {}
+        out.update(
+            received=_iso(row.notice.at) if row.notice else None,
+            **{"from": n.get("sender"), "to": n.get("to")},
+            role=n.get("as"),
+            state="escalated to you",
+        )
+        return out
+    out.update(
+        received=_iso(m.received_at),
+        **{"from": m.sender},
+        role=m.role,
+        kind=m.kind,
+        summary=_summary_of(m),
+        deadline=_iso(notice_deadline(m.notice)) if m.notice else None,
+        ack_by=_iso(m.ack_by),
+        handling=list(m.handling),
+        attachments=len(m.attachments),
+        state=m.state,
+    )
+    return out
+
+
+def render_inbox(rows: list[InboxRow], show_all: bool, as_json: bool) -> None:
+    """``notice inbox``: most urgent first (priority, then how overdue)."""
     if as_json:
-        out = []
-        for m in items:
-            label, when = _deadline_of(m)
-            out.append(
-                {
-                    "id": m.id,
-                    "received": _iso(m.received_at),
-                    "from": m.sender,
-                    "role": m.role,
-                    "priority": m.priority,
-                    "kind": m.kind,
-                    "summary": _summary_of(m),
-                    "deadline": _iso(notice_deadline(m.notice)) if m.notice else None,
-                    "ack_by": _iso(m.ack_by),
-                    "handling": list(m.handling),
-                    "attachments": len(m.attachments),
-                    "state": m.state,
-                }
-            )
-        _print_json(out)
+        _print_json([_row_json(r) for r in rows])
         return
     title = "Inbox" if show_all else "Inbox: to acknowledge"
-    table = Table(title=f"{title} ({len(items)})")
+    table = Table(title=f"{title} ({len(rows)}), most urgent first")
     table.add_column("id", no_wrap=True)
     table.add_column("received (UTC)", no_wrap=True)
     table.add_column("from", no_wrap=True)
     table.add_column("priority", no_wrap=True)
     table.add_column("notice")
     table.add_column("deadline (UTC)", no_wrap=True)
+    table.add_column("escalation")
     table.add_column("state", no_wrap=True)
-    for m in items:
+    for row in rows:
+        esc = list(row.flags)
+        if row.overdue is not None:
+            esc.append(f"overdue by {duration(row.overdue)}")
+        m = row.msg
+        if m is None:
+            n = row.notice.data if row.notice is not None else {}
+            table.add_row(
+                row.msg_id,
+                _cell(row.notice.at if row.notice else None),
+                text(str(n.get("sender") or "?")),
+                _priority(row.priority),
+                text(str(n.get("reason") or "")),
+                "—",
+                Text("\n".join(esc), style="bold red"),
+                "escalated to you",
+            )
+            continue
         label, when = _deadline_of(m)
         flags = " [H]" if m.handling else ""
         clip = f" +{len(m.attachments)} att." if m.attachments else ""
@@ -378,15 +500,69 @@ def render_inbox(items: list[InboxMessage], show_all: bool, as_json: bool) -> No
             _priority(m.priority),
             text(_summary_of(m) + clip + flags),
             f"{label} {_cell(when)[:16]}".strip() if when is not None else "—",
+            Text("\n".join(esc), style="bold red") if esc else "—",
             m.state,
         )
     con = _console()
     con.print(table)
-    if any(m.handling for m in items):
+    if any(r.msg is not None and r.msg.handling for r in rows):
         con.print(Text("[H]: handling restrictions apply; see 'notice show MSGID'."))
 
 
-def render_message(msg: InboxMessage, files: list[Path | None], as_json: bool) -> None:
+def _history_line(e: StoredEvent) -> str:
+    d = e.data
+    if e.event == "reminded":
+        return f"reminded: {d.get('note') or 'not acknowledged in time'}"
+    if e.event == "released":
+        return f"{d.get('note') or 'released to you'}"
+    if e.event == "escalation":
+        who = f" from {d['sender']}" if d.get("sender") else ""
+        names = d.get("to")
+        to = f" to {', '.join(map(str, names))}" if isinstance(names, list) and names else ""
+        step = f" (step {d['step']})" if d.get("step") else ""
+        return (
+            f"escalated to you ({d.get('as')}) about this message{who}{to}{step}: {d.get('reason')}"
+        )
+    if e.event == "acknowledged":
+        return f"acknowledged by {d.get('by')} ({d.get('person')})"
+    return e.event
+
+
+def render_history(events: list[StoredEvent], con: Console) -> None:
+    """A message's escalation history (for ``notice show``)."""
+    if not events:
+        return
+    table = Table(title="Escalation history", title_justify="left")
+    table.add_column("received (UTC)", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("what")
+    for e in events:
+        table.add_row(_cell(e.at), e.event, text(_history_line(e)))
+    con.print(table)
+
+
+def render_notice_only(msg_id: str, events: list[StoredEvent], as_json: bool) -> None:
+    """``notice show`` for a message we do not hold: what we were told about it."""
+    if as_json:
+        _print_json({"id": msg_id, "in_inbox": False, "events": [_event_json(e) for e in events]})
+        return
+    con = _console()
+    con.print(
+        Text.assemble(
+            "Message ",
+            (msg_id, "bold"),
+            " is not in this inbox: you were told about it by escalation.",
+        )
+    )
+    render_history(events, con)
+
+
+def render_message(
+    msg: InboxMessage,
+    files: list[Path | None],
+    as_json: bool,
+    events: list[StoredEvent] | None = None,
+) -> None:
     notice = msg.notice
     handling = describe_handling(msg.handling)
     if as_json:
@@ -427,6 +603,7 @@ def render_message(msg: InboxMessage, files: list[Path | None], as_json: bool) -
                     }
                     for a, p in zip(msg.attachments, files, strict=True)
                 ],
+                "events": [_event_json(e) for e in events or []],
             }
         )
         return
@@ -490,6 +667,7 @@ def render_message(msg: InboxMessage, files: list[Path | None], as_json: bool) -
                 text(str(p)) if p else Text("not downloaded yet", style="yellow"),
             )
         con.print(att)
+    render_history(events or [], con)
 
 
 # --- ack / reject -------------------------------------------------------------------------

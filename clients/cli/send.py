@@ -369,7 +369,9 @@ def _prepare_outgoing(opts: Mapping[str, Any], now: int) -> Outgoing:
                 )
             )
 
-    to, fallback = tuple(opts["to"]), tuple(opts["fallback"])
+    # Authority ids are lower case: accept any case (a typo gets suggestions at send time).
+    to = tuple(v.strip().lower() for v in opts["to"])
+    fallback = tuple(v.strip().lower() for v in opts["fallback"])
     for flag, values in (("--to", to), ("--fallback", fallback)):
         twice = next((v for v in values if values.count(v) > 1), None)
         if twice is not None:

@@ -7,7 +7,9 @@ connection and one worker thread (:mod:`clients.store.db`):
   decrypted, deduplicated by id, each ``new`` until acknowledged or rejected;
 * ``inbox.sent`` (:mod:`clients.store.sent`): messages this authority sent and the
   receipts about them;
-* ``inbox.hook_jobs`` (:mod:`clients.store.hookjobs`): the delivery-hook queue.
+* ``inbox.events`` and ``inbox.hook_jobs`` (:mod:`clients.store.hookjobs`): events a
+  person or a hook must see (reminders, releases, escalation notices, ...) and the
+  delivery-hook queue, one job per event and hook.
 
 Attachments are files beside the database (:meth:`Inbox.attachment_path`).
 """
@@ -31,14 +33,25 @@ from clients.store.db import (
     UnknownMessageError,
     migrations,
 )
-from clients.store.hookjobs import HookJob, HookJobs, HookState
+from clients.store.hookjobs import (
+    EVENTS,
+    EventName,
+    Events,
+    HookJob,
+    HookJobs,
+    HookState,
+    StoredEvent,
+)
 from clients.store.received import InboxMessage, MessageState, ReceivedMessages
 from clients.store.sent import SentMessage, SentMessages, StoredReceipt
 from keys.encoding import is_uuid7
 
 __all__ = [
+    "EVENTS",
     "SCHEMA_VERSION",
     "AlreadyDecidedError",
+    "EventName",
+    "Events",
     "HookJob",
     "HookJobs",
     "HookState",
@@ -50,6 +63,7 @@ __all__ = [
     "ReceivedMessages",
     "SentMessage",
     "SentMessages",
+    "StoredEvent",
     "StoredReceipt",
     "UnknownMessageError",
     "migrations",
@@ -65,6 +79,7 @@ class Inbox:
         self.path = db.path
         self.received = ReceivedMessages(db)
         self.sent = SentMessages(db)
+        self.events = Events(db)
         self.hook_jobs = HookJobs(db)
 
     @classmethod

@@ -16,6 +16,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 
 from keys import wire
 from keys.encoding import MESSAGE_ID_PATTERN
+from keys.lifecycle import STEP_NAMES
 from relay.api.problems import relay_error_body
 from relay.api.state import (
     AUTHORITY,
@@ -62,8 +63,24 @@ async def _parse(request: web.Request, adapter: TypeAdapter[T], *, union: bool =
         raise MalformedError(wire.describe(exc, "request body", union=union)) from exc
 
 
-def _submitted(s: Submitted) -> wire.Submitted:
-    return wire.Submitted.model_construct(id=s.id, receipt=s.receipt, duplicate=s.duplicate)
+def _submitted(s: Submitted, *, plan: bool = False) -> wire.Submitted:
+    """The wire answer; with ``plan`` (a single new envelope), the recipients' presence
+    and the escalation schedule too."""
+    if not plan or s.duplicate:
+        return wire.Submitted.model_construct(id=s.id, receipt=s.receipt, duplicate=s.duplicate)
+    return wire.Submitted.model_construct(
+        id=s.id,
+        receipt=s.receipt,
+        duplicate=s.duplicate,
+        recipients=[
+            wire.Presence.model_construct(id=aid, reachable=ok, unreachable_since=since)
+            for aid, ok, since in s.presence
+        ],
+        schedule=[
+            wire.PlannedStep.model_construct(step=step, name=STEP_NAMES.get(step, "?"), due=due)
+            for step, due in s.schedule
+        ],
+    )
 
 
 def wire_item(item: QueueItem) -> wire.EnvelopeItem | wire.ReceiptItem | wire.EscalationItem:
@@ -107,7 +124,7 @@ async def submit(request: web.Request) -> web.Response:
         (result,) = await core.intake.submit(authority, [body.envelope])
         if isinstance(result, RelayError):
             raise result
-        return json_response(_submitted(result), status=200 if result.duplicate else 201)
+        return json_response(_submitted(result, plan=True), status=200 if result.duplicate else 201)
     results = await core.intake.submit(authority, body.envelopes)
     return json_response(
         wire.BatchResults.model_construct(
@@ -410,6 +427,26 @@ async def directory_history(request: web.Request) -> web.Response:
             versions=[d.token for d in request.app[DIRECTORY].history]
         )
     )
+
+
+@routes.get("/v1/presence")
+async def presence(request: web.Request) -> web.Response:
+    """Every authority of the directory: is its daemon reachable now, or since when not."""
+    read = request.app[CORE].read
+    now = request.app[CLOCK]()
+    out = []
+    for entry in request.app[DIRECTORY].current.authorities:
+        if entry.role == "relay":
+            continue
+        r = read.reachability(entry.id, now)
+        out.append(
+            wire.Presence.model_construct(
+                id=entry.id,
+                reachable=r.reachable,
+                unreachable_since=None if r.reachable else r.since,
+            )
+        )
+    return json_response(wire.PresenceList.model_construct(at=now, authorities=out))
 
 
 @routes.get("/healthz")

@@ -70,7 +70,10 @@ ROUTES: dict[tuple[str, str], Route] = {
                 "The same envelope was accepted before (single), or per-envelope results (batch)",
                 wire.Submitted | wire.BatchResults,
             ),
-            201: Answer("Accepted and durable", wire.Submitted),
+            201: Answer(
+                "Accepted and durable; with each recipient's presence and the escalation plan",
+                wire.Submitted,
+            ),
             400: BAD,
             401: UNSIGNED,
             403: _problem("The envelope's sender is not the signing authority"),
@@ -166,6 +169,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/directory/history"): Route(
         "Every directory version",
         {200: Answer("Oldest first", wire.DirectoryHistory), 401: UNSIGNED},
+    ),
+    ("GET", "/v1/presence"): Route(
+        "Which authorities' daemons are reachable now (no queue or message data)",
+        {200: Answer("Every authority of the directory", wire.PresenceList), 401: UNSIGNED},
     ),
     ("GET", "/healthz"): Route("Liveness", {200: Answer("Alive", wire.Health)}, auth="none"),
     ("GET", "/readyz"): Route(

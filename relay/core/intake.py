@@ -15,14 +15,14 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from keys.directory import Directory
 from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
 from keys.jws import unverified_header
-from keys.lifecycle import Step
+from keys.lifecycle import Schedule, Step
 from keys.models import ReceiptBody
 from keys.receipts import sign_receipt, verify_receipt
 from relay.core.delivery import Clock, Delivery
@@ -62,11 +62,26 @@ class Limits:
     clock_skew_ms: int = 5 * 60_000
 
 
+class Reachable(Protocol):
+    @property
+    def reachable(self) -> bool: ...
+    @property
+    def since(self) -> int | None: ...
+
+
+Reachability = Callable[[str, int], Reachable]
+"""(authority, now) -> whether its daemon is reachable (``ReadModel.reachability``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     id: str
     receipt: str
     duplicate: bool
+    presence: tuple[tuple[str, bool, int | None], ...] = ()
+    """(recipient, reachable, unreachable since) for each ``to`` of a new message."""
+    schedule: tuple[tuple[int, int], ...] = ()
+    """(step, due) of a new message's escalation plan."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +146,10 @@ class Intake:
         limits: Limits | None = None,
         policies: Mapping[str, PolicyConfig] | None = None,
         metrics: Metrics | None = None,
+        reachability: Reachability | None = None,
     ) -> None:
         self.store = store
+        self.reachability = reachability
         self.delivery = delivery
         self.identity = identity
         self._directory = directory
@@ -206,10 +223,26 @@ class Intake:
                 out.append(
                     ConflictError(f"message id {item.id} was accepted with another envelope")
                 )
+            elif res.outcome == "duplicate":
+                assert res.receipt is not None
+                out.append(Submitted(item.id, res.receipt, True))
             else:
                 assert res.receipt is not None
-                out.append(Submitted(item.id, res.receipt, res.outcome == "duplicate"))
+                out.append(Submitted(item.id, res.receipt, False, *self._plan(item, now)))
         return out
+
+    def _plan(
+        self, msg: NewMessage, now: int
+    ) -> tuple[tuple[tuple[str, bool, int | None], ...], tuple[tuple[int, int], ...]]:
+        """What the sender is told about a new message: who is reachable, and when its
+        escalation steps are due."""
+        presence: list[tuple[str, bool, int | None]] = []
+        if self.reachability is not None:
+            for aid in msg.to:
+                r = self.reachability(aid, now)
+                presence.append((aid, r.reachable, None if r.reachable else r.since))
+        snap = Schedule.loads(msg.policy)
+        return tuple(presence), (snap.steps if snap is not None else ())
 
     async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a commit-then-publish step to its end even if the caller is cancelled (a

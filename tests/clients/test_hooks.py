@@ -406,10 +406,12 @@ async def test_webhook_posts_the_message_json(net: Network, inbox: Inbox, target
         assert await runner.run_due() == 1
     [(headers, body)] = target.received
     assert headers["Content-Type"] == "application/json"
-    assert headers["Idempotency-Key"] == msg_id
+    # The key names the event: a reminder about the same message is another delivery.
+    assert headers["Idempotency-Key"] == f"{msg_id}:received"
+    assert (headers["X-Cpar-Event"], headers["X-Cpar-Message-Id"]) == ("received", msg_id)
     assert headers["X-Token"] == "t"
     data = json.loads(body)
-    assert data["id"] == msg_id and data["content"] == NOTICE
+    assert data["id"] == msg_id and data["content"] == NOTICE and data["event"] == "received"
     assert data["handling"][0]["code"] == "no-evidential-use"
     [job] = await inbox.hook_jobs.of_message(msg_id)
     assert job.state == "done"
