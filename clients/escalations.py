@@ -39,7 +39,11 @@ PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
 NOTICE_WINDOW_MS = 24 * 3_600_000
 """Escalation notices (about others' messages) show in ``notice inbox`` this long."""
 _FROM = re.compile(r"^escalation: message from (?P<sender>[a-z0-9][a-z0-9._-]{1,62}): ")
-_TO = re.compile(r"^(?P<to>[a-z0-9][a-z0-9._, -]*?) did not acknowledge")
+_TO = re.compile(
+    # "policy step 2 (release), due 2026-12-01 08:32:00 UTC: fr-oclcc has not acknowledged"
+    r"^(?:policy step \d+ \([a-z]+\), due [0-9: -]+ UTC: )?"
+    r"(?P<to>[a-z0-9][a-z0-9._, -]*?) (?:has not|did not) acknowledge"
+)
 
 
 def is_release(item: wire.EnvelopeItem) -> bool:

@@ -201,6 +201,17 @@ def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, stor
     hub = Hub()
     delivery = Delivery(store=store, hub=hub, clock=clock, window=settings.delivery_window)
     index = MessageIndex()
+    prober = Prober(hub=hub, directory=directory, clock=clock, interval_s=settings.probe_interval_s)
+    read = ReadModel(
+        store=store,
+        hub=hub,
+        prober=prober,
+        index=index,
+        relay_id=identity.id,
+        directory=directory,
+        clock=clock,
+        unreachable_after_ms=int(settings.unreachable_after_s * 1000),
+    )
     intake = Intake(
         store=store,
         delivery=delivery,
@@ -216,6 +227,7 @@ def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, stor
         ),
         policies=settings.policies,
         metrics=metrics,
+        reachability=read.reachability,  # the sender is told who is offline
     )
     escalation = EscalationEngine(
         store=store,
@@ -225,18 +237,6 @@ def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, stor
         clock=clock,
         metrics=metrics,
     )
-    prober = Prober(hub=hub, directory=directory, clock=clock, interval_s=settings.probe_interval_s)
-    read = ReadModel(
-        store=store,
-        hub=hub,
-        prober=prober,
-        index=index,
-        relay_id=identity.id,
-        directory=directory,
-        clock=clock,
-        unreachable_after_ms=int(settings.unreachable_after_s * 1000),
-    )
-    intake.reachability = read.reachability  # the sender is told who is offline
     return Core(intake, delivery, escalation, prober, read, store)
 
 
