@@ -266,7 +266,8 @@ async def test_a_deputy_sees_the_escalation_in_inbox_and_show(
     [row] = (await notice(deputy, "inbox", "--json")).json()
     assert row["id"] == msg_id and row["state"] == "escalated to you"
     assert row["flags"] == [f"escalated to you (deputy) about {msg_id} from it-tpc to fr-oclcc"]
-    assert row["escalation"]["reason"].startswith("fr-oclcc did not acknowledge")
+    assert row["escalation"]["reason"].startswith("policy step 2 (release), due ")
+    assert "fr-oclcc has not acknowledged; notified fr-deputy" in row["escalation"]["reason"]
     out = (await notice(deputy, "show", msg_id)).out
     assert "is not in this inbox" in out and "escalated to you (deputy)" in out
     shown = (await notice(deputy, "show", msg_id, "--json")).json()
