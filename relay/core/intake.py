@@ -199,10 +199,12 @@ class Intake:
         for msg in fresh:
             if msg.attachments:
                 for digest in msg.attachments:
-                    if not await guard(self.store.attachment_known(digest)):
+                    # Only the sender's own upload: knowing another authority's
+                    # digest must not make its ciphertext readable by our recipients.
+                    if await guard(self.store.attachment_uploader(digest)) != authority:
                         idx = checked.index(msg)
                         checked[idx] = RejectedError(
-                            f"attachment {digest} has not been uploaded",
+                            f"attachment {digest} has not been uploaded by {authority}",
                             code="attachment_missing",
                         )
                         break

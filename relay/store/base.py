@@ -276,7 +276,10 @@ class Store(Protocol):
         """Record an uploaded attachment's metadata; False if it was already known."""
         ...
 
-    async def attachment_known(self, digest: str) -> bool: ...
+    async def attachment_uploader(self, digest: str) -> str | None:
+        """Who uploaded the attachment ``digest`` (None: nobody). An envelope may only
+        reference attachments its sender uploaded."""
+        ...
 
     async def may_read_attachment(self, digest: str, authority: str) -> bool:
         """The uploader, or a recipient of a message that references it."""

@@ -299,9 +299,9 @@ class MemoryStore:
         self._attachments[digest] = uploader
         return True
 
-    async def attachment_known(self, digest: str) -> bool:
+    async def attachment_uploader(self, digest: str) -> str | None:
         self._check()
-        return digest in self._attachments
+        return self._attachments.get(digest)
 
     async def may_read_attachment(self, digest: str, authority: str) -> bool:
         self._check()

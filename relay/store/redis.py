@@ -766,8 +766,11 @@ class RedisStore:
         new = await self._write(PUT_ATTACHMENT, [akey(digest)], [uploader, str(size), str(at)])
         return bool(int(new))
 
-    async def attachment_known(self, digest: str) -> bool:
-        return bool(await self._call(lambda r: r.exists(akey(digest)), write=False))
+    async def attachment_uploader(self, digest: str) -> str | None:
+        uploader: str | None = await self._call(
+            lambda r: _any(r.hget(akey(digest), "uploader")), write=False
+        )
+        return uploader
 
     async def may_read_attachment(self, digest: str, authority: str) -> bool:
         uploader = await self._call(lambda r: r.hget(akey(digest), "uploader"), write=False)

@@ -549,13 +549,13 @@ class SQLiteStore:
 
         return await self._write(op)
 
-    async def attachment_known(self, digest: str) -> bool:
-        return await self._read(
-            lambda c: (
-                c.execute("SELECT 1 FROM attachments WHERE digest = ?", (digest,)).fetchone()
-                is not None
-            )
-        )
+    async def attachment_uploader(self, digest: str) -> str | None:
+        def q(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT uploader FROM attachments WHERE digest = ?", (digest,))
+            found = row.fetchone()
+            return None if found is None else str(found[0])
+
+        return await self._read(q)
 
     async def may_read_attachment(self, digest: str, authority: str) -> bool:
         def q(conn: sqlite3.Connection) -> bool:

@@ -890,6 +890,23 @@ async def test_attachment_upload_message_and_access_control(
     await assert_intact(relay, [*accepted, msg])
 
 
+async def test_an_envelope_may_reference_only_its_senders_own_uploads(
+    relay: RelayEnv, accepted: list[SealedEnvelope], photo: Attachment
+) -> None:
+    """Knowing another authority's digest must not make its ciphertext readable by one's
+    own recipients."""
+    await relay.client("de-bka").upload_attachment(photo.path, photo.entry.h)
+    theft = seal_to(relay, sender="it-tpc", to=("fr-oclcc",), attachments=[photo.entry])
+    with pytest.raises(RelayProblem) as err:
+        await relay.client("it-tpc").send(theft.token)
+    assert (err.value.status, err.value.code) == (422, "attachment_missing")
+    assert "not been uploaded by it-tpc" in str(err.value)
+    assert all(getattr(i, "id", None) != theft.id for i in await relay.client("fr-oclcc").poll())
+    own = seal_to(relay, sender="de-bka", to=("fr-oclcc",), attachments=[photo.entry])
+    assert not (await relay.client("de-bka").send(own.token)).duplicate
+    await assert_intact(relay, accepted)
+
+
 async def test_oversized_attachment_is_413_and_leaves_nothing(
     small_relay: RelayEnv, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:

@@ -317,12 +317,12 @@ async def test_queue_stats_and_depth(store: Store) -> None:
 
 async def test_attachments_metadata_and_read_access(store: Store) -> None:
     photo, other = "a1" * 32, "b2" * 32
-    assert await store.attachment_known(photo) is False
+    assert await store.attachment_uploader(photo) is None
     assert await store.may_read_attachment(photo, "it-tpc") is False
     assert await store.put_attachment(photo, uploader="it-tpc", size=1234, at=NOW) is True
     assert await store.put_attachment(photo, uploader="de-bka", size=1234, at=NOW) is False
     assert await store.put_attachment(other, uploader="it-tpc", size=10, at=NOW) is True
-    assert await store.attachment_known(photo) is True
+    assert await store.attachment_uploader(photo) == "it-tpc"
     # Before any message references it, only the uploader may read it.
     assert await store.may_read_attachment(photo, "it-tpc") is True
     assert await store.may_read_attachment(photo, "de-bka") is False  # a later uploader
@@ -372,7 +372,7 @@ async def test_everything_survives_close_and_reopen(backend: str, where: Path) -
             sorted(await store.queue_stats(), key=lambda s: s.recipient),
         )
         assert after == before
-        assert await store.attachment_known(photo)
+        assert await store.attachment_uploader(photo) == "it-tpc"
         assert await store.may_read_attachment(photo, "it-tpc")
         # Duplicate detection and idempotency survive too.
         (dup,) = await store.accept([kept])
