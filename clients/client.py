@@ -159,7 +159,7 @@ class RelayClient:
                 payload = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"cannot reach the relay at {self.base_url}: {exc}") from exc
+            raise TransportError(f"cannot reach the relay at {self.base_url}: {_why(exc)}") from exc
         if status >= 400:
             raise _problem(status, payload)
         return status, payload
@@ -258,7 +258,7 @@ class RelayClient:
                 exc.status, {"code": "handshake_refused", "detail": exc.message}
             ) from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"cannot open the stream at {self.base_url}: {exc}") from exc
+            raise TransportError(f"cannot open the stream at {self.base_url}: {_why(exc)}") from exc
         return RelayStream(ws, self.base_url)
 
     @asynccontextmanager
@@ -304,7 +304,7 @@ class RelayClient:
                 payload = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"upload to {self.base_url} failed: {exc}") from exc
+            raise TransportError(f"upload to {self.base_url} failed: {_why(exc)}") from exc
         finally:
             await asyncio.to_thread(fh.close)
         if status >= 400:
@@ -332,7 +332,7 @@ class RelayClient:
                     await asyncio.to_thread(fh.close)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             await asyncio.to_thread(tmp.unlink, True)
-            raise TransportError(f"download from {self.base_url} failed: {exc}") from exc
+            raise TransportError(f"download from {self.base_url} failed: {_why(exc)}") from exc
         if hasher.hexdigest() != digest:
             await asyncio.to_thread(tmp.unlink, True)
             raise ClientError(f"attachment {digest} arrived corrupted")
@@ -395,7 +395,7 @@ class RelayStream:
         try:
             msg = await self._ws.receive()
         except (aiohttp.ClientError, OSError) as exc:
-            raise StreamClosedError(f"the stream from {self._base_url} broke: {exc}") from exc
+            raise StreamClosedError(f"the stream from {self._base_url} broke: {_why(exc)}") from exc
         if msg.type == aiohttp.WSMsgType.BINARY:
             raise ProtocolError("the relay sent a binary frame")
         if msg.type != aiohttp.WSMsgType.TEXT:
@@ -426,7 +426,7 @@ class RelayStream:
                 await self._ws.send_str(data)
         except (aiohttp.ClientError, OSError, RuntimeError) as exc:
             # RuntimeError: aiohttp refuses to write on a closing connection.
-            raise StreamClosedError(f"cannot send to {self._base_url}: {exc}") from exc
+            raise StreamClosedError(f"cannot send to {self._base_url}: {_why(exc)}") from exc
 
     async def ack(self, seqs: Sequence[int]) -> None:
         await self.send(_build(wire.AckFrame, seqs=list(seqs)))
@@ -445,6 +445,17 @@ class RelayStream:
     async def ping(self) -> None:
         """Answered by a ``Pong``."""
         await self.send(wire.Ping())
+
+
+def _why(exc: BaseException) -> str:
+    """Why a connection failed, in words: aiohttp's text names the host again and says
+    ``ssl:default`` even for plain http; the operating system's reason is what matters."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        return os.strerror(err.errno) if err.errno else (err.strerror or type(err).__name__)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 def _build(model: type[M], **fields: Any) -> M:

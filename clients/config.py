@@ -38,9 +38,13 @@ class ClientSettings(settingsfile.PinnedRootSettings):
 
     transport: Literal["websocket", "longpoll"] = "websocket"
     reconnect_min_s: float = Field(0.5, gt=0)
-    reconnect_max_s: float = Field(30.0, gt=0)
+    reconnect_max_s: float = Field(5.0, gt=0)
+    """The longest wait between reconnection attempts (full jitter: 0 to this); after a
+    relay restart a daemon is back within about this long."""
     directory_refresh_s: float = Field(300.0, gt=0)
     hook_interval_s: float = Field(1.0, gt=0)
+    outbox_interval_s: float = Field(1.0, gt=0)
+    """How often the daemon looks for messages and decisions queued in the outbox."""
     shutdown_grace_s: float = Field(10.0, ge=0)
     hooks: list[HookConfig] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -29,7 +29,8 @@ from clients.directory import PinnedDirectory
 from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.escalations import envelope_event, is_release, notice_event
 from clients.hooks import HookRunner
-from clients.store import Inbox
+from clients.outbox import OutboxWorker, log_event
+from clients.store import EVENTS, Inbox
 from keys import wire
 from keys.attachments import decrypt_file
 from keys.directory import Directory
@@ -94,6 +95,7 @@ class Daemon:
         self._sends: set[asyncio.Task[None]] = set()
         self._ws: RelayStream | None = None
         self._hooks: HookRunner | None = None
+        self.outbox: OutboxWorker | None = None
 
     @property
     def directory(self) -> Directory:
@@ -116,6 +118,25 @@ class Daemon:
         hook_stop = asyncio.Event()
         hook_task = asyncio.create_task(
             self._hooks.run_forever(hook_stop, s.hook_interval_s), name="hooks"
+        )
+        hooks = self._hooks
+
+        async def on_event(event: str, msg_id: str) -> None:
+            """An outbox event (``expired``: never submitted) reaches people: the log and
+            the hooks that want it."""
+            await log_event(event, msg_id)
+            if event in EVENTS:
+                await hooks.fire(event, msg_id, at=self.clock())
+
+        self.outbox = OutboxWorker(
+            self.inbox,
+            lambda: self._http(),
+            lambda: self.directory,
+            clock=self.clock,
+            on_event=on_event,
+        )
+        outbox_task = asyncio.create_task(
+            self.outbox.run_forever(hook_stop, s.outbox_interval_s), name="outbox"
         )
         backoff = s.reconnect_min_s
         try:
@@ -144,12 +165,16 @@ class Daemon:
                         await stop.wait()
         finally:
             hook_stop.set()
-            await asyncio.gather(hook_task, return_exceptions=True)
+            await asyncio.gather(hook_task, outbox_task, return_exceptions=True)
             for task in list(self._downloads):
                 task.cancel()
             await asyncio.gather(*self._downloads, return_exceptions=True)
             await self.client.close()
             await self.inbox.close()
+
+    def _http(self) -> RelayClient:
+        assert self.client is not None
+        return self.client
 
     async def refresh_directory(self, *, force: bool = False) -> None:
         """Fetch the directory history and move the pin forward (refusing forks/rollback)."""
@@ -234,6 +259,8 @@ class Daemon:
             base = self.client.base_url if self.client else self.settings.relay_url
             log.info("connected to %s as %s", base, frame.authority)
             self.connected.set()
+            if self.outbox is not None:
+                self.outbox.wake()
         elif isinstance(frame, wire.ErrorFrame):
             log.warning("relay reported: %s", frame.problem.detail)
 
@@ -303,6 +330,8 @@ class Daemon:
         assert self.client is not None
         self.stats.connects += 1
         self.connected.set()
+        if self.outbox is not None:
+            self.outbox.wake()
         after = 0
         while not stop.is_set():
             poll = asyncio.ensure_future(self.client.poll(after=after, wait=25, limit=256))

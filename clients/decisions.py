@@ -2,10 +2,14 @@
 reject it (with a reason the sender sees).
 
 :func:`decide` signs the receipt first (a keystore that cannot sign must not leave a
-decision without receipt), records the decision in the inbox (final), then sends the
-receipt to the relay. Running it again with the same decision re-sends the same
-statement (same time), which the relay recognises as a repeat; a different decision is
-refused. Refusals are :class:`clients.refusal.RefusedError`.
+decision without receipt), records the decision and its receipt in the inbox (final;
+the receipt in the outbox's upload queue, :mod:`clients.store.outbox`), then sends the
+receipt to the relay. If the relay cannot take it now, the decision stands and the
+daemon sends the receipt until the relay confirms it (``Decision.sent`` is False); a
+refusal (4xx) is recorded as failed and reported. Running it again with the same
+decision re-sends the same statement (same time), which the relay recognises as a
+repeat; a different decision is refused. Refusals are
+:class:`clients.refusal.RefusedError`.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from typing import Literal
 from clients.client import RelayClient
 from clients.config import ClientSettings
 from clients.errors import ClientError
-from clients.refusal import RefusedError
+from clients.outbox import retryable
+from clients.refusal import RefusedError, one_line
 from clients.store import AlreadyDecidedError, Inbox, InboxMessage, UnknownMessageError
 from clients.store.received import MAX_PERSON, MAX_REASON
 from keys.identity import Identity
@@ -39,6 +44,10 @@ class Decision:
     repeat: bool
     """The same decision had been recorded before; its receipt was sent again."""
     new_at_relay: bool
+    sent: bool = True
+    """The relay confirmed the receipt now; if not, the daemon sends it (``pending``)."""
+    pending: str | None = None
+    """Why the receipt could not be sent now."""
 
 
 async def decide(
@@ -110,13 +119,31 @@ async def decide(
                 sign, msg, msg.decided_at, msg.acknowledged_by, msg.rejected_reason
             )
             repeat = True
-    decided_at = msg.decided_at if msg.decided_at is not None else now
-    async with RelayClient(settings.relay_url, identity, clock=clock) as client:
+        # Queued before it is sent: whatever happens next, the daemon finishes the job.
+        await inbox.uploads.add(msg_id, token, status=status, now=now)
+        if repeat:
+            await inbox.uploads.resend(msg_id, now=now)
+        decided_at = msg.decided_at if msg.decided_at is not None else now
         try:
-            new = await client.send_receipt(token)
+            async with RelayClient(settings.relay_url, identity, clock=clock) as client:
+                new = await client.send_receipt(token)
         except ClientError as exc:
-            raise RefusedError(
-                f"message {msg_id} is {status} in the local inbox, but the receipt could not "
-                f"be sent: {exc}; run the same command again to re-send it"
-            ) from None
+            if not retryable(exc):
+                await inbox.uploads.mark_failed(msg_id, error=str(exc), at=clock())
+                raise RefusedError(
+                    f"message {msg_id} is {status} in the local inbox, but the relay refused "
+                    f"its receipt: {exc}"
+                ) from None
+            # Due at once: the daemon tries next, and backs off while the relay is down.
+            await inbox.uploads.retry(msg_id, error=str(exc), now=clock(), rand=0.0)
+            return Decision(
+                msg=msg,
+                status=status,
+                at=decided_at,
+                repeat=repeat,
+                new_at_relay=False,
+                sent=False,
+                pending=one_line(str(exc)),
+            )
+        await inbox.uploads.mark_sent(msg_id, at=clock())
     return Decision(msg=msg, status=status, at=decided_at, repeat=repeat, new_at_relay=new)

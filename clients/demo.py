@@ -12,8 +12,14 @@
    (``notice inbox``, ``notice show``) and acknowledges it (``notice ack``).
 6. The sender's ``notice status`` shows the signed timeline: accepted, delivered,
    acknowledged, each verified offline.
+7. An unacknowledged request escalates: reminded, then released to the fallback.
+8. The relay is stopped for maintenance while a notice is sent and a request is
+   acknowledged: the notice is queued and the acknowledgement waits in the outbox; the
+   relay is started again, and the daemons finish both with no second command.
 
-Nothing needs to be running beforehand; every process is stopped at the end.
+Nothing needs to be running beforehand; every process is stopped at the end. The
+working directory (keystores, configs, logs, inboxes) is kept, and its path printed;
+every command is printed as it can be pasted into a shell there.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import socket
 import struct
@@ -30,13 +37,14 @@ import tempfile
 import time
 import zlib
 from collections.abc import Sequence
-from contextlib import ExitStack, redirect_stdout
+from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
 from typing import BinaryIO
 
 from rich.console import Console
 from rich.panel import Panel
+from rich.text import Text
 
 from clients import cli as notice_cli
 from keys import cli as keys_cli
@@ -99,32 +107,41 @@ class Demo:
         self.logs: list[BinaryIO] = []
 
     def log(self, name: str) -> BinaryIO:
-        fh = (self.dir / f"{name}.log").open("wb")
+        fh = (self.dir / f"{name}.log").open("ab")  # a restarted process appends
         self.logs.append(fh)
         return fh
+
+    def command(self, *argv: str, who: str = "") -> None:
+        """Print a command as it can be pasted into a shell in the working directory."""
+        base = f"{self.dir}{os.sep}"
+        shown = [a.removeprefix(base) if a.startswith(base) else a for a in argv]
+        # soft_wrap: a long command stays one line, so that it can be pasted as printed.
+        self.console.print(Text(f"{who}$ {shlex.join(shown)}", style="dim"), soft_wrap=True)
 
     def step(self, title: str) -> None:
         self.step_no += 1
         self.console.rule(f"[bold]{self.step_no}. {title}")
 
     def keys(self, *args: str) -> None:
-        self.console.print(f"[dim]$ keys {' '.join(args)}[/dim]")
-        code = keys_cli.main(["--passphrase-file", str(self.dir / "passphrase"), *args])
+        argv = ["--passphrase-file", str(self.dir / "passphrase"), *args]
+        self.command("keys", *argv)
+        code = keys_cli.main(argv)
         if code != 0:
-            raise DemoError(f"'keys {' '.join(args)}' failed with exit code {code}")
+            raise DemoError(f"'keys {shlex.join(args)}' failed with exit code {code}")
 
     def notice(self, aid: str, *args: str, show: bool = True, quiet: bool = False) -> str:
         """Run ``notice`` as authority ``aid``; returns what it printed."""
+        argv = ["--config", str(self.dir / aid / "client.toml"), *args]
         if show:
-            self.console.print(f"[dim]{aid}$ notice {' '.join(args)}[/dim]")
+            self.command("notice", *argv)
         out = StringIO()
         with redirect_stdout(out):
-            code = notice_cli.main(["--config", str(self.dir / aid / "client.toml"), *args])
+            code = notice_cli.main(argv)
         text = out.getvalue()
         if not quiet:
             sys.stdout.write(text)
         if code != 0:
-            raise DemoError(f"'notice {' '.join(args)}' failed with exit code {code}")
+            raise DemoError(f"'notice {shlex.join(args)}' failed with exit code {code}")
         return text
 
     # -- the story ---------------------------------------------------------------------
@@ -138,7 +155,8 @@ class Demo:
                 "An object that may have been looted from Italy has just surfaced at an online "
                 "auction that closes tonight. The Italian unit notifies its French counterpart "
                 "through the relay: signed, end-to-end encrypted, with signed receipts back.\n"
-                f"Working directory: {d}",
+                f"Working directory (kept afterwards): {d}\n"
+                f"Commands are shown as you can run them there: cd {shlex.quote(str(d))}",
                 title="Cultural Property Alert Relay - demo",
             )
         )
@@ -150,6 +168,12 @@ class Demo:
             self.stop_services()
         self.console.print(
             "[bold green]Demo complete.[/bold green] Everything above ran for real on this machine."
+        )
+        self.console.print(
+            Text(
+                f"Its files are kept in {d} (keystores, configs, logs in *.log, each "
+                f"authority's inbox under <id>/data). Remove them with: rm -r {shlex.quote(str(d))}"
+            )
         )
 
     def ceremony(self) -> None:
@@ -258,9 +282,22 @@ class Demo:
                 'log_level = "WARNING"\n'
             )
         self.step("Start the relay (embedded SQLite store) and one daemon per authority")
-        self.console.print(f"[dim]$ relay serve --config {d / 'relay.toml'}[/dim]")
+        self.start_relay()
+        for aid, *_ in AUTHORITIES:
+            argv = ["--config", str(d / aid / "client.toml"), "daemon"]
+            self.command("notice", *argv, who=aid)
+            self.procs[aid] = subprocess.Popen(
+                [sys.executable, "-m", "clients.cli", *argv],
+                stdout=subprocess.DEVNULL,
+                stderr=self.log(aid),
+            )
+
+    def start_relay(self) -> None:
+        d = self.dir
+        argv = ["serve", "--config", str(d / "relay.toml")]
+        self.command("relay", *argv)
         relay = subprocess.Popen(
-            [sys.executable, "-m", "relay.cli", "serve", "--config", str(d / "relay.toml")],
+            [sys.executable, "-m", "relay.cli", *argv],
             stdout=subprocess.PIPE,
             stderr=self.log("relay"),
         )
@@ -270,20 +307,14 @@ class Demo:
         if "listening" not in line:
             raise DemoError(f"the relay did not start (see {d / 'relay.log'})")
         self.console.print(line)
-        for aid, *_ in AUTHORITIES:
-            self.console.print(f"[dim]{aid}$ notice daemon[/dim]")
-            self.procs[aid] = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "clients.cli",
-                    "--config",
-                    str(d / aid / "client.toml"),
-                    "daemon",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=self.log(aid),
-            )
+
+    def stop_relay(self) -> None:
+        proc = self.procs.pop("relay")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self.console.print(f"relay stopped for maintenance (exit {proc.returncode})")
 
     def story(self) -> None:
         d = self.dir
@@ -377,10 +408,46 @@ class Demo:
         self.notice("it-tpc", "status", mla_id)
         self.console.print("fr-ocbc, the fallback, now has the request in its inbox:")
         self.notice("fr-ocbc", "inbox")
+        self.outage(mla_id)
+
+    def outage(self, mla_id: str) -> None:
+        """The relay restarted while a notice is queued and an acknowledgement pending."""
+        self.step("The relay goes down for maintenance; people keep working")
+        self.stop_relay()
+        self.console.print("it-tpc sends a follow-up; the relay cannot take it, so it is queued:")
+        sent = self.notice(
+            "it-tpc",
+            "send",
+            "--to",
+            "fr-ocbc",
+            "--priority",
+            "high",
+            "--kind",
+            "free_text",
+            "--text",
+            "Photos of lot 113 attached to the auction page; same consignor.",
+        )
+        queued_id = sent.split()[1]
+        self.console.print("fr-ocbc takes the released request in hand; its receipt waits:")
+        self.notice("fr-ocbc", "ack", mla_id, "--person", "Lt. Girard (duty desk)")
+        self.notice("fr-ocbc", "inbox")
+        self.notice("it-tpc", "sent")
+
+        self.step("The relay is back: the daemons finish the job, no second command")
+        self.start_relay()
+        # What it-tpc's daemon recorded: the relay's receipts, pushed to it as they come.
+        self._wait(lambda: self._sent_state("it-tpc", queued_id) == "delivered", "the notice")
+        self._wait(lambda: self._sent_state("it-tpc", mla_id) == "acknowledged", "the ack")
+        self.notice("it-tpc", "sent")
+        self.notice("it-tpc", "status", mla_id[:13])
 
     def _escalated(self, aid: str, msg_id: str) -> int:
         out = self.notice(aid, "status", msg_id, "--json", show=False, quiet=True)
         return sum(1 for r in json.loads(out).get("receipts", []) if r.get("status") == "escalated")
+
+    def _sent_state(self, aid: str, msg_id: str) -> str:
+        out = self.notice(aid, "sent", "--json", show=False, quiet=True)
+        return next((str(m["state"]) for m in json.loads(out) if m["id"] == msg_id), "?")
 
     def _state(self, aid: str, msg_id: str) -> str:
         out = self.notice(aid, "status", msg_id, "--json", show=False, quiet=True)
@@ -419,21 +486,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "acknowledgement, and the verified receipt timeline.",
     )
     parser.add_argument(
-        "--workdir", type=Path, help="keep the demo's files here (default: a temporary directory)"
+        "--workdir",
+        type=Path,
+        help="put the demo's files here (default: a new cpar-demo-* folder in the system's "
+        "temporary directory); they are kept afterwards",
     )
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    with ExitStack() as stack:
-        if args.workdir:
-            workdir = args.workdir.resolve()
-            workdir.mkdir(parents=True, exist_ok=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cpar-demo-")))
-        try:
-            Demo(workdir, console).run()
-        except DemoError as exc:
-            console.print(f"[red]demo failed:[/red] {exc}")
-            return 1
+    if args.workdir:
+        workdir = args.workdir.resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="cpar-demo-")).resolve()
+    try:
+        Demo(workdir, console).run()
+    except DemoError as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        return 1
     return 0
 
 

@@ -3,6 +3,8 @@
 The client trusts the directory only through the pinned root key (``root_key`` in the
 settings) and remembers every directory version it has accepted in ``pin_path``, so a
 relay can never roll the directory back or fork it (:class:`keys.directory.DirectoryPin`).
+The newest accepted version itself is kept beside the pin (``directory-current.jws``), so
+a message can be sealed while the relay cannot be reached (the outbox).
 
 ::
 
@@ -15,6 +17,7 @@ relay can never roll the directory back or fork it (:class:`keys.directory.Direc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +27,7 @@ from clients.config import ClientSettings
 from clients.errors import ClientError
 from clients.refusal import RefusedError
 from keys.directory import Directory, DirectoryPin
+from keys.errors import KeysError
 from keys.keystore import write_private_file
 
 __all__ = ["PinnedDirectory", "check_recipients"]
@@ -41,9 +45,16 @@ class PinnedDirectory:
         """The pinned root and every version accepted before (blocking file I/O)."""
         roots = [settings.root_public_key()]
         path = settings.pin_path
-        if path.exists():
-            return cls(DirectoryPin.load(roots, path.read_text(encoding="utf-8")), path)
-        return cls(DirectoryPin(roots), path)
+        if not path.exists():
+            return cls(DirectoryPin(roots), path)
+        pin = DirectoryPin.load(roots, path.read_text(encoding="utf-8"))
+        current = _current_path(path)
+        if current.exists():
+            # Verified again against the root and the pin: a stale or altered copy is
+            # ignored (the next refresh brings the newest from the relay).
+            with contextlib.suppress(KeysError, OSError):
+                pin.accept(current.read_bytes())
+        return cls(pin, path)
 
     @property
     def current(self) -> Directory | None:
@@ -68,6 +79,7 @@ class PinnedDirectory:
         def accept() -> Directory:
             current = self.pin.accept_history(tokens)
             write_private_file(self.path, self.pin.dump().encode())
+            write_private_file(_current_path(self.path), current.token.encode())
             return current
 
         return await asyncio.to_thread(accept)
@@ -88,3 +100,7 @@ def check_recipients(directory: Directory, ids: Sequence[str]) -> None:
                 f"recipient {aid} is not in the directory{hint}; "
                 "'notice directory' lists the authorities"
             )
+
+
+def _current_path(pin_path: Path) -> Path:
+    return pin_path.with_name("directory-current.jws")

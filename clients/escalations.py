@@ -13,7 +13,7 @@ inbox``: each open message with its events, the escalation notices, sorted by ur
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,10 +173,17 @@ def _sort_key(row: InboxRow) -> tuple[Any, ...]:
     )
 
 
-async def inbox_view(inbox: Inbox, *, now: int, limit: int, show_all: bool) -> list[InboxRow]:
-    """``notice inbox``: open messages (all with ``show_all``) and recent escalation
-    notices, most urgent first: priority, then how overdue, then newest."""
-    msgs = await inbox.received.list(limit=limit, state=None if show_all else "new")
+async def inbox_view(
+    inbox: Inbox, *, now: int, limit: int, show_all: bool, include: Iterable[str] = ()
+) -> list[InboxRow]:
+    """``notice inbox``: open messages (all with ``show_all``), the messages named in
+    ``include`` whatever their state (a decision still to upload), and recent escalation
+    notices; most urgent first: priority, then how overdue, then newest."""
+    msgs = list(await inbox.received.list(limit=limit, state=None if show_all else "new"))
+    listed = {m.id for m in msgs}
+    for msg_id in include:
+        if msg_id not in listed and (extra := await inbox.received.get(msg_id)) is not None:
+            msgs.append(extra)
     events = await inbox.events.of_messages(m.id for m in msgs)
     rows = []
     for m in msgs:

@@ -3,7 +3,9 @@
 * :func:`send`: fetch the directory through the pin, encrypt and upload attachments,
   seal the message, submit it (retrying the same envelope on a broken connection), record
   it locally, and verify the relay's signed ``accepted`` receipt. Success is returned only
-  for a receipt that verifies.
+  for a receipt that verifies. When the relay cannot be reached (or answers 503) the
+  envelope, sealed with the locally pinned directory, is queued in the outbox instead
+  (``SendResult.queued``): the daemon submits it (:mod:`clients.outbox`).
 * :func:`status_online`: the receipt timeline from the relay, every receipt verified
   offline against the pinned directory and recorded locally.
 * :func:`status_offline`: the receipts recorded locally.
@@ -28,13 +30,14 @@ from pydantic import JsonValue, ValidationError
 from clients.client import RelayClient, SubmitResult
 from clients.config import ClientSettings
 from clients.directory import PinnedDirectory, check_recipients
-from clients.errors import TransportError
+from clients.errors import TransportError, UnavailableError
 from clients.hooks import fire_event
 from clients.kinds import Notice, summary
 from clients.refusal import RefusedError, one_line
 from clients.store import Inbox, StoredReceipt
 from keys import wire
 from keys.attachments import encrypt_file
+from keys.directory import Directory
 from keys.envelope import SealedEnvelope, seal
 from keys.errors import KeysError
 from keys.identity import Identity
@@ -77,16 +80,29 @@ class Outgoing:
 
 @dataclass(frozen=True)
 class SendResult:
+    """An accepted message (its verified receipt), or one queued in the outbox."""
+
     sealed: SealedEnvelope
     relay: str
-    accepted_at: int
-    receipt: str
+    accepted_at: int | None
+    receipt: str | None
     duplicate: bool
     attachments: tuple[AttachmentManifestEntry, ...]
     recipients: tuple[wire.Presence, ...] = ()
     """Each recipient's presence as the relay saw it at accept time."""
     schedule: tuple[wire.PlannedStep, ...] = ()
     """The message's escalation plan, from the relay."""
+    queued: bool = False
+    why_queued: str | None = None
+    """Why the relay did not take it now (unreachable, unavailable)."""
+
+    @property
+    def state(self) -> str:
+        return "queued" if self.queued else "accepted"
+
+
+UNREACHABLE = (TransportError, UnavailableError)
+"""The relay cannot take a message now: queue it (any other refusal is final)."""
 
 
 # --- send ---------------------------------------------------------------------------------
@@ -99,21 +115,40 @@ async def send(
     out: Outgoing,
     *,
     clock: Clock,
+    queue: bool = True,
 ) -> SendResult:
-    """Seal ``out``, submit it, record it, and verify the relay's ``accepted`` receipt."""
+    """Seal ``out``, submit it, record it, and verify the relay's ``accepted`` receipt.
+
+    With ``queue`` (the default), a relay that cannot be reached or answers 503 does not
+    stop the message: it is sealed with the pinned directory and queued in the outbox.
+    """
     async with RelayClient(settings.relay_url, identity, clock=clock) as client:
-        directory = await pinned.refresh(client)
-        check_recipients(directory, (*out.to, *out.fallback))
-        tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="notice-attach-"))
         try:
-            entries: list[AttachmentManifestEntry] = []
+            directory = await pinned.refresh(client)
+            offline: str | None = None
+        except UNREACHABLE as exc:
+            offline = one_line(str(exc))
+            directory = _offline_directory(pinned, offline, queue=queue)
+        check_recipients(directory, (*out.to, *out.fallback))
+        entries: list[AttachmentManifestEntry] = []
+        files: list[tuple[str, str]] = []
+        if offline is None:
+            tmp = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="notice-attach-"))
+            try:
+                for path in out.attachments:
+                    entry, blob = await asyncio.to_thread(encrypt_file, path, tmp)
+                    await client.upload_attachment(blob, entry.h)
+                    await asyncio.to_thread(blob.unlink, True)
+                    entries.append(entry)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
+        elif out.attachments:
+            # Encrypted now, kept beside the inbox: the daemon uploads them, then submits.
+            spool = await asyncio.to_thread(_spool_dir, settings)
             for path in out.attachments:
-                entry, blob = await asyncio.to_thread(encrypt_file, path, tmp)
-                await client.upload_attachment(blob, entry.h)
-                await asyncio.to_thread(blob.unlink, True)
+                entry, blob = await asyncio.to_thread(encrypt_file, path, spool)
                 entries.append(entry)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, tmp, True)
+                files.append((entry.h, str(blob)))
         now = clock()
 
         def do_seal() -> SealedEnvelope:
@@ -132,11 +167,18 @@ async def send(
             )
 
         sealed = await asyncio.to_thread(do_seal)
+        if offline is not None:
+            return await _queue(
+                settings, sealed, out, offline, clock=clock, entries=entries, files=files
+            )
         try:
             submitted = await submit(client, sealed.token)
-        except TransportError as exc:
-            # It may have been committed before the connection broke: remember it, so that
-            # 'notice status' can tell, rather than invite a second copy under a new id.
+        except UNREACHABLE as exc:
+            # It may have been committed before the connection broke: the outbox submits
+            # the same envelope again, which the relay recognises by its id.
+            if queue:
+                why = one_line(str(exc))
+                return await _queue(settings, sealed, out, why, clock=clock, entries=entries)
             async with await Inbox.open(settings.inbox_path) as inbox:
                 await record_sent(inbox, sealed, out.notice)
             raise RefusedError(
@@ -186,6 +228,55 @@ async def send(
         attachments=tuple(entries),
         recipients=tuple(submitted.recipients or ()),
         schedule=tuple(submitted.schedule or ()),
+    )
+
+
+def _offline_directory(pinned: PinnedDirectory, why: str, *, queue: bool) -> Directory:
+    """The pinned directory to seal with while the relay cannot be reached, or a refusal."""
+    if not queue:
+        raise RefusedError(f"nothing was sent: {why} (--no-queue)")
+    if pinned.current is None:
+        raise RefusedError(
+            f"nothing was sent: {why}; no directory is pinned yet to seal with (the first "
+            "send, or the daemon's first connection, needs the relay)"
+        )
+    return pinned.current
+
+
+def _spool_dir(settings: ClientSettings) -> Path:
+    """A new private folder for the encrypted attachments of one queued message."""
+    parent = settings.data_dir / "outbox-files"
+    parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="msg-", dir=parent))
+
+
+async def _queue(
+    settings: ClientSettings,
+    sealed: SealedEnvelope,
+    out: Outgoing,
+    why: str,
+    *,
+    clock: Clock,
+    entries: Sequence[AttachmentManifestEntry] = (),
+    files: Sequence[tuple[str, str]] = (),
+) -> SendResult:
+    """Record the message as sent and queue its envelope (and the encrypted attachment
+    ``files`` to upload first) for the daemon to submit."""
+    async with await Inbox.open(settings.inbox_path) as inbox:
+        await record_sent(inbox, sealed, out.notice)
+        await inbox.outbox.queue(
+            sealed.id, sealed.token, expires=sealed.header.expires, now=clock(), files=files
+        )
+    log.info("message %s queued: %s", sealed.id, why)
+    return SendResult(
+        sealed=sealed,
+        relay=settings.relay_url,
+        accepted_at=None,
+        receipt=None,
+        duplicate=False,
+        attachments=tuple(entries),
+        queued=True,
+        why_queued=why,
     )
 
 
@@ -346,7 +437,8 @@ async def status_offline(path: Path, msg_id: str) -> SentStatus:
         rows.append(ReceiptRow(r.token, None if error else body, error))
     return SentStatus(
         id=msg_id,
-        state=message_state([r.status for r in stored]),
+        # With the outbox's word on a message the relay never took (queued, expired, failed).
+        state=local.state if local else message_state([r.status for r in stored]),
         source="local",
         to=local.to if local else (),
         fallback=(),

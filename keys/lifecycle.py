@@ -114,17 +114,18 @@ def state_after(state: str, status: str) -> str:
     return state
 
 
-def state_from_receipts(statuses: Iterable[str]) -> str:
+def state_from_receipts(statuses: Iterable[str], *, initial: str = "sent") -> str:
     """The state of a sent message from its receipts in the order received.
 
-    ``sent`` before the relay's ``accepted`` receipt is known (a message queued or
-    submitted without an answer), then the same transitions as the relay applies.
+    ``initial`` before the relay's ``accepted`` receipt is known: ``sent`` (submitted
+    without an answer) or, for the sender's outbox, ``queued`` (waiting for the relay);
+    then the same transitions as the relay applies.
     """
     seen = list(statuses)
-    state = "accepted" if "accepted" in seen else "sent"
+    state = "accepted" if "accepted" in seen else initial
     for status in seen:
         rule = _TRANSITIONS.get(status)
-        if rule is not None and (state in rule.before or state == "sent"):
+        if rule is not None and (state in rule.before or state == initial):
             state = rule.after
     return state
 

@@ -5,6 +5,7 @@
     notice daemon                       receive messages and receipts (runs until SIGTERM)
     notice send --to fr-oclcc ...       seal, upload attachments, send, verify the receipt
     notice status MSGID                 the receipt timeline of a sent message, verified
+    notice watch MSGID                  the same, live, until acknowledged/rejected/expired
     notice sent                         messages this authority sent, with their last status
     notice inbox / show MSGID           received messages
     notice ack MSGID --person NAME      take a message in hand (signed receipt to the sender)
@@ -12,8 +13,10 @@
     notice directory                    authorities, contact points, hours, who is reachable
 
 Settings come from the TOML file given by ``--config`` (or ``CPAR_CONFIG``) and
-``CPAR_*`` variables (:mod:`clients.config`). Every refusal prints one line on stderr
-(``notice: error: ...``) and exits 1; a malformed command line exits 2. Key material is
+``CPAR_*`` variables (:mod:`clients.config`); ``--config`` and ``--passphrase-file`` work
+before or after the command. Every refusal prints one line on stderr (``notice: error:
+...``) and exits 1; a malformed command line, or a missing or invalid configuration,
+exits 2 (as ``relay``). Key material is
 never printed; message content is shown only by ``show`` and ``inbox`` (to the person
 who runs them), never logged.
 
@@ -22,7 +25,8 @@ in worker threads, and output is rendered after the loop has finished.
 
 The package only parses and renders: one module per command group (:mod:`.send`,
 :mod:`.sent` for status and sent, :mod:`.received` for inbox, show, ack and reject,
-:mod:`.daemon`), shared parsing in :mod:`.base`, output in :mod:`.render`. The use cases
+:mod:`.daemon`), shared parsing in :mod:`.base`, output in :mod:`.render` (and
+:mod:`.render_sent` for the sent side). The use cases
 live in :mod:`clients.sender`, :mod:`clients.decisions` and :mod:`clients.store`.
 """
 
@@ -33,9 +37,12 @@ from collections.abc import Sequence
 import click
 
 from clients.cli.base import (
+    CONFIG_HELP,
+    EXIT_CONFIG,
     EXIT_OK,
     EXIT_REFUSED,
     EXIT_USAGE,
+    PASSPHRASE_FILE_HELP,
     PROG,
     CliContext,
     Clock,
@@ -47,7 +54,7 @@ from clients.cli.directory import directory_cmd
 from clients.cli.received import ack_cmd, inbox_cmd, reject_cmd, show_cmd
 from clients.cli.render import clean
 from clients.cli.send import send_cmd
-from clients.cli.sent import sent_cmd, status_cmd
+from clients.cli.sent import sent_cmd, status_cmd, watch_cmd
 from clients.config import ConfigError
 from clients.errors import ClientError, RelayProblem
 from clients.kinds import InvalidNoticeError
@@ -66,10 +73,16 @@ __all__ = ["cli", "main", "parse_duration", "parse_time"]
     envvar="CPAR_CONFIG",
     show_envvar=True,
     type=click.Path(dir_okay=False),
-    help="Client settings (TOML): relay_url, keystore, passphrase_file, root_key, data_dir, ...",
+    help=CONFIG_HELP + " Also accepted after the command.",
+)
+@click.option(
+    "--passphrase-file",
+    "passphrase_file",
+    type=click.Path(dir_okay=False),
+    help=PASSPHRASE_FILE_HELP + " Also accepted after the command.",
 )
 @click.pass_obj
-def cli(obj: CliContext, config: str | None) -> None:
+def cli(obj: CliContext, config: str | None, passphrase_file: str | None) -> None:
     """Cultural Property Alert Relay: notices between competent authorities.
 
     Send signed, end-to-end encrypted notices through the relay, follow their signed
@@ -82,12 +95,13 @@ def cli(obj: CliContext, config: str | None) -> None:
       notice send --to fr-oclcc --priority urgent --kind identification_notice \\
           --object "Etruscan bronze mirror" --where "Lot 112, online auction" \\
           --sale-deadline 2027-01-15T18:00Z --attach mirror.jpg
-      notice status MSGID
+      notice status MSGID        (or: notice watch MSGID)
       notice inbox
       notice show MSGID
       notice ack MSGID --person "Lt. Rossi"
     """
     obj.config = config
+    obj.passphrase_file = passphrase_file
 
 
 for _command in (
@@ -100,24 +114,27 @@ for _command in (
     ack_cmd,
     reject_cmd,
     directory_cmd,
+    watch_cmd,
 ):
     cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> int:
-    """Entry point; returns the exit code (0 ok, 1 refused, 2 usage).
+    """Entry point; returns the exit code (0 ok, 1 refused, 2 usage or configuration).
 
     ``clock`` (epoch milliseconds) is for tests only: it replaces the real clock for
     request signatures, sealing and receipts.
     """
     state = CliContext(clock=clock or now_ms)
     try:
-        cli.main(
+        code = cli.main(
             args=list(argv) if argv is not None else None,
             prog_name=PROG,
             standalone_mode=False,
             obj=state,
         )
+        if isinstance(code, int) and code != EXIT_OK:  # a command's Exit(code)
+            return code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -131,7 +148,9 @@ def main(argv: Sequence[str] | None = None, *, clock: Clock | None = None) -> in
         return _refuse(str(exc))
     except RelayProblem as exc:
         return _refuse(f"the relay refused: {exc.detail} ({exc.code})")
-    except (ConfigError, KeysError, ClientError, InboxError, InvalidNoticeError) as exc:
+    except ConfigError as exc:
+        return _refuse(str(exc), EXIT_CONFIG)
+    except (KeysError, ClientError, InboxError, InvalidNoticeError) as exc:
         return _refuse(str(exc))
     except OSError as exc:
         name = f": {exc.filename}" if exc.filename else ""

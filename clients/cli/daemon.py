@@ -9,12 +9,13 @@ import sys
 
 import click
 
-from clients.cli.base import CliContext, run
+from clients.cli.base import CliContext, global_options, run
 
 log = logging.getLogger("clients.cli")
 
 
 @click.command("daemon")
+@global_options
 @click.pass_obj
 def daemon_cmd(obj: CliContext) -> None:
     """Run the authority's daemon until SIGTERM or SIGINT.

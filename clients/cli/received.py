@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from clients.cli.base import MSGID, CliContext, existing_inbox, run
+from clients.cli.base import MSGID, CliContext, existing_inbox, global_options, resolve_id, run
 from clients.cli.render import (
     render_decision,
     render_inbox,
@@ -15,10 +15,11 @@ from clients.cli.render import (
 )
 from clients.decisions import decide
 from clients.escalations import InboxRow, inbox_view
-from clients.store import Inbox, InboxMessage, StoredEvent, UnknownMessageError
+from clients.store import Inbox, InboxMessage, ReceiptUpload, StoredEvent, UnknownMessageError
 
 
 @click.command("inbox")
+@global_options
 @click.option("--all", "show_all", is_flag=True, help="Also acknowledged and rejected messages.")
 @click.option(
     "--limit",
@@ -40,21 +41,28 @@ def inbox_cmd(obj: CliContext, show_all: bool, limit: int, as_json: bool) -> Non
     settings = obj.settings()
     path = existing_inbox(settings)
     rows: list[InboxRow] = []
+    uploads: dict[str, ReceiptUpload] = {}
     if path is not None:
 
-        async def q() -> list[InboxRow]:
+        async def q() -> tuple[list[InboxRow], dict[str, ReceiptUpload]]:
             async with await Inbox.open(path) as inbox:
-                return await inbox_view(inbox, now=obj.clock(), limit=limit, show_all=show_all)
+                # A decision whose receipt the relay has not confirmed is still to watch.
+                waiting = {u.msg_id: u for u in await inbox.uploads.unconfirmed()}
+                found = await inbox_view(
+                    inbox, now=obj.clock(), limit=limit, show_all=show_all, include=waiting
+                )
+                return found, waiting
 
-        rows = run(q)
-    render_inbox(rows, show_all, as_json)
+        rows, uploads = run(q)
+    render_inbox(rows, show_all, as_json, uploads=uploads)
 
 
 async def _get_message(
     path: Path | None, msg_id: str
-) -> tuple[InboxMessage | None, list[Path], list[StoredEvent]]:
+) -> tuple[InboxMessage | None, list[Path], list[StoredEvent], ReceiptUpload | None]:
     """The stored message (if we hold it), where the daemon puts each of its attachments,
-    and the escalation events about it."""
+    the escalation events about it, and the upload of its decision's receipt (if decided
+    here)."""
     if path is None:
         raise UnknownMessageError(f"no message {msg_id} in the inbox")
     async with await Inbox.open(path) as inbox:
@@ -63,11 +71,14 @@ async def _get_message(
         if msg is None:
             if not events:
                 raise UnknownMessageError(f"no message {msg_id} in the inbox")
-            return None, [], events
-        return msg, [inbox.attachment_path(msg.id, a.name) for a in msg.attachments], events
+            return None, [], events, None
+        upload = await inbox.uploads.get(msg_id)
+        paths = [inbox.attachment_path(msg.id, a.name) for a in msg.attachments]
+        return msg, paths, events, upload
 
 
 @click.command("show")
+@global_options
 @click.argument("msg_id", type=MSGID, metavar="MSGID")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -79,16 +90,18 @@ def show_cmd(obj: CliContext, msg_id: str, as_json: bool) -> None:
     Attachments show their local path once the daemon has downloaded them.
     """
     settings = obj.settings()
+    msg_id = resolve_id(settings, msg_id, "received")
     path = existing_inbox(settings)
-    msg, paths, events = run(lambda: _get_message(path, msg_id))
+    msg, paths, events, upload = run(lambda: _get_message(path, msg_id))
     if msg is None:
         render_notice_only(msg_id, events, as_json)
         return
     files = [p if p.is_file() else None for p in paths]
-    render_message(msg, files, as_json, events)
+    render_message(msg, files, as_json, events, upload=upload)
 
 
 @click.command("ack")
+@global_options
 @click.argument("msg_id", type=MSGID, metavar="MSGID")
 @click.option("--person", required=True, help="Who takes the message in hand (name, rank, unit).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -97,10 +110,13 @@ def ack_cmd(obj: CliContext, msg_id: str, person: str, as_json: bool) -> None:
     """Acknowledge a received message: a named person takes it in hand.
 
     Records the decision in the local inbox (final), signs an 'acknowledged' receipt
-    naming the person and sends it to the relay for the sender. If sending fails the
-    local decision stays; run the same command again to re-send the receipt.
+    naming the person and sends it to the relay for the sender. If the relay cannot be
+    reached, the decision and its receipt are kept (exit 0) and the daemon sends the
+    receipt as soon as the relay answers; 'notice inbox' shows it until then. MSGID may
+    be the first 8 or more characters of the id.
     """
     settings = obj.settings()
+    msg_id = resolve_id(settings, msg_id, "received")
     identity = obj.identity(settings)
     person = person.strip()
     path = existing_inbox(settings)
@@ -113,6 +129,7 @@ def ack_cmd(obj: CliContext, msg_id: str, person: str, as_json: bool) -> None:
 
 
 @click.command("reject")
+@global_options
 @click.argument("msg_id", type=MSGID, metavar="MSGID")
 @click.option("--reason", required=True, help="Why the message is rejected (sent to the sender).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -121,10 +138,12 @@ def reject_cmd(obj: CliContext, msg_id: str, reason: str, as_json: bool) -> None
     """Reject a received message, with a reason the sender sees.
 
     Records the decision in the local inbox (final), signs a 'rejected' receipt with the
-    reason and sends it to the relay. If sending fails the local decision stays; run the
-    same command again to re-send the receipt.
+    reason and sends it to the relay. If the relay cannot be reached, the decision and
+    its receipt are kept (exit 0) and the daemon sends the receipt as soon as the relay
+    answers. MSGID may be the first 8 or more characters of the id.
     """
     settings = obj.settings()
+    msg_id = resolve_id(settings, msg_id, "received")
     identity = obj.identity(settings)
     reason = reason.strip()
     path = existing_inbox(settings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,8 @@ from clients.kinds import (
     summary,
 )
 from clients.kinds import deadline as notice_deadline
-from clients.sender import Outgoing, SendResult, SentStatus
-from clients.store import InboxMessage, SentMessage, StoredEvent
-from keys.models import ReceiptBody
+from clients.sender import Outgoing, SendResult
+from clients.store import InboxMessage, ReceiptUpload, StoredEvent
 
 __all__ = [
     "clean",
@@ -44,8 +44,6 @@ __all__ = [
     "render_message",
     "render_notice_only",
     "render_send",
-    "render_sent",
-    "render_status",
     "stdout_console",
     "text",
 ]
@@ -145,6 +143,7 @@ def render_send(out: Outgoing, result: SendResult, as_json: bool) -> None:
         _print_json(
             {
                 "id": sealed.id,
+                "state": result.state,
                 "priority": h.prio,
                 "to": list(h.to),
                 "fallback": h.fallbacks,
@@ -161,14 +160,16 @@ def render_send(out: Outgoing, result: SendResult, as_json: bool) -> None:
                 "accepted_by": result.relay,
                 "accepted_at": _iso(result.accepted_at),
                 "receipt": result.receipt,
-                "receipt_verified": True,
+                "receipt_verified": not result.queued,
                 "duplicate": result.duplicate,
                 **_send_plan_json(result),
+                "queued_because": result.why_queued,
             }
         )
         return
     con = _console()
-    con.print(Text.assemble("Sent ", (sealed.id, "bold"), f"  ({h.prio})"))
+    head = "QUEUED " if result.queued else "Sent "
+    con.print(Text.assemble(head, (sealed.id, "bold"), f"  ({h.prio})"))
     con.print(text(f"  to:          {', '.join(h.to)}"))
     if h.fallbacks:
         con.print(text(f"  fallback:    {', '.join(h.fallbacks)}"))
@@ -180,6 +181,15 @@ def render_send(out: Outgoing, result: SendResult, as_json: bool) -> None:
     if h.ack_by is not None:
         con.print(f"  ack by:      {_when(h.ack_by)}")
     con.print(f"  expires:     {_when(h.expires)}")
+    if result.queued:
+        con.print(
+            text(
+                f"queued in the outbox: the relay did not take it now ({result.why_queued}); "
+                "the daemon will submit it as soon as the relay answers. Follow it with "
+                f"'notice sent' or 'notice watch {sealed.id}'."
+            )
+        )
+        return
     again = " (already accepted before)" if result.duplicate else ""
     con.print(
         Text.assemble(
@@ -203,6 +213,8 @@ def offline_lines(result: SendResult) -> list[str]:
     """For each recipient whose daemon is offline: since when, and when the reminder and
     the release will happen (the relay's escalation plan)."""
     h = result.sealed.header
+    if result.accepted_at is None:
+        return []  # queued: the relay has not answered, there is no plan yet
     ref = result.accepted_at
     plan: list[str] = []
     for step in result.schedule:
@@ -239,135 +251,6 @@ def _send_plan_json(result: SendResult) -> dict[str, Any]:
         "schedule": [{"step": s.step, "name": s.name, "due": _iso(s.due)} for s in result.schedule],
         "offline": offline_lines(result),
     }
-
-
-# --- status and sent ------------------------------------------------------------------
-
-
-def _detail(b: ReceiptBody) -> str:
-    parts = []
-    if b.person:
-        parts.append(f"person: {b.person}")
-    if b.reason:
-        parts.append(f"reason: {b.reason}")
-    if b.step is not None:
-        parts.append(f"step {b.step}")
-    return "; ".join(parts)
-
-
-def render_status(st: SentStatus, as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            {
-                "id": st.id,
-                "state": st.state,
-                "source": st.source,
-                "to": list(st.to),
-                "fallback": list(st.fallback),
-                "priority": st.priority,
-                "created": _iso(st.created),
-                "expires": _iso(st.expires),
-                "ack_by": _iso(st.ack_by),
-                "envelope_hash": st.envelope_hash,
-                "summary": st.summary,
-                "all_verified": st.invalid == 0,
-                "receipts": [
-                    {
-                        "status": r.body.status if r.body else None,
-                        "at": _iso(r.body.at) if r.body else None,
-                        "by": r.body.by if r.body else None,
-                        "person": r.body.person if r.body else None,
-                        "reason": r.body.reason if r.body else None,
-                        "step": r.body.step if r.body else None,
-                        "verified": r.error is None,
-                        "error": r.error,
-                        "token": r.token,
-                    }
-                    for r in st.rows
-                ],
-            }
-        )
-        return
-    con = _console()
-    con.print(Text.assemble("Message ", (st.id, "bold"), f"  ({st.priority or '?'})"))
-    if st.summary:
-        con.print(text(f"  notice:   {st.summary}"))
-    if st.to:
-        con.print(text(f"  to:       {', '.join(st.to)}"))
-    if st.fallback:
-        con.print(text(f"  fallback: {', '.join(st.fallback)}"))
-    if st.ack_by is not None:
-        con.print(f"  ack by:   {_when(st.ack_by)}")
-    if st.expires is not None:
-        con.print(f"  expires:  {_when(st.expires)}")
-    verified = "verified when received" if st.source == "local" else "verified"
-    table = Table(title=f"Timeline ({'local records' if st.source == 'local' else 'relay'})")
-    table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    table.add_column("signed by", no_wrap=True)
-    table.add_column("person / reason / step")
-    table.add_column("signature", no_wrap=True)
-    for r in st.rows:
-        if r.body is None or r.error is not None:
-            table.add_row(
-                "—",
-                Text("INVALID", style="bold red"),
-                "—",
-                text(r.error),
-                Text("INVALID", style="bold red"),
-            )
-            continue
-        b = r.body
-        table.add_row(
-            _cell(b.at),
-            b.status,
-            text(b.by),
-            text(_detail(b) or "—"),
-            Text(verified, style="green"),
-        )
-    con.print(table)
-    style = "bold red" if st.state in {"rejected", "expired"} else "bold"
-    con.print(Text.assemble("State: ", (st.state, style)))
-    if st.invalid:
-        con.print(Text(f"{st.invalid} receipt(s) do NOT verify", style="bold red"))
-
-
-def render_sent(items: list[SentMessage], as_json: bool) -> None:
-    if as_json:
-        _print_json(
-            [
-                {
-                    "id": s.id,
-                    "sent": _iso(s.created),
-                    "to": list(s.to),
-                    "priority": s.priority,
-                    "summary": s.summary,
-                    "last_status": s.last_status,
-                    "last_status_at": _iso(s.last_status_at),
-                }
-                for s in items
-            ]
-        )
-        return
-    table = Table(title=f"Sent ({len(items)})")
-    table.add_column("id", no_wrap=True)
-    table.add_column("sent (UTC)", no_wrap=True)
-    table.add_column("to")
-    table.add_column("priority", no_wrap=True)
-    table.add_column("notice")
-    table.add_column("last status", no_wrap=True)
-    table.add_column("at (UTC)", no_wrap=True)
-    for s in items:
-        table.add_row(
-            s.id,
-            _cell(s.created),
-            text(", ".join(s.to)),
-            _priority(s.priority),
-            text(s.summary),
-            s.last_status or "—",
-            _cell(s.last_status_at),
-        )
-    _console().print(table)
 
 
 # --- inbox and show -----------------------------------------------------------------------
@@ -457,10 +340,32 @@ def _row_json(row: InboxRow) -> dict[str, Any]:
     return out
 
 
-def render_inbox(rows: list[InboxRow], show_all: bool, as_json: bool) -> None:
-    """``notice inbox``: most urgent first (priority, then how overdue)."""
+def _upload_note(upload: ReceiptUpload | None) -> str | None:
+    """A decision whose signed receipt the relay has not confirmed yet (or refused)."""
+    if upload is None or upload.state == "sent":
+        return None
+    if upload.state == "failed":
+        return f"receipt REFUSED by the relay: {upload.last_error}"
+    return "receipt not sent yet (the daemon sends it)"
+
+
+def render_inbox(
+    rows: list[InboxRow],
+    show_all: bool,
+    as_json: bool,
+    *,
+    uploads: Mapping[str, ReceiptUpload] | None = None,
+) -> None:
+    """``notice inbox``: most urgent first (priority, then how overdue); a decision whose
+    receipt the relay has not confirmed yet is marked."""
+    uploads = uploads or {}
     if as_json:
-        _print_json([_row_json(r) for r in rows])
+        out = []
+        for r in rows:
+            entry = _row_json(r)
+            entry["receipt_upload"] = u.state if (u := uploads.get(r.msg_id)) else None
+            out.append(entry)
+        _print_json(out)
         return
     title = "Inbox" if show_all else "Inbox: to acknowledge"
     table = Table(title=f"{title} ({len(rows)}), most urgent first")
@@ -501,7 +406,7 @@ def render_inbox(rows: list[InboxRow], show_all: bool, as_json: bool) -> None:
             text(_summary_of(m) + clip + flags),
             f"{label} {_cell(when)[:16]}".strip() if when is not None else "—",
             Text("\n".join(esc), style="bold red") if esc else "—",
-            m.state,
+            _state_cell(m.state, uploads.get(m.id)),
         )
     con = _console()
     con.print(table)
@@ -557,11 +462,21 @@ def render_notice_only(msg_id: str, events: list[StoredEvent], as_json: bool) ->
     render_history(events, con)
 
 
+def _state_cell(state: str, upload: ReceiptUpload | None) -> Text:
+    note = _upload_note(upload)
+    if note is None:
+        return Text(state)
+    style = "bold red" if upload is not None and upload.state == "failed" else "yellow"
+    return Text.assemble(clean(state), "\n", (clean(note), style))
+
+
 def render_message(
     msg: InboxMessage,
     files: list[Path | None],
     as_json: bool,
     events: list[StoredEvent] | None = None,
+    *,
+    upload: ReceiptUpload | None = None,
 ) -> None:
     notice = msg.notice
     handling = describe_handling(msg.handling)
@@ -582,6 +497,7 @@ def render_message(
                 "acknowledged_at": _iso(msg.acknowledged_at),
                 "rejected_reason": msg.rejected_reason,
                 "decided_at": _iso(msg.decided_at),
+                "receipt_upload": upload.state if upload else None,
                 "envelope_hash": msg.envelope_hash,
                 "handling": [
                     {"code": c, "known": c in HANDLING_CODES, "meaning": line}
@@ -641,7 +557,8 @@ def render_message(
         state += f" by {msg.acknowledged_by} at {_when(msg.acknowledged_at)}"
     elif msg.state == "rejected":
         state += f" at {_when(msg.decided_at)}: {msg.rejected_reason}"
-    meta.add_row("State", text(state))
+    note = _upload_note(upload)
+    meta.add_row("State", _state_cell(state, upload) if note else text(state))
     con.print(meta)
     body = Table(show_header=False, title="Notice", title_justify="left", box=None, pad_edge=False)
     body.add_column(style="bold", no_wrap=True)
@@ -683,7 +600,8 @@ def render_decision(d: Decision, as_json: bool) -> None:
                 "person": m.acknowledged_by,
                 "reason": m.rejected_reason,
                 "at": _iso(d.at),
-                "receipt_sent": True,
+                "receipt_sent": d.sent,
+                "receipt_pending": None if d.sent else d.pending,
                 "repeat": d.repeat,
                 "duplicate_at_relay": not d.new_at_relay,
             }
@@ -693,6 +611,16 @@ def render_decision(d: Decision, as_json: bool) -> None:
     why = f" ({m.rejected_reason})" if d.status == "rejected" else ""
     again = " again" if d.repeat else ""
     seen = "" if d.new_at_relay else " (the relay already had it)"
+    if not d.sent:
+        _console().print(
+            text(
+                f"{d.status.capitalize()} {m.id}{who}{why} at {_when(d.at)}; recorded. The "
+                f"relay cannot take the signed receipt now ({d.pending}): the daemon will "
+                f"send it to the relay for {m.sender} as soon as it answers ('notice inbox' "
+                "shows it until then)"
+            )
+        )
+        return
     _console().print(
         text(
             f"{d.status.capitalize()} {m.id}{who}{why} at {_when(d.at)}; signed receipt sent"

@@ -17,7 +17,17 @@ from typing import Any, cast
 import click
 from pydantic import JsonValue
 
-from clients.cli.base import DURATION, MSGID, PROG, TIME, CliContext, UsageRefused, run
+from clients.cli.base import (
+    DURATION,
+    MSGID,
+    PROG,
+    TIME,
+    CliContext,
+    UsageRefused,
+    global_options,
+    resolve_id,
+    run,
+)
 from clients.cli.render import err_console, render_send, text
 from clients.directory import PinnedDirectory
 from clients.kinds import (
@@ -29,6 +39,7 @@ from clients.kinds import (
     parse_notice,
 )
 from clients.sender import Outgoing, send
+from keys.encoding import is_uuid7
 from keys.models import Priority
 
 # option name -> (flag, notice field); the kinds each option applies to
@@ -174,6 +185,7 @@ _HANDLING_PATTERN = re.compile(r"^[A-Za-z0-9:_.-]{1,32}$")
 
 
 @click.command("send")
+@global_options
 @click.option(
     "--to",
     "to",
@@ -259,7 +271,11 @@ _HANDLING_PATTERN = re.compile(r"^[A-Za-z0-9:_.-]{1,32}$")
 )
 @click.option("--notes", help="[identification_notice] Anything else.")
 @click.option("--text", help="[free_text, reply] The text.")
-@click.option("--in-reply-to", type=MSGID, help="[reply] The message id answered.")
+@click.option(
+    "--in-reply-to",
+    type=MSGID,
+    help="[reply] The message id answered (or its first 8 or more characters).",
+)
 @click.option(
     "--decision",
     type=click.Choice(["granted", "refused", "partial", "information"]),
@@ -282,6 +298,12 @@ _HANDLING_PATTERN = re.compile(r"^[A-Za-z0-9:_.-]{1,32}$")
 )
 @click.option("--deadline", type=TIME, help="[mla_request] Deadline (ISO 8601, no zone = UTC).")
 @click.option("--urgency-reason", help="[mla_request] Why it is urgent.")
+@click.option(
+    "--no-queue",
+    "no_queue",
+    is_flag=True,
+    help="Fail if the relay cannot take the message now, instead of queueing it for the daemon.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def send_cmd(obj: CliContext, /, **opts: Any) -> None:
@@ -298,9 +320,16 @@ def send_cmd(obj: CliContext, /, **opts: Any) -> None:
     receipt that verifies. The message and receipt are recorded locally for 'notice status'
     and 'notice sent'.
 
+    If the relay cannot be reached (or answers 503), the message is sealed with the
+    locally pinned directory and QUEUED in the local outbox (exit 0; --json gives
+    "state": "queued"): the daemon submits it as soon as the relay answers, under the same
+    message id. --no-queue fails instead. A message the relay refuses is never queued.
+
     For an identification_notice built from flags, attached images are listed as its photos.
     """
     now = obj.clock()
+    if opts["in_reply_to"] is not None and not is_uuid7(opts["in_reply_to"]):
+        opts["in_reply_to"] = resolve_id(obj.settings(), opts["in_reply_to"], "any")
     out = _prepare_outgoing(opts, now)
     settings = obj.settings()
     identity = obj.identity(settings)
@@ -308,7 +337,8 @@ def send_cmd(obj: CliContext, /, **opts: Any) -> None:
         raise click.UsageError(f"{identity.id} is this authority: it cannot send to itself")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     pinned = PinnedDirectory.load(settings)
-    result = run(lambda: send(settings, identity, pinned, out, clock=obj.clock))
+    queue = not opts["no_queue"]
+    result = run(lambda: send(settings, identity, pinned, out, clock=obj.clock, queue=queue))
     render_send(out, result, opts["as_json"])
 
 

@@ -9,7 +9,9 @@ connection and one worker thread (:mod:`clients.store.db`):
   receipts about them;
 * ``inbox.events`` and ``inbox.hook_jobs`` (:mod:`clients.store.hookjobs`): events a
   person or a hook must see (reminders, releases, escalation notices, ...) and the
-  delivery-hook queue, one job per event and hook.
+  delivery-hook queue, one job per event and hook;
+* ``inbox.outbox`` and ``inbox.uploads`` (:mod:`clients.store.outbox`): envelopes and
+  decision receipts the relay has not taken yet (the daemon submits them).
 
 Attachments are files beside the database (:meth:`Inbox.attachment_path`).
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -42,6 +46,7 @@ from clients.store.hookjobs import (
     HookState,
     StoredEvent,
 )
+from clients.store.outbox import Outbox, OutboxEntry, ReceiptUpload, ReceiptUploads
 from clients.store.received import InboxMessage, MessageState, ReceivedMessages
 from clients.store.sent import SentMessage, SentMessages, StoredReceipt
 from keys.encoding import is_uuid7
@@ -55,11 +60,16 @@ __all__ = [
     "HookJob",
     "HookJobs",
     "HookState",
+    "IdMatches",
     "Inbox",
     "InboxError",
     "InboxMessage",
     "InboxSchemaError",
     "MessageState",
+    "Outbox",
+    "OutboxEntry",
+    "ReceiptUpload",
+    "ReceiptUploads",
     "ReceivedMessages",
     "SentMessage",
     "SentMessages",
@@ -68,6 +78,12 @@ __all__ = [
     "UnknownMessageError",
     "migrations",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class IdMatches:
+    received: tuple[str, ...]
+    sent: tuple[str, ...]
 
 
 class Inbox:
@@ -81,6 +97,8 @@ class Inbox:
         self.sent = SentMessages(db)
         self.events = Events(db)
         self.hook_jobs = HookJobs(db)
+        self.outbox = Outbox(db)
+        self.uploads = ReceiptUploads(db)
 
     @classmethod
     async def open(
@@ -106,6 +124,22 @@ class Inbox:
 
     async def schema_version(self) -> int:
         return await self._db.schema_version()
+
+    async def ids_with_prefix(self, prefix: str, *, limit: int = 10) -> IdMatches:
+        """Message ids starting with ``prefix``, received and sent (an index range each)."""
+        low, high = prefix, prefix + "~"  # "~" sorts after every character of an id
+
+        def q(conn: sqlite3.Connection) -> IdMatches:
+            def ids(table: str) -> tuple[str, ...]:
+                rows = conn.execute(
+                    f"SELECT id FROM {table} WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                    (low, high, limit),
+                ).fetchall()
+                return tuple(r["id"] for r in rows)
+
+            return IdMatches(received=ids("messages"), sent=ids("sent"))
+
+        return await self._db.run(q)
 
     @property
     def attachments_dir(self) -> Path:

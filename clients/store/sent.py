@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clients.store.db import Database, InboxError, dumps, transaction
+from keys.lifecycle import state_from_receipts
 
 __all__ = ["SELECT_SENT_BY_ID", "SentMessage", "SentMessages", "StoredReceipt"]
 
@@ -30,6 +31,21 @@ class SentMessage:
     last_status: str | None
     """The status of the latest receipt recorded for it (by ``at``), if any."""
     last_status_at: int | None
+    outbox_state: str | None = None
+    """What became of it in the outbox (queued, submitted, expired, failed), if it was queued."""
+    outbox_error: str | None = None
+    statuses: tuple[str, ...] = ()
+    """The status of every receipt recorded for it, in the order received."""
+
+    @property
+    def state(self) -> str:
+        """``queued`` (waiting in the outbox), ``sent`` (no answer known), or the state
+        its receipts imply (:func:`keys.lifecycle.state_from_receipts`); ``expired`` or
+        ``failed`` for an envelope the outbox never got to the relay."""
+        if self.outbox_state in ("expired", "failed") and "accepted" not in self.statuses:
+            return self.outbox_state
+        initial = "queued" if self.outbox_state == "queued" else "sent"
+        return state_from_receipts(self.statuses, initial=initial)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +58,15 @@ class StoredReceipt:
 
 
 _SELECT_SENT = (
-    "SELECT s.*, r.status AS last_status, r.at AS last_status_at FROM sent s "
+    "SELECT s.*, r.status AS last_status, r.at AS last_status_at, "
+    "o.state AS outbox_state, o.last_error AS outbox_error, "
+    # In the index's order (by time); the state they imply does not depend on it.
+    "(SELECT group_concat(status, ',') FROM receipts WHERE msg_id = s.id) AS statuses "
+    "FROM sent s "
     "LEFT JOIN receipts r ON r.token_hash = ("
     "  SELECT token_hash FROM receipts WHERE msg_id = s.id "
     "  ORDER BY at DESC, rowid DESC LIMIT 1) "
+    "LEFT JOIN outbox o ON o.id = s.id "
 )
 
 SELECT_SENT_BY_ID = _SELECT_SENT + "WHERE s.id = ?"
@@ -62,6 +83,9 @@ def _sent(r: sqlite3.Row) -> SentMessage:
         summary=r["summary"],
         last_status=r["last_status"],
         last_status_at=r["last_status_at"],
+        outbox_state=r["outbox_state"],
+        outbox_error=r["outbox_error"],
+        statuses=tuple(r["statuses"].split(",")) if r["statuses"] else (),
     )
 
 

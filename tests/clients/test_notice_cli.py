@@ -31,8 +31,11 @@ import pytest
 from clients.cli import main, parse_duration, parse_time
 from clients.config import load_client_settings
 from clients.daemon import Daemon
+from clients.decisions import decide
 from clients.kinds import HANDLING_CODES
+from clients.store import Inbox
 from keys.encoding import b64e, now_ms, uuid7
+from keys.envelope import open_envelope, seal
 from keys.identity import Identity
 from keys.keystore import save_keystore
 from relay.settings import RelaySettings
@@ -43,7 +46,7 @@ from tests.waiting import until
 PASSPHRASE = "notice test passphrase"
 HOUR_MS = 3_600_000
 PHOTO = b"\xff\xd8\xff\xe0 not really a JPEG, but bytes all the same " * 500
-COMMANDS = ["daemon", "send", "status", "inbox", "show", "ack", "reject", "sent"]
+COMMANDS = ["daemon", "send", "status", "inbox", "show", "ack", "reject", "sent", "watch"]
 
 
 # --- running the CLI ----------------------------------------------------------------------
@@ -448,7 +451,56 @@ def test_file_and_flags_do_not_mix(
 
 def test_missing_config_file(notice_fixed: Notice, tmp_path: Path) -> None:
     r = notice_fixed.sync(tmp_path / "nope.toml", "inbox")
-    assert "does not exist" in r.refused()
+    assert "does not exist" in r.refused(2)  # a configuration error: 2, as relay
+
+
+def test_no_configuration_at_all_says_how_to_give_one(
+    notice_fixed: Notice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CPAR_CONFIG", raising=False)
+    r = notice_fixed.sync(None, "inbox")
+    assert (
+        r.refused(2) == "notice: error: no configuration: pass --config FILE or set CPAR_CONFIG\n"
+    )
+
+
+def test_global_options_work_before_and_after_the_command(
+    notice_fixed: Notice, offline_it: Authority, tmp_path: Path
+) -> None:
+    config = str(offline_it.config)
+    for argv in (["--config", config, "inbox", "--json"], ["inbox", "--json", "--config", config]):
+        r = notice_fixed.sync(None, *argv)
+        assert r.code == 0 and r.json() == [], (argv, r.err)
+    # A config without passphrase_file: the error names --passphrase-file, which works
+    # on every command that opens the keystore, before or after it.
+    bare = tmp_path / "bare.toml"
+    bare.write_text(
+        "".join(
+            line + "\n"
+            for line in offline_it.config.read_text().splitlines()
+            if not line.startswith("passphrase_file")
+        )
+    )
+    send = ("send", "--to", "fr-oclcc", "--kind", "free_text", "--text", "x")
+    assert "--passphrase-file" in notice_fixed.sync(bare, *send).refused()
+    pass_file = str(offline_it.config.parent / "passphrase")
+    for argv in (
+        ["--config", str(bare), "--passphrase-file", pass_file, *send],
+        [*send, "--config", str(bare), "--passphrase-file", pass_file],
+        [
+            "--config",
+            str(bare),
+            "ack",
+            "01a3185c-5000-7000-8000-000000000000",
+            "--person",
+            "X",
+            "--passphrase-file",
+            pass_file,
+        ],
+    ):
+        # Past the keystore: what stops them now is the relay (or the unknown message).
+        err = notice_fixed.sync(None, *argv).refused()
+        assert "passphrase" not in err and ("nothing was sent" in err or "no message" in err)
 
 
 def test_config_from_environment(
@@ -462,7 +514,7 @@ def test_config_from_environment(
 def test_invalid_config_setting(notice_fixed: Notice, tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text('relay_url = "ftp://x"\nroot_key = "abc"\n')
-    assert "relay_url" in notice_fixed.sync(cfg, "sent").refused()
+    assert "relay_url" in notice_fixed.sync(cfg, "sent").refused(2)
 
 
 def test_wrong_passphrase(notice_fixed: Notice, tmp_path: Path, net: Network) -> None:
@@ -843,7 +895,7 @@ async def test_directory_pin_is_persisted_and_a_fork_refused(
     assert "fork" in r.refused()
 
 
-async def test_ack_when_the_relay_is_unreachable_keeps_the_decision(
+async def test_ack_when_the_relay_is_unreachable_is_recorded_and_sent_by_the_daemon(
     relay: RelayEnv, notice: Notice, it: Authority, fr: Authority, tmp_path: Path
 ) -> None:
     async with running_daemon(relay, fr) as daemon:
@@ -853,16 +905,73 @@ async def test_ack_when_the_relay_is_unreachable_keeps_the_decision(
         msg_id = r.json()["id"]
         await received(daemon, msg_id)
     offline_fr = await asyncio.to_thread(_point_to_nowhere, fr, tmp_path)
-    err = (await notice(offline_fr, "ack", msg_id, "--person", "Lt. Durand")).refused()
-    assert "acknowledged in the local inbox" in err and "run the same command again" in err
+    r = await notice(offline_fr, "ack", msg_id, "--person", "Lt. Durand")
+    assert r.code == 0, r.err
+    assert "recorded" in r.out and "the daemon will send it" in " ".join(r.out.split())
     shown = (await notice(fr, "show", msg_id, "--json")).json()
     assert shown["state"] == "acknowledged" and shown["acknowledged_by"] == "Lt. Durand"
-    # once the relay is reachable again, the same command sends the receipt
+    # The inbox keeps showing it (even without --all) until the relay has the receipt.
+    [row] = (await notice(fr, "inbox", "--json")).json()
+    assert row["id"] == msg_id and row["receipt_upload"] == "pending"
+    assert shown["receipt_upload"] == "pending"
+    assert "receipt not sent yet" in (await notice(fr, "inbox")).out
+    # No second command: the daemon sends the receipt once the relay answers.
+    async with running_daemon(relay, fr):
+        st = await relay_state(notice, it, msg_id, "acknowledged")
+    assert st["receipts"][-1]["person"] == "Lt. Durand" and st["all_verified"]
+    assert (await notice(fr, "inbox", "--json")).json() == []
+    # Running the command again re-sends the same statement: the relay knows it.
     r = await notice(fr, "ack", msg_id, "--person", "Lt. Durand", "--json")
     assert r.code == 0, r.err
-    assert r.json()["repeat"] is True and r.json()["duplicate_at_relay"] is False
-    st = await relay_state(notice, it, msg_id, "acknowledged")
-    assert st["receipts"][-1]["person"] == "Lt. Durand" and st["all_verified"]
+    assert r.json()["repeat"] is True and r.json()["duplicate_at_relay"] is True
+    assert r.json()["receipt_sent"] is True
+
+
+async def test_send_while_the_relay_is_unreachable_is_queued_and_submitted_by_the_daemon(
+    relay: RelayEnv, notice: Notice, it: Authority, fr: Authority, tmp_path: Path
+) -> None:
+    # A first send pins the directory; then the relay "goes away".
+    r = await notice(it, "send", "--to", "fr-oclcc", "--kind", "free_text", "--text", "1")
+    assert r.code == 0, r.err
+    offline_it = await asyncio.to_thread(_point_to_nowhere, it, tmp_path)
+    args = ("send", "--to", "fr-oclcc", "--kind", "free_text", "--text", "queued one")
+    err = (await notice(offline_it, *args, "--no-queue")).refused()
+    assert "nothing was sent" in err and "--no-queue" in err
+    r = await notice(offline_it, *args, "--json")
+    assert r.code == 0, r.err
+    queued = r.json()
+    assert queued["state"] == "queued" and queued["receipt_verified"] is False
+    msg_id = queued["id"]
+    photo = await write_file(tmp_path / "lot-113.jpg", PHOTO)
+    r = await notice(offline_it, *args, "--attach", photo)
+    said = " ".join(r.out.split())
+    assert r.code == 0 and said.startswith("QUEUED ") and "the daemon will submit it" in said
+    second = r.out.split()[1]
+    sent = {s["id"]: s for s in (await notice(it, "sent", "--json")).json()}
+    assert sent[msg_id]["state"] == "queued" and sent[second]["state"] == "queued"
+    assert "queued" in (await notice(it, "sent")).out
+    # The relay (up again) does not know it yet: status shows the local records.
+    st = (await notice(it, "status", msg_id, "--json")).json()
+    assert st["state"] == "queued" and st["source"] == "local" and st["receipts"] == []
+    async with running_daemon(relay, fr) as fr_daemon, running_daemon(relay, it):
+        await received(fr_daemon, msg_id)
+        await received(fr_daemon, second)
+        st = await relay_state(notice, it, msg_id, "delivered")
+        # The attachment queued with the second one, encrypted, was uploaded first.
+
+        async def downloaded() -> bool:
+            found = (await notice(fr, "show", second, "--json")).json()["attachments"]
+            return [a["name"] for a in found] == ["lot-113.jpg"] and found[0]["path"] is not None
+
+        await until(downloaded)
+        path = (await notice(fr, "show", second, "--json")).json()["attachments"][0]["path"]
+        assert await asyncio.to_thread(Path(path).read_bytes) == PHOTO
+    spool = it.data_dir / "outbox-files"
+    assert await asyncio.to_thread(lambda: list(spool.rglob("*"))) == []  # cleaned up
+    assert [row["status"] for row in st["receipts"]] == ["accepted", "delivered"]
+    assert st["all_verified"]
+    sent = {s["id"]: s for s in (await notice(it, "sent", "--json")).json()}
+    assert sent[msg_id]["state"] == "delivered"
 
 
 def _point_to_nowhere(who: Authority, tmp: Path) -> Path:
@@ -935,3 +1044,111 @@ def test_daemon_command_stops_cleanly_on_sigterm(live_authority: Path) -> None:
     assert proc.returncode == 0, err
     assert "stopped" in err and "Traceback" not in err
     assert PASSPHRASE not in "".join(seen) + err and out == ""
+
+
+async def test_message_ids_may_be_shortened_to_a_unique_prefix(
+    relay: RelayEnv, notice: Notice, it: Authority, fr: Authority
+) -> None:
+    ids = []
+    async with running_daemon(relay, fr) as daemon:
+        for text in ("one", "two"):
+            r = await notice(
+                it, "send", "--to", "fr-oclcc", "--kind", "free_text", "--text", text, "--json"
+            )
+            ids.append(r.json()["id"])
+            await received(daemon, ids[-1])
+        first, second = ids
+        # Sent in the same millisecond of the fixed clock: the ids share a long prefix.
+        common = next(i for i, (a, b) in enumerate(zip(first, second, strict=True)) if a != b)
+        assert common >= 8
+        err = (await notice(it, "status", first[:8])).refused()
+        assert "ambiguous" in err and first in err and second in err
+        short = first[: common + 1]
+        assert (await notice(it, "status", short, "--json")).json()["id"] == first
+        assert (await notice(fr, "show", short, "--json")).json()["id"] == first
+        r = await notice(fr, "ack", short, "--person", "Lt. Durand", "--json")
+        assert r.code == 0 and r.json()["id"] == first
+        err = (await notice(it, "show", short)).refused()
+        assert f"notice status {first}" in err  # it sent that one
+        reply = ("send", "--to", "it-tpc", "--kind", "reply", "--text", "on it", "--in-reply-to")
+        assert (await notice(fr, *reply, short)).code == 0
+        [answer] = [m for m in (await notice(fr, "sent", "--json")).json()]
+        assert first in answer["summary"]  # the full id, not the prefix
+        assert "ambiguous" in (await notice(fr, *reply, first[:8])).refused()
+        assert "not a message id" in (await notice(it, "status", first[:7])).refused(2)
+
+
+async def test_watch_prints_each_verified_receipt_until_the_message_is_acknowledged(
+    relay: RelayEnv, notice: Notice, it: Authority, fr: Authority
+) -> None:
+    async with running_daemon(relay, fr) as daemon:
+        r = await notice(
+            it, "send", "--to", "fr-oclcc", "--kind", "free_text", "--text", "x", "--json"
+        )
+        msg_id = r.json()["id"]
+        await received(daemon, msg_id)
+        settings = await asyncio.to_thread(load_client_settings, fr.config)
+        # Watching while the message is open; the acknowledgement ends the watch.
+        watching = asyncio.create_task(
+            notice(it, "watch", msg_id[:13], "--json", "--interval", "0.2")
+        )
+        await decide(
+            settings,
+            relay.net["fr-oclcc"],
+            settings.inbox_path,
+            msg_id,
+            "acknowledged",
+            person="Lt. Durand",
+            clock=relay.clock,
+        )
+        r = await asyncio.wait_for(watching, 30)
+    assert r.code == 0, r.err
+    events = [json.loads(line) for line in r.out.splitlines()]
+    receipts = [e for e in events if e["event"] == "receipt"]
+    assert [e["status"] for e in receipts] == ["accepted", "delivered", "acknowledged"]
+    assert all(e["verified"] for e in receipts) and receipts[-1]["person"] == "Lt. Durand"
+    assert events[-1] == {"event": "end", "id": msg_id, "state": "acknowledged"}
+    text = (await notice(it, "watch", msg_id)).out
+    assert "acknowledged" in text and "Lt. Durand" in text and "State: acknowledged" in text
+
+
+async def test_a_decision_receipt_the_relay_refuses_is_shown_and_not_retried(
+    relay: RelayEnv, notice: Notice, fr: Authority
+) -> None:
+    # A message the relay never carried (stored here directly): its receipt is refused.
+    sealed = seal(
+        relay.net["it-tpc"],
+        relay.net.directory,
+        to=["fr-oclcc"],
+        content={"kind": "free_text", "text": "never through the relay"},
+        now=relay.clock(),
+    )
+    opened = open_envelope(
+        sealed.token, relay.net.directory, relay.net["fr-oclcc"], now=relay.clock()
+    )
+    async with await Inbox.open(fr.data_dir / "inbox.sqlite3") as inbox:
+        await inbox.received.store(opened, sealed.token, received_at=relay.clock())
+    err = (await notice(fr, "ack", sealed.id, "--person", "Lt. Durand")).refused()
+    assert "acknowledged in the local inbox, but the relay refused its receipt" in err
+    [row] = (await notice(fr, "inbox", "--json")).json()
+    assert row["id"] == sealed.id and row["receipt_upload"] == "failed"
+    assert "REFUSED" in (await notice(fr, "inbox")).out
+    async with await Inbox.open(fr.data_dir / "inbox.sqlite3") as inbox:
+        assert await inbox.uploads.due(relay.clock() + 3_600_000) == []  # not retried
+
+
+def test_the_daemon_takes_its_options_after_the_command_too(
+    notice_fixed: Notice, offline_it: Authority, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text(
+        "".join(
+            line + "\n"
+            for line in offline_it.config.read_text().splitlines()
+            if not line.startswith("passphrase_file")
+        )
+    )
+    # Not "No such option" (2): the options are taken, and the missing passphrase is what
+    # stops it (it never prompts).
+    err = notice_fixed.sync(None, "daemon", "--config", bare).refused()
+    assert "no passphrase" in err and "--passphrase-file" in err

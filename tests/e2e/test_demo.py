@@ -25,11 +25,22 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
         "State: acknowledged",
         "not acknowledged yet; reminded fr-central; step 1",
         "fr-central has not acknowledged; released to fr-ocbc",
+        "relay stopped for maintenance (exit 0)",
+        "QUEUED ",
+        "receipt not sent yet",
         "relay stopped (exit 0)",
         "Demo complete.",
     ):
         assert expected in out, expected
     assert out.count("verified") >= 3  # accepted, delivered, acknowledged
+    # Every command is printed on one line, as it can be pasted into a shell.
+    assert "$ notice --config fr-ocbc/client.toml ack " in out
+    assert "--person 'Capt. Martin (duty officer)'" in out
+    # After the restart, with no second command: the queued notice was delivered and the
+    # acknowledgement made while the relay was down reached the sender.
+    after = out.split("The relay is back")[1]
+    assert "delivered" in after and "Lt. Girard (duty desk)" in after
+    assert f"kept in {tmp_path}" in " ".join(out.split()) and tmp_path.exists()
     for ks in tmp_path.rglob("*.ks"):
         assert (os.stat(ks).st_mode & 0o777) == 0o600
     photos = list((tmp_path / "fr-ocbc" / "data" / "attachments").rglob("mirror.png"))

@@ -58,6 +58,22 @@ def test_state_from_receipts(statuses: list[str], state: str) -> None:
     assert state_from_receipts(statuses) == state
 
 
+@pytest.mark.parametrize(
+    ("statuses", "state"),
+    [
+        ([], "queued"),
+        (["accepted"], "accepted"),
+        (["delivered"], "delivered"),
+        (["accepted", "delivered", "acknowledged"], "acknowledged"),
+    ],
+)
+def test_state_from_receipts_of_a_message_queued_in_the_outbox(
+    statuses: list[str], state: str
+) -> None:
+    """The sender's outbox starts from ``queued``; the relay's transitions are the same."""
+    assert state_from_receipts(statuses, initial="queued") == state
+
+
 def test_ack_by_only_tightens_the_schedule() -> None:
     offsets = [(1, 10 * MIN), (2, 30 * MIN), (3, 120 * MIN)]
     plain = schedule(offsets, priority="urgent", accepted_at=T0, ack_by=None, working_hours=False)
