@@ -182,6 +182,12 @@ def start_relay(
         "RELAY_STORE": args.store,
         "RELAY_REDIS_DURABILITY": args.redis_appendfsync,
         "RELAY_LOG_LEVEL": "WARNING",
+        # Every simulated authority connects from 127.0.0.1 and sends flat out: lift the
+        # per-source connection bound and the per-authority rate limit, which protect a
+        # real relay but would measure themselves here.
+        "RELAY_MAX_UNAUTHENTICATED_PER_SOURCE": "1000000",
+        "RELAY_MAX_UNAUTHENTICATED_CONNECTIONS": "1000000",
+        "RELAY_RATE_LIMITS": '{"default": {"per_second": 1e9, "burst": 1000000000}}',
         "RELAY_DELIVERY_WINDOW": "4000",
     }
     proc = subprocess.Popen(

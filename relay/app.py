@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
@@ -21,6 +22,7 @@ from keys.httpsig import NonceCache
 from keys.identity import Identity
 from keys.keystore import load_keystore, resolve_passphrase
 from relay.api.auth import auth_middleware
+from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from relay.api.handlers import routes
 from relay.api.openapi import setup_openapi
 from relay.api.ops import setup_ops
@@ -29,8 +31,11 @@ from relay.api.state import (
     CLOCK,
     CORE,
     DIRECTORY,
+    DISK,
+    GUARD,
     METRICS,
     NONCES,
+    RATE_LIMITER,
     SETTINGS,
     SOCKETS,
     STORE,
@@ -38,10 +43,12 @@ from relay.api.state import (
 )
 from relay.core.delivery import Clock, Delivery, Hub
 from relay.core.directory import DirectoryHolder
+from relay.core.disk import DiskHealth, remove_stale_uploads
 from relay.core.escalation import EscalationEngine
 from relay.core.intake import Intake, Limits, MessageIndex
 from relay.core.metrics import Metrics
 from relay.core.probes import Prober
+from relay.core.ratelimit import RateLimiter
 from relay.core.readmodel import ReadModel
 from relay.lock import DataDirInUseError, DataDirLock
 from relay.settings import RelaySettings
@@ -51,6 +58,8 @@ from relay.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 5.0
+LINGERING_S = 2.0
+"""How long an unread request body is drained after the answer before the close."""
 
 
 class StartupError(Exception):
@@ -101,12 +110,58 @@ def create_app(
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
     app[DIRECTORY] = make_directory(settings)
+    app[GUARD] = ConnectionGuard(connection_limits(settings), app[METRICS].registry)
+    app[RATE_LIMITER] = RateLimiter(settings.rate_limits)
+    app[DISK] = DiskHealth(settings.data_dir / "attachments")
     app.router.add_routes(routes)
     setup_openapi(app)
     setup_ops(app)  # /metrics, /ops: operator-authenticated
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_close_sockets)
     return app
+
+
+def connection_limits(settings: RelaySettings) -> ConnectionLimits:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return ConnectionLimits.derive(
+        soft if soft != resource.RLIM_INFINITY else 1_048_576,
+        header_timeout_s=settings.header_timeout_s,
+        idle_timeout_s=settings.idle_timeout_s,
+        total=settings.max_unauthenticated_connections,
+        per_source=settings.max_unauthenticated_per_source,
+    )
+
+
+async def start_serving(
+    app: web.Application,
+    settings: RelaySettings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+) -> tuple[web.AppRunner, GuardedSite]:
+    """Run ``app`` on a guarded TCP site (deadlines, connection bounds, problem+json for
+    parser errors); the caller cleans the runner up."""
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.shutdown_grace_s,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=settings.idle_timeout_s,
+        lingering_time=LINGERING_S,
+    )
+    await runner.setup()
+    site = GuardedSite(
+        runner,
+        settings.host if host is None else host,
+        settings.port if port is None else port,
+        guard=app[GUARD],
+    )
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, site
 
 
 def make_directory(settings: RelaySettings) -> DirectoryHolder:
@@ -166,6 +221,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             raise StartupError(f"data_dir {settings.data_dir}: {exc.strerror or exc}") from exc
     try:
         identity = await prepare(settings, store, holder)
+        stale = await asyncio.to_thread(
+            remove_stale_uploads, settings.data_dir / "attachments" / "incoming"
+        )
+        if stale:
+            log.info("removed %d temporary upload file(s) left by an interrupted relay", stale)
         try:
             core = app[CORE] = wire(app, identity, holder, store)
             tasks = [

@@ -16,9 +16,10 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import click
-from aiohttp import web
 
-from relay.app import StartupError, create_app
+from relay.api.connections import raise_nofile_limit
+from relay.api.state import GUARD
+from relay.app import StartupError, create_app, start_serving
 from relay.settings import ConfigError, RelaySettings, load_settings
 
 EXIT_CONFIG = 2
@@ -93,13 +94,16 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def _serve(settings: RelaySettings) -> None:
+    nofile = raise_nofile_limit()
     app = create_app(settings)
-    runner = web.AppRunner(
-        app, shutdown_timeout=settings.shutdown_grace_s, handle_signals=False, access_log=None
+    limits = app[GUARD].limits
+    log.info(
+        "open-file limit %d: at most %d unauthenticated connections, %d per source address",
+        nofile,
+        limits.max_unauthenticated,
+        limits.max_unauthenticated_per_source,
     )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
+    runner, _ = await start_serving(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

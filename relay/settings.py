@@ -17,6 +17,7 @@ from pydantic_settings import SettingsConfigDict
 
 from keys import settingsfile
 from relay.core.policy import DEFAULT_POLICIES, PolicyConfig
+from relay.core.ratelimit import DEFAULT_RATE_LIMITS, RateLimit
 
 
 class OperatorCredential(BaseModel):
@@ -82,7 +83,34 @@ class RelaySettings(settingsfile.PinnedRootSettings):
     operators: list[OperatorCredential] = Field(default_factory=list)
     """Operator credentials for /ops, /metrics and `relay status` (hashed tokens)."""
 
+    header_timeout_s: float = Field(10.0, gt=0, le=300)
+    """A request head must arrive complete within this (from connection or first byte)."""
+    idle_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """A kept-alive connection with no request in progress is closed after this."""
+    body_timeout_s: float = Field(60.0, gt=0, le=3600)
+    """A request body must arrive within this; an upload may not stall for longer."""
+    max_unauthenticated_connections: int | None = Field(None, ge=1)
+    """Connections not yet authenticated, in all (default: half the open-file limit
+    left after 128 reserved descriptors)."""
+    max_unauthenticated_per_source: int | None = Field(None, ge=1)
+    """Connections not yet authenticated from one source address (default: an eighth
+    of the total bound)."""
+    rate_limits: dict[str, RateLimit] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    """Requests per authority: ``default`` and optional per-role entries
+    (national_body, central_authority, supervisory, duty_desk)."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limit_roles(cls, value: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        known = {"default", "national_body", "central_authority", "supervisory", "duty_desk"}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown role {', '.join(unknown)} (use default or {', '.join(sorted(known - {'default'}))})"
+            )
+        return value
 
     @field_validator("policies")
     @classmethod

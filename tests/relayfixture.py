@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from clients.client import RelayClient
 from keys.encoding import b64e
 from keys.keystore import save_keystore
-from relay.app import create_app
+from relay.app import create_app, start_serving
 from relay.settings import RelaySettings
 from relay.store.base import Store
 from tests.netfixture import NOW, Network
@@ -42,9 +43,14 @@ class RelayEnv:
     clock: FakeClock
     server: TestServer | None = None
     clients: dict[str, RelayClient] = field(default_factory=dict)
+    url: str | None = None
+    app: web.Application | None = None
+    """Set when the relay runs on its production site (``start_guarded_relay``)."""
 
     @property
     def base_url(self) -> str:
+        if self.url is not None:
+            return self.url
         assert self.server is not None
         return str(self.server.make_url("")).rstrip("/")
 
@@ -82,3 +88,16 @@ async def start_relay(
         for c in env.clients.values():
             await c.close()
         await env.server.close()
+
+
+async def start_guarded_relay(env: RelayEnv) -> AsyncIterator[RelayEnv]:  # pragma: no cover
+    """The relay on the site ``relay serve`` uses (connection guard, deadlines)."""
+    app = create_app(env.settings, clock=env.clock)
+    runner, site = await start_serving(app, env.settings, host="127.0.0.1", port=0)
+    env.url, env.app = f"http://127.0.0.1:{site.port}", app
+    try:
+        yield env
+    finally:
+        for c in env.clients.values():
+            await c.close()
+        await runner.cleanup()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
+import secrets
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
@@ -23,6 +25,7 @@ from relay.api.state import (
     CLOCK,
     CORE,
     DIRECTORY,
+    DISK,
     SETTINGS,
     SOCKETS,
     STORE,
@@ -32,7 +35,9 @@ from relay.api.state import (
     Core,
 )
 from relay.core.delivery import Session
+from relay.core.disk import DiskHealth
 from relay.core.errors import (
+    BodyTimeoutError,
     MalformedError,
     NotFoundError,
     RelayError,
@@ -361,7 +366,10 @@ async def put_attachment(request: web.Request) -> web.Response:
             "the body's SHA-256 does not match the address", code="digest_mismatch"
         )
     final = _attachment_path(request, digest)
-    await asyncio.to_thread(_move_into_place, tmp, final)
+    try:
+        await asyncio.to_thread(_move_into_place, tmp, final)
+    except OSError as exc:
+        raise request.app[DISK].failed(exc) from None
     new = await request.app[STORE].put_attachment(
         digest, uploader=request[AUTHORITY], size=size, at=request.app[CLOCK]()
     )
@@ -388,27 +396,55 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
 
 
 async def stream_body_to_file(
-    request: web.Request, folder: Path, limit: int
+    request: web.Request, folder: Path, limit: int, *, stall_timeout_s: float, disk: DiskHealth
 ) -> tuple[Path, str, int]:
-    """Stream a request body to a temp file: (path, sha256 hex, size). Never all in memory."""
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    tmp = folder / f".upload-{os.getpid()}-{id(request)}"
+    """Stream a request body to a temp file: (path, sha256 hex, size). Never all in memory.
+
+    The upload is abandoned (and its temp file removed) when no data arrives for
+    ``stall_timeout_s``, when the client goes away, past ``limit`` bytes, or when the
+    disk refuses the write (507 when it is full, see :class:`DiskHealth`)."""
+    tmp = folder / f".upload-{os.getpid()}-{secrets.token_hex(8)}"
     hasher = hashlib.sha256()
     size = 0
-    fh = await asyncio.to_thread(open, tmp, "wb")
     try:
-        while chunk := await request.content.read(256 * 1024):
+        fh = await asyncio.to_thread(_open_new, tmp)
+    except OSError as exc:
+        raise disk.failed(exc) from None
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(stall_timeout_s):
+                    chunk = await request.content.read(256 * 1024)
+            except TimeoutError:
+                raise BodyTimeoutError(
+                    f"the upload stalled for more than {stall_timeout_s:g} s"
+                ) from None
+            if not chunk:
+                break
             size += len(chunk)
             if size > limit:
                 raise TooLargeError(f"attachments are limited to {limit} bytes")
             hasher.update(chunk)
             await asyncio.to_thread(fh.write, chunk)
-    except BaseException:
         await asyncio.to_thread(fh.close)
-        await asyncio.to_thread(tmp.unlink, True)
+    except OSError as exc:
+        await asyncio.to_thread(_close_and_remove, fh, tmp)
+        raise disk.failed(exc) from None
+    except BaseException:
+        await asyncio.to_thread(_close_and_remove, fh, tmp)
         raise
-    await asyncio.to_thread(fh.close)
     return tmp, hasher.hexdigest(), size
+
+
+def _open_new(tmp: Path) -> BinaryIO:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    return open(tmp, "wb")
+
+
+def _close_and_remove(fh: BinaryIO, tmp: Path) -> None:
+    with contextlib.suppress(OSError):
+        fh.close()
+    tmp.unlink(missing_ok=True)
 
 
 # --- directory and health ------------------------------------------------------------------
@@ -465,6 +501,9 @@ async def readyz(request: web.Request) -> web.Response:
         request.app[DIRECTORY].current  # noqa: B018 - raises when none is loaded
     except Exception as exc:
         problems.append(f"directory: {exc}")
+    failing = await request.app[DISK].recheck()
+    if failing is not None:
+        problems.append(f"disk: writes fail ({failing})")
     if problems:
         return json_response(wire.NotReady(problems=problems), status=503)
     return json_response(wire.Ready())

@@ -8,12 +8,15 @@ from pathlib import Path
 from aiohttp import web
 
 from keys.httpsig import NonceCache
+from relay.api.connections import ConnectionGuard
 from relay.core.delivery import Clock, Delivery
 from relay.core.directory import DirectoryHolder
+from relay.core.disk import DiskHealth
 from relay.core.escalation import EscalationEngine
 from relay.core.intake import Intake
 from relay.core.metrics import Metrics
 from relay.core.probes import Prober
+from relay.core.ratelimit import RateLimiter
 from relay.core.readmodel import ReadModel
 from relay.settings import RelaySettings
 from relay.store.base import Store
@@ -40,6 +43,9 @@ CORE = web.AppKey("core", Core)
 STORE = web.AppKey("store", Store)
 DIRECTORY = web.AppKey("directory", DirectoryHolder)
 NONCES = web.AppKey("nonces", NonceCache)
+GUARD = web.AppKey("guard", ConnectionGuard)
+DISK = web.AppKey("disk", DiskHealth)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 AUTHORITY = web.RequestKey("authority", str)

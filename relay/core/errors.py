@@ -47,6 +47,16 @@ class TooLargeError(RelayError):
     status, code, title = 413, "too_large", "Request too large"
 
 
+class BodyTimeoutError(RelayError):
+    status, code, title = 408, "body_timeout", "Request timeout"
+
+
+class InsufficientStorageError(RelayError):
+    """The relay's disk refused a write (full, over quota): retry later."""
+
+    status, code, title = 507, "insufficient_storage", "Insufficient storage"
+
+
 class RejectedError(RelayError):
     """The envelope or receipt is well-formed but not acceptable."""
 

@@ -9,10 +9,11 @@ store's, so a restarted relay refuses the replay too.
 Each claim is an ``INSERT OR IGNORE`` whose answer the request waits for; claims made
 while the previous transaction commits go into the next one (group commit), on one
 dedicated thread, never on the event loop. The file uses ``synchronous=OFF``: a commit
-is handed to the operating system before the request goes on, which survives the relay
-process being killed (``kill -9`` included) at the cost of an fsync per request; it does
-not survive a crash of the operating system itself (then captured requests younger than
-their validity window, at most ``clock_skew + max validity``, could be replayed once).
+is handed to the operating system (written, never fsynced) before the request goes on,
+so claims cost no fsync. That survives the relay process being killed (``kill -9``
+included); it does not survive a crash of the operating system or a power loss (then
+captured requests younger than their validity window, at most ``clock_skew + max
+validity``, could be replayed once).
 """
 
 from __future__ import annotations

@@ -32,17 +32,32 @@ async def small(relay_settings: RelaySettings, net: Network) -> AsyncIterator[Re
 
 
 async def test_unsigned_upload_is_refused_before_its_body_is_read(small: RelayEnv) -> None:
-    # Larger than the relay accepts: had the body been streamed before the signature
-    # check, the answer would be 413 (too large); it is 401 because nothing was read.
+    # Larger than the relay accepts, sent chunked (no Content-Length to refuse it by):
+    # had the body been streamed before the signature check, the answer would be 413
+    # (too large); it is 401 because nothing was read.
     body = b"x" * (2 * 1024 * 1024)
     relay = small
     digest = hashlib.sha256(body).hexdigest()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(body), 64 * 1024):
+            yield body[i : i + 64 * 1024]
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.put(f"{relay.base_url}/v1/attachments/{digest}", data=chunks()) as resp,
+    ):
+        assert resp.status == 401
+        assert resp.content_type == "application/problem+json"
+        assert resp.headers.get("Connection", "").lower() == "close"
+    assert await _files(relay) == []
+    # A declared Content-Length over the cap is refused before the signature, unread.
     async with (
         aiohttp.ClientSession() as s,
         s.put(f"{relay.base_url}/v1/attachments/{digest}", data=io.BytesIO(body)) as resp,
     ):
-        assert resp.status == 401
-        assert resp.content_type == "application/problem+json"
+        assert resp.status == 413
+        assert (await resp.json())["code"] == "too_large"
     assert await _files(relay) == []
 
 
