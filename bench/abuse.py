@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             "RELAY_KEYSTORE": str(work / "relay.ks"),
             "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
             "RELAY_LOG_LEVEL": "WARNING",
+            "RELAY_PLAIN_HTTP": "true",  # loopback benchmark
         }
         relay = subprocess.Popen(
             [

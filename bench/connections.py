@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "RELAY_KEYSTORE": str(work / "relay.ks"),
             "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
             "RELAY_LOG_LEVEL": "WARNING",
+            "RELAY_PLAIN_HTTP": "true",  # loopback benchmark
             # Every simulated authority connects from 127.0.0.1 and sends flat out: lift the
             # per-source connection bound and the per-authority rate limit, which protect a
             # real relay but would measure themselves here.

@@ -182,6 +182,7 @@ def start_relay(
         "RELAY_STORE": args.store,
         "RELAY_REDIS_DURABILITY": args.redis_appendfsync,
         "RELAY_LOG_LEVEL": "WARNING",
+        "RELAY_PLAIN_HTTP": "true",  # loopback benchmark
         # Every simulated authority connects from 127.0.0.1 and sends flat out: lift the
         # per-source connection bound and the per-authority rate limit, which protect a
         # real relay but would measure themselves here.

@@ -39,6 +39,7 @@ from clients.errors import (
     StreamClosedError,
     TransportError,
 )
+from clients.tls import Pins, SpkiPin, TlsPinMismatch
 from keys import wire
 from keys.encoding import now_ms
 from keys.errors import KeysError
@@ -82,14 +83,19 @@ class RelayClient:
         timeout_s: float = 60.0,
         connect_timeout_s: float = 10.0,
         max_connections: int = 64,
+        tls_pins: Pins | None = None,
     ) -> None:
-        """``max_connections`` 0 means no limit (many streams through one client)."""
+        """``max_connections`` 0 means no limit (many streams through one client).
+
+        ``tls_pins``: for an ``https://`` relay, accept only a TLS key the pinned
+        directory lists (:mod:`clients.tls`); without it, the system's CAs decide."""
         self.base_url = base_url.rstrip("/")
         self.identity = identity
         self.clock = clock or now_ms
         self._http: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._max_connections = max_connections
+        self._ssl: SpkiPin | bool = SpkiPin(tls_pins) if tls_pins is not None else True
 
     async def __aenter__(self) -> RelayClient:
         return self
@@ -106,7 +112,7 @@ class RelayClient:
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
             )
         return self._http
 
@@ -450,6 +456,8 @@ class RelayStream:
 def _why(exc: BaseException) -> str:
     """Why a connection failed, in words: aiohttp's text names the host again and says
     ``ssl:default`` even for plain http; the operating system's reason is what matters."""
+    if isinstance(exc, TlsPinMismatch):
+        return exc.message
     if isinstance(exc, aiohttp.ClientConnectorError):
         err = exc.os_error
         return os.strerror(err.errno) if err.errno else (err.strerror or type(err).__name__)

@@ -113,7 +113,9 @@ class Daemon:
         self.inbox = await Inbox.open(s.inbox_path)
         urls = s.relay_endpoints
         current = 0
-        self.client = RelayClient(urls[current], self.identity, clock=self.clock)
+        self.client = RelayClient(
+            urls[current], self.identity, clock=self.clock, tls_pins=self.pin.tls_pins
+        )
         self._hooks = HookRunner(self.inbox, s.hooks, clock=self.clock)
         hook_stop = asyncio.Event()
         hook_task = asyncio.create_task(

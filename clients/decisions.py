@@ -22,6 +22,7 @@ from typing import Literal
 
 from clients.client import RelayClient
 from clients.config import ClientSettings
+from clients.directory import PinnedDirectory
 from clients.errors import ClientError
 from clients.outbox import retryable
 from clients.refusal import RefusedError, one_line
@@ -125,7 +126,10 @@ async def decide(
             await inbox.uploads.resend(msg_id, now=now)
         decided_at = msg.decided_at if msg.decided_at is not None else now
         try:
-            async with RelayClient(settings.relay_url, identity, clock=clock) as client:
+            pinned = await asyncio.to_thread(PinnedDirectory.load, settings)
+            async with RelayClient(
+                settings.relay_url, identity, clock=clock, tls_pins=pinned.tls_pins
+            ) as client:
                 new = await client.send_receipt(token)
         except ClientError as exc:
             if not retryable(exc):

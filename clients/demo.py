@@ -48,6 +48,7 @@ from rich.text import Text
 
 from clients import cli as notice_cli
 from keys import cli as keys_cli
+from keys.tls import spki_sha256_pem
 
 PASS = "demo passphrase - use a real one in production"  # noqa: S105 - a throwaway demo keystore
 AUTHORITIES = [
@@ -214,6 +215,21 @@ class Demo:
             "--out",
             str(d / "relay-eu.pub.json"),
         )
+        self.keys(
+            "tls",
+            "create",
+            "--relay-id",
+            "relay-eu",
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+            "--key-out",
+            str(d / "relay-tls.key"),
+            "--cert-out",
+            str(d / "relay-tls.pem"),
+        )
+        pin = spki_sha256_pem((d / "relay-tls.pem").read_bytes())
 
         self.step("The directory keeper signs the directory of competent authorities")
         lines = [
@@ -225,6 +241,7 @@ class Demo:
             'country = "BE"',
             'role = "relay"',
             'keys = "relay-eu.pub.json"',
+            f'tls_spki_sha256 = ["{pin}"]  # daemons accept only this TLS key',
             "",
         ]
         for aid, name, country, role in AUTHORITIES:
@@ -270,6 +287,7 @@ class Demo:
         (d / "relay.toml").write_text(
             f'port = {port}\ndata_dir = "relay-data"\ndirectory_dir = "directory"\nroot_key = "{root_key}"\n'
             'keystore = "relay.ks"\nkeystore_passphrase_file = "passphrase"\nlog_level = "WARNING"\n'
+            'tls_cert_file = "relay-tls.pem"\ntls_key_file = "relay-tls.key"\n'
             "# Demo only: escalation in seconds instead of minutes and hours.\n"
             '[policies.urgent]\nremind_after = "3s"\nrelease_after = "6s"\nnotify_after = "1h"\n'
             '[policies.high]\nremind_after = "2h"\nrelease_after = "8h"\nnotify_after = "1d"\n'
@@ -277,7 +295,7 @@ class Demo:
         )
         for aid, *_ in AUTHORITIES:
             (d / aid / "client.toml").write_text(
-                f'relay_url = "http://127.0.0.1:{port}"\nkeystore = "authority.ks"\n'
+                f'relay_url = "https://127.0.0.1:{port}"\nkeystore = "authority.ks"\n'
                 f'passphrase_file = "../passphrase"\nroot_key = "{root_key}"\ndata_dir = "data"\n'
                 'log_level = "WARNING"\n'
             )

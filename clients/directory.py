@@ -61,6 +61,11 @@ class PinnedDirectory:
         """The newest accepted directory, or None before the first refresh."""
         return self.pin.current
 
+    def tls_pins(self) -> frozenset[str] | None:
+        """The relays' TLS key pins in the newest accepted directory; None before one."""
+        current = self.pin.current
+        return None if current is None else current.tls_pins()
+
     def require(self) -> Directory:
         """The newest accepted directory; ClientError if there is none yet."""
         if self.pin.current is None:

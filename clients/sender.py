@@ -122,7 +122,9 @@ async def send(
     With ``queue`` (the default), a relay that cannot be reached or answers 503 does not
     stop the message: it is sealed with the pinned directory and queued in the outbox.
     """
-    async with RelayClient(settings.relay_url, identity, clock=clock) as client:
+    async with RelayClient(
+        settings.relay_url, identity, clock=clock, tls_pins=pinned.tls_pins
+    ) as client:
         try:
             directory = await pinned.refresh(client)
             offline: str | None = None
@@ -351,7 +353,9 @@ async def status_online(
     clock: Clock,
 ) -> SentStatus:
     """The relay's timeline of a message we sent, each receipt verified and recorded."""
-    async with RelayClient(settings.relay_url, identity, clock=clock) as client:
+    async with RelayClient(
+        settings.relay_url, identity, clock=clock, tls_pins=pinned.tls_pins
+    ) as client:
         directory = await pinned.refresh(client)
         t = await client.timeline(msg_id)
     try:

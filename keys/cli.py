@@ -40,6 +40,7 @@ from keys.keystore import (
     write_private_file,
 )
 from keys.models import PublicKeys
+from keys.tls import create_certificate, spki_sha256_pem
 
 EXIT_REFUSED = 1
 
@@ -403,7 +404,12 @@ def directory() -> None:
 
 
 @directory.command("build")
-@click.option("--root-keystore", required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option(
+    "--root-keystore",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The network root's encrypted keystore (mode 0600).",
+)
 @click.option(
     "--entries",
     required=True,
@@ -527,6 +533,73 @@ def directory_verify(
             chain or "-",
         )
     console.print(table)
+
+
+# --- tls ---------------------------------------------------------------------------
+
+
+@cli.group()
+def tls() -> None:
+    """The relay's TLS key and certificate, pinned through the directory."""
+
+
+@tls.command("create")
+@click.option("--relay-id", required=True, help="The relay's id in the directory.")
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    required=True,
+    help="A host name or IP address clients use to reach the relay (repeat for several).",
+)
+@click.option(
+    "--key-out", required=True, type=click.Path(dir_okay=False), help="Private key (PEM, 0600)."
+)
+@click.option(
+    "--cert-out", required=True, type=click.Path(dir_okay=False), help="Certificate (PEM)."
+)
+@click.option(
+    "--pin-out",
+    type=click.Path(dir_okay=False),
+    help="Also write the tls_spki_sha256 line to this file (to append to an entries file).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(1, 3650),
+    default=825,
+    show_default=True,
+    help="How long the certificate is valid (a pinning client does not check it).",
+)
+def tls_create(
+    relay_id: str,
+    hosts: tuple[str, ...],
+    key_out: str,
+    cert_out: str,
+    pin_out: str | None,
+    days: int,
+) -> None:
+    """Make a TLS key and self-signed certificate for `relay serve`.
+
+    Prints the certificate's pin: list it under the relay's entry as
+    tls_spki_sha256 = ["<pin>"] in the entries file and publish a new directory
+    version before the relay serves it (keep the old pin listed during a rotation).
+    """
+    key_pem, cert_pem = create_certificate(relay_id, hosts, now_ms=now_ms(), days=days)
+    write_private_file(_parent(key_out), key_pem)
+    _parent(cert_out).write_bytes(cert_pem)
+    pin = spki_sha256_pem(cert_pem)
+    line = f'tls_spki_sha256 = ["{pin}"]'
+    if pin_out is not None:
+        _parent(pin_out).write_text(line + "\n", encoding="ascii")
+    _out().print(f"Wrote {key_out} (0600) and {cert_out} for {', '.join(hosts)}")
+    click.echo(line)
+
+
+@tls.command("pin")
+@click.argument("cert", type=click.Path(dir_okay=False, exists=True))
+def tls_pin(cert: str) -> None:
+    """Print the pin (tls_spki_sha256) of a PEM certificate."""
+    click.echo(spki_sha256_pem(Path(cert).read_bytes()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,6 +85,10 @@ class Directory:
     def relays(self) -> list[DirectoryEntry]:
         return [a for a in self.document.authorities if a.role == "relay"]
 
+    def tls_pins(self) -> frozenset[str]:
+        """Every relay's TLS key pins (``tls_spki_sha256``) in this version."""
+        return frozenset(pin for relay in self.relays() for pin in relay.tls_spki_sha256)
+
     @classmethod
     def verify(cls, token: str | bytes, roots: Iterable[bytes]) -> Directory:
         """Verify one directory JWS against the pinned root public key(s)."""

@@ -183,6 +183,16 @@ class DirectoryEntry(_Model):
     contacts: list[Contact] = Field(default_factory=list, max_length=32)
     hours: WorkingHours | None = None
     escalation: EscalationChain = Field(default_factory=EscalationChain)
+    tls_spki_sha256: list[B64Key32] = Field(default_factory=list, max_length=4)
+    """A relay's TLS keys: base64url SHA-256 of each certificate's SubjectPublicKeyInfo.
+    Clients accept a TLS connection to the relay only with one of these keys (two
+    during a rotation)."""
+
+    @model_validator(mode="after")
+    def _tls_only_for_relays(self) -> DirectoryEntry:
+        if self.tls_spki_sha256 and self.role != "relay":
+            raise ValueError("only a relay's entry may list tls_spki_sha256")
+        return self
 
     def signing_key(self, kid: str) -> SigningKeyInfo | None:
         return next((k for k in self.signing_keys if k.kid == kid), None)

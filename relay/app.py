@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import WSCloseCode, web
@@ -21,6 +22,7 @@ from keys.errors import KeysError
 from keys.httpsig import NonceCache
 from keys.identity import Identity
 from keys.keystore import load_keystore, resolve_passphrase
+from keys.tls import spki_sha256_pem
 from relay.api.auth import auth_middleware
 from relay.api.connections import ConnectionGuard, ConnectionLimits, GuardedSite
 from relay.api.handlers import routes
@@ -132,15 +134,46 @@ def connection_limits(settings: RelaySettings) -> ConnectionLimits:
     )
 
 
+def tls_context(settings: RelaySettings, directory: Directory) -> ssl.SSLContext | None:
+    """The server's TLS context, or ``None`` with ``plain_http``; :class:`StartupError`
+    when neither is configured or the certificate is not pinned in the directory."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        if settings.tls_cert_file is not None or settings.tls_key_file is not None:
+            raise StartupError("set both tls_cert_file and tls_key_file, or neither")
+        if settings.plain_http:
+            return None
+        raise StartupError(
+            "no TLS certificate: set tls_cert_file and tls_key_file (keys tls create), "
+            "or plain_http = true behind a TLS-terminating proxy"
+        )
+    try:
+        pem = settings.tls_cert_file.read_bytes()
+        pin = spki_sha256_pem(pem)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    except (OSError, ssl.SSLError, KeysError) as exc:
+        raise StartupError(f"TLS certificate or key: {exc}") from exc
+    if pin not in directory.tls_pins():
+        raise StartupError(
+            f"the TLS certificate {settings.tls_cert_file} (pin {pin}) is not listed under "
+            f"tls_spki_sha256 in directory version {directory.version}: daemons would "
+            "refuse it; publish a directory version that lists it first"
+        )
+    return context
+
+
 async def start_serving(
     app: web.Application,
     settings: RelaySettings,
     *,
     host: str | None = None,
     port: int | None = None,
+    tls: bool = True,
 ) -> tuple[web.AppRunner, GuardedSite]:
     """Run ``app`` on a guarded TCP site (deadlines, connection bounds, problem+json for
-    parser errors); the caller cleans the runner up."""
+    parser errors); the caller cleans the runner up. With ``tls`` the site serves HTTPS
+    with the configured certificate, or plain HTTP only if ``plain_http`` says so."""
     runner = web.AppRunner(
         app,
         shutdown_timeout=settings.shutdown_grace_s,
@@ -150,13 +183,17 @@ async def start_serving(
         lingering_time=LINGERING_S,
     )
     await runner.setup()
-    site = GuardedSite(
-        runner,
-        settings.host if host is None else host,
-        settings.port if port is None else port,
-        guard=app[GUARD],
-    )
     try:
+        context = (
+            await asyncio.to_thread(tls_context, settings, app[DIRECTORY].current) if tls else None
+        )
+        site = GuardedSite(
+            runner,
+            settings.host if host is None else host,
+            settings.port if port is None else port,
+            guard=app[GUARD],
+            ssl_context=context,
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()
@@ -200,11 +237,13 @@ async def check(settings: RelaySettings) -> str:
     identity = await prepare(settings, store, holder)
     try:
         await store.ping()
+        context = await asyncio.to_thread(tls_context, settings, holder.current)
     except StoreError as exc:
         raise StartupError(f"store: {exc}") from exc
     finally:
         await store.close()
-    return f"relay {identity.id}, directory version {holder.current.version}"
+    served = "HTTPS" if context is not None else "plain HTTP (plain_http)"
+    return f"relay {identity.id}, directory version {holder.current.version}, {served}"
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -108,10 +108,11 @@ async def _serve(settings: RelaySettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    scheme = "https" if settings.tls_cert_file is not None else "http"
     for addr in runner.addresses:
         host, port = addr[0], addr[1]
-        log.info("relay listening on http://%s:%d", host, port)
-        print(f"relay listening on http://{host}:{port}", flush=True)
+        log.info("relay listening on %s://%s:%d", scheme, host, port)
+        print(f"relay listening on {scheme}://{host}:{port}", flush=True)
     try:
         await stop.wait()
         log.info("shutting down: closing connections, finishing requests in flight")
@@ -214,8 +215,15 @@ def _write_private(path: str, text: str, *, append: bool) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="File holding an operator token (from `relay operator-token`).",
 )
+@click.option(
+    "--tls-cert",
+    envvar="RELAY_TLS_CERT_FILE",
+    type=click.Path(exists=True, dir_okay=False),
+    help="The relay's certificate (PEM) to trust for an https:// URL (default: the "
+    "system's CAs; on the relay host, tls_cert_file).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the snapshot as JSON.")
-def status(url: str, token_file: str, as_json: bool) -> None:
+def status(url: str, token_file: str, tls_cert: str | None, as_json: bool) -> None:
     """Show authorities, open escalations and timers; exit 1 when degraded.
 
     Degraded: an authority unreachable for longer than unreachable_after_s, a message at
@@ -231,7 +239,7 @@ def status(url: str, token_file: str, as_json: bool) -> None:
     if not token:
         raise click.ClickException(f"{token_file} is empty")
     try:
-        problems = run_status(url, token, as_json=as_json)
+        problems = run_status(url, token, as_json=as_json, tls_cert=tls_cert)
     except StatusError as exc:
         raise click.ClickException(str(exc)) from exc
     if problems:

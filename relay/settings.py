@@ -39,6 +39,14 @@ class RelaySettings(settingsfile.PinnedRootSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    tls_cert_file: Path | None = None
+    """The relay's TLS certificate (PEM; ``keys tls create``); its key's pin must be
+    listed in the relay's directory entry (``tls_spki_sha256``)."""
+    tls_key_file: Path | None = None
+    """The certificate's private key (PEM)."""
+    plain_http: bool = False
+    """Serve plain HTTP: only behind a TLS-terminating proxy whose key is pinned in the
+    directory. Without TLS files and without this, ``relay serve`` refuses to start."""
     data_dir: Path = Path("var/relay")
     """Holds the SQLite database, attachments and the directory pin."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import sys
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -461,20 +462,31 @@ class StatusError(Exception):
     """The snapshot could not be fetched: one line for stderr."""
 
 
-async def fetch_snapshot(url: str, token: str, *, timeout_s: float = 10.0) -> Json:
+async def fetch_snapshot(
+    url: str, token: str, *, timeout_s: float = 10.0, tls_cert: str | None = None
+) -> Json:
+    import ssl
+
     import aiohttp
+
+    verify: ssl.SSLContext | bool = True
+    if tls_cert is not None:  # trust the relay's own (self-signed) certificate
+        try:
+            verify = ssl.create_default_context(cafile=tls_cert)
+        except (OSError, ssl.SSLError) as exc:
+            raise StatusError(f"cannot use {tls_cert} as the relay's certificate: {exc}") from exc
 
     target = url.rstrip("/") + "/ops/snapshot"
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session,
-            session.get(target, headers=headers) as resp,
+            session.get(target, headers=headers, ssl=verify) as resp,
         ):
             body = await resp.read()
             status = resp.status
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise StatusError(f"cannot reach the relay at {url}: {exc or type(exc).__name__}") from exc
+        raise StatusError(f"cannot reach the relay at {url}: {_why(exc)}") from exc
     try:
         data = json.loads(body)
     except ValueError as exc:
@@ -483,6 +495,18 @@ async def fetch_snapshot(url: str, token: str, *, timeout_s: float = 10.0) -> Js
         detail = data.get("detail") if isinstance(data, dict) else None
         raise StatusError(f"{target} answered {status}: {detail or 'unexpected answer'}")
     return data
+
+
+def _why(exc: BaseException) -> str:
+    """The operating system's reason, not aiohttp's text (which says ``ssl:default``)."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error
+        return os.strerror(err.errno) if err.errno else (err.strerror or type(err).__name__)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
 
 
 def render_tables(snap: Mapping[str, Any], console: Console) -> None:
@@ -555,14 +579,14 @@ def render_tables(snap: Mapping[str, Any], console: Console) -> None:
         console.print(f"as of {fmt_time(now)} (relay clock)")
 
 
-def run_status(url: str, token: str, *, as_json: bool) -> list[str]:
+def run_status(url: str, token: str, *, as_json: bool, tls_cert: str | None = None) -> list[str]:
     """Fetch and print the snapshot; returns the problems (empty when healthy).
 
     Raises :class:`StatusError` when the relay cannot be asked.
     """
     from rich.console import Console
 
-    snap = asyncio.run(fetch_snapshot(url, token))
+    snap = asyncio.run(fetch_snapshot(url, token, tls_cert=tls_cert))
     if as_json:
         sys.stdout.write(json.dumps(snap, indent=2, sort_keys=True) + "\n")
     else:

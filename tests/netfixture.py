@@ -32,6 +32,7 @@ class Network:
     ids: dict[str, Identity]
     directory: Directory
     history: list[Directory] = field(default_factory=list)
+    relay_tls_pins: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> Identity:
         return self.ids[name]
@@ -57,7 +58,8 @@ class Network:
         )
 
     def entries(self) -> list[DirectoryEntry]:
-        out = [self.entry(self.relay, "relay", "Relay", "EU")]
+        relay = self.entry(self.relay, "relay", "Relay", "EU")
+        out = [relay.model_copy(update={"tls_spki_sha256": list(self.relay_tls_pins)})]
         for aid, ident in self.ids.items():
             name, country, role = AUTHORITIES.get(aid, (aid.upper(), "XX", "national_body"))
             out.append(self.entry(ident, role, name, country))

@@ -203,7 +203,7 @@ def write_cluster(root: Path, daemons: list[str]) -> Cluster:
     (root / "relay.toml").write_text(
         f'port = {port}\ndata_dir = "relay-data"\ndirectory_dir = "directory"\n'
         f'root_key = "{root_key}"\nkeystore = "relay.ks"\nkeystore_passphrase_file = "pass"\n'
-        'log_level = "WARNING"\n'
+        'log_level = "WARNING"\nplain_http = true  # loopback only; TLS: tests/e2e/test_tls.py\n'
     )
     for aid in daemons:
         d = root / aid

@@ -90,11 +90,13 @@ async def start_relay(
         await env.server.close()
 
 
-async def start_guarded_relay(env: RelayEnv) -> AsyncIterator[RelayEnv]:  # pragma: no cover
+async def start_guarded_relay(
+    env: RelayEnv, *, tls: bool = False
+) -> AsyncIterator[RelayEnv]:  # pragma: no cover
     """The relay on the site ``relay serve`` uses (connection guard, deadlines)."""
     app = create_app(env.settings, clock=env.clock)
-    runner, site = await start_serving(app, env.settings, host="127.0.0.1", port=0)
-    env.url, env.app = f"http://127.0.0.1:{site.port}", app
+    runner, site = await start_serving(app, env.settings, host="127.0.0.1", port=0, tls=tls)
+    env.url, env.app = f"{'https' if tls else 'http'}://127.0.0.1:{site.port}", app
     try:
         yield env
     finally:

@@ -47,7 +47,9 @@ async def _load(
     settings: ClientSettings, identity: Identity, pinned: PinnedDirectory, now: int
 ) -> DirectoryView:
     try:
-        async with RelayClient(settings.relay_url, identity, clock=lambda: now) as client:
+        async with RelayClient(
+            settings.relay_url, identity, clock=lambda: now, tls_pins=pinned.tls_pins
+        ) as client:
             directory = await pinned.refresh(client)
             answer = await client.presence()
         return DirectoryView(directory, {p.id: p for p in answer.authorities}, None, now)

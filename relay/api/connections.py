@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -335,9 +336,15 @@ class GuardedSite(web.TCPSite):
     """A TCP site whose connections are :class:`GuardedHandler` protocols."""
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, *, guard: ConnectionGuard
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, host, port, reuse_address=True)
+        super().__init__(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         self._guard = guard
 
     async def start(self) -> None:

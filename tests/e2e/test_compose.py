@@ -179,7 +179,7 @@ def test_every_variable_is_a_setting_and_every_value_is_accepted(
 
 def test_daemons_know_every_relay_instance_and_senders_use_the_proxy() -> None:
     relays = {n: _env(s) for n, s in SERVICES.items() if s.get("command") == ["relay", "serve"]}
-    expected = {f"http://{n}:{env['RELAY_PORT']}" for n, env in relays.items()}
+    expected = {f"https://{n}:{env['RELAY_PORT']}" for n, env in relays.items()}
     for name, service in SERVICES.items():
         if service.get("command") != ["notice", "daemon"]:
             continue

@@ -18,7 +18,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
     for expected in (
         "Key ceremony",
         "Signed directory cpar-demo version 1",
-        "relay listening on http://127.0.0.1:",
+        "keys --passphrase-file",
+        "tls create --relay-id relay-eu",
+        'tls_spki_sha256 = ["',
+        "relay listening on https://127.0.0.1:",
         "accepted by the relay; its signed receipt verified",
         "HANDLING RESTRICTIONS",
         "Acknowledged",
@@ -32,6 +35,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
         "Demo complete.",
     ):
         assert expected in out, expected
+    # The daemons and the CLI spoke TLS to the relay, pinned through the directory.
+    assert 'relay_url = "https://' in (tmp_path / "it-tpc" / "client.toml").read_text()
     assert out.count("verified") >= 3  # accepted, delivered, acknowledged
     # Every command is printed on one line, as it can be pasted into a shell.
     assert "$ notice --config fr-ocbc/client.toml ack " in out

@@ -860,6 +860,9 @@ def test_the_documented_commands_exist() -> None:
         "directory",
         "directory build",
         "directory verify",
+        "tls",
+        "tls create",
+        "tls pin",
     }
 
 
@@ -878,6 +881,7 @@ def test_help(keys: Keys, path: tuple[str, ...]) -> None:
         for param in cmd.params:
             if isinstance(param, click.Option):
                 assert param.opts[0] in result.out
+                assert param.help or param.opts[0] == "--help", f"{param.opts[0]} has no help"
         if isinstance(cmd, click.Group):
             for sub in cmd.commands:
                 assert sub in result.out

@@ -82,6 +82,7 @@ def _relay_toml(settings: RelaySettings, *, passphrase: bool = True) -> Path:
         f'data_dir = "{settings.data_dir}"',
         f'directory_dir = "{settings.directory_dir}"',
         f'keystore = "{settings.keystore}"',
+        "plain_http = true",
     ]
     if passphrase:
         lines.append(f'keystore_passphrase_file = "{settings.keystore_passphrase_file}"')

@@ -91,7 +91,13 @@ def build() -> dict[str, str]:
         )
 
     entries = [
-        entry(relay, "relay", "EU relay", "BE"),
+        entry(
+            relay,
+            "relay",
+            "EU relay",
+            "BE",
+            tls_spki_sha256=[b64e(hashlib.sha256(b"vector relay SPKI").digest())],
+        ),
         entry(it, "national_body", "Carabinieri TPC", "IT"),
         entry(
             fr,
