@@ -42,6 +42,9 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     """The longest wait between reconnection attempts (full jitter: 0 to this); after a
     relay restart a daemon is back within about this long."""
     directory_refresh_s: float = Field(300.0, gt=0)
+    directory_grace_s: float = Field(7 * 86400.0, ge=0)
+    """How long past its ``expires`` a directory version is still used; after that the
+    daemon and the CLI refuse it until the keeper publishes a newer one."""
     hook_interval_s: float = Field(1.0, gt=0)
     outbox_interval_s: float = Field(1.0, gt=0)
     """How often the daemon looks for messages and decisions queued in the outbox."""

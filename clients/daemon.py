@@ -25,7 +25,7 @@ from typing import Any
 
 from clients.client import Event, QueueItem, RelayClient, RelayStream
 from clients.config import ClientSettings
-from clients.directory import PinnedDirectory
+from clients.directory import DirectoryExpiredError, PinnedDirectory
 from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.escalations import envelope_event, is_release, notice_event
 from clients.hooks import HookRunner
@@ -101,7 +101,7 @@ class Daemon:
     def directory(self) -> Directory:
         if self.pin is None:
             raise ClientError("no directory yet")
-        return self.pin.require()
+        return self.pin.require(self.clock())
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -150,6 +150,10 @@ class Daemon:
                     else:
                         await self._run_longpoll(stop)
                     backoff = s.reconnect_min_s
+                except DirectoryExpiredError as exc:
+                    # Fail closed, loudly: nothing is verified or acknowledged (the relay
+                    # keeps every item) until a newer directory version is published.
+                    log.error("%s", exc)
                 except (ClientError, KeysError, OSError) as exc:
                     log.warning("relay connection failed: %s", exc)
                 self.connected.clear()
@@ -187,6 +191,7 @@ class Daemon:
         assert self.client is not None and self.pin is not None
         current = await self.pin.refresh(self.client)
         self._refreshed_at = now
+        self.pin.usable(current, now)  # fail closed past expiry + grace (logged by run())
         if current.get(self.identity.id) is None:
             raise ClientError(f"{self.identity.id} is not in directory version {current.version}")
 

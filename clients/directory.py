@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import difflib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from clients.client import RelayClient
@@ -27,26 +28,29 @@ from clients.config import ClientSettings
 from clients.errors import ClientError
 from clients.refusal import RefusedError
 from keys.directory import Directory, DirectoryPin
+from keys.encoding import now_ms
 from keys.errors import KeysError
 from keys.keystore import write_private_file
 
-__all__ = ["PinnedDirectory", "check_recipients"]
+__all__ = ["DirectoryExpiredError", "PinnedDirectory", "check_recipients"]
 
 
 class PinnedDirectory:
     """The directory as far as the pinned root and the accepted history allow."""
 
-    def __init__(self, pin: DirectoryPin, path: Path) -> None:
+    def __init__(self, pin: DirectoryPin, path: Path, *, grace_ms: int = 7 * 86_400_000) -> None:
         self.pin = pin
         self.path = path
+        self.grace_ms = grace_ms
 
     @classmethod
     def load(cls, settings: ClientSettings) -> PinnedDirectory:
         """The pinned root and every version accepted before (blocking file I/O)."""
         roots = [settings.root_public_key()]
         path = settings.pin_path
+        grace_ms = int(settings.directory_grace_s * 1000)
         if not path.exists():
-            return cls(DirectoryPin(roots), path)
+            return cls(DirectoryPin(roots), path, grace_ms=grace_ms)
         pin = DirectoryPin.load(roots, path.read_text(encoding="utf-8"))
         current = _current_path(path)
         if current.exists():
@@ -54,7 +58,7 @@ class PinnedDirectory:
             # ignored (the next refresh brings the newest from the relay).
             with contextlib.suppress(KeysError, OSError):
                 pin.accept(current.read_bytes())
-        return cls(pin, path)
+        return cls(pin, path, grace_ms=grace_ms)
 
     @property
     def current(self) -> Directory | None:
@@ -66,11 +70,18 @@ class PinnedDirectory:
         current = self.pin.current
         return None if current is None else current.tls_pins()
 
-    def require(self) -> Directory:
-        """The newest accepted directory; ClientError if there is none yet."""
+    def require(self, now: int | None = None) -> Directory:
+        """The newest accepted directory; ClientError if there is none yet, or if it is
+        past its expiry plus the grace."""
         if self.pin.current is None:
             raise ClientError("no directory yet")
-        return self.pin.current
+        return self.usable(self.pin.current, now_ms() if now is None else now)
+
+    def usable(self, directory: Directory, now: int) -> Directory:
+        """``directory``, or :class:`DirectoryExpiredError` past its expiry plus grace."""
+        if directory.expired(now, self.grace_ms):
+            raise DirectoryExpiredError(expired_message(directory, self.grace_ms))
+        return directory
 
     async def refresh(self, client: RelayClient) -> Directory:
         """Fetch the relay's directory history and move the pin forward.
@@ -88,6 +99,23 @@ class PinnedDirectory:
             return current
 
         return await asyncio.to_thread(accept)
+
+
+class DirectoryExpiredError(ClientError):
+    """The newest directory version is past its expiry and the grace: fail closed."""
+
+
+def expired_message(directory: Directory, grace_ms: int) -> str:
+    assert directory.expires is not None
+    return (
+        f"directory version {directory.version} expired on {_utc(directory.expires)} and its "
+        f"grace ended on {_utc(directory.expires + grace_ms)}: refusing to use it until the "
+        "network's directory keeper publishes a newer version"
+    )
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def check_recipients(directory: Directory, ids: Sequence[str]) -> None:

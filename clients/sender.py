@@ -126,7 +126,7 @@ async def send(
         settings.relay_url, identity, clock=clock, tls_pins=pinned.tls_pins
     ) as client:
         try:
-            directory = await pinned.refresh(client)
+            directory = pinned.usable(await pinned.refresh(client), clock())
             offline: str | None = None
         except UNREACHABLE as exc:
             offline = one_line(str(exc))
@@ -242,7 +242,7 @@ def _offline_directory(pinned: PinnedDirectory, why: str, *, queue: bool) -> Dir
             f"nothing was sent: {why}; no directory is pinned yet to seal with (the first "
             "send, or the daemon's first connection, needs the relay)"
         )
-    return pinned.current
+    return pinned.require()
 
 
 def _spool_dir(settings: ClientSettings) -> Path:
@@ -356,7 +356,7 @@ async def status_online(
     async with RelayClient(
         settings.relay_url, identity, clock=clock, tls_pins=pinned.tls_pins
     ) as client:
-        directory = await pinned.refresh(client)
+        directory = pinned.usable(await pinned.refresh(client), clock())
         t = await client.timeline(msg_id)
     try:
         header = EnvelopeHeader.model_validate(t.header)

@@ -424,10 +424,22 @@ def directory() -> None:
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the new version."
 )
+@click.option(
+    "--valid-days",
+    type=click.IntRange(0, 3650),
+    default=90,
+    show_default=True,
+    help="Days until the version expires (clients refuse it after their grace); 0 for no expiry.",
+)
 @_passphrase_options
 @click.pass_obj
 def directory_build(
-    obj: _Ctx, root_keystore: str, entries: str, previous: str | None, out: str
+    obj: _Ctx,
+    root_keystore: str,
+    entries: str,
+    previous: str | None,
+    out: str,
+    valid_days: int,
 ) -> None:
     """Build the next directory version from an entries file and sign it with the root."""
     network, authorities = load_entries_file(entries)
@@ -436,12 +448,18 @@ def directory_build(
     if previous:
         prev = Directory.verify(Path(previous).read_text().strip(), [root_id.signing_key().public])
     signed = sign_directory(
-        root_id, network=network, authorities=authorities, previous=prev, now=now_ms()
+        root_id,
+        network=network,
+        authorities=authorities,
+        previous=prev,
+        now=now_ms(),
+        valid_ms=valid_days * DAY_MS if valid_days else None,
     )
     _parent(out).write_text(signed.token + "\n", encoding="ascii")
+    until = f", expires {_when(signed.expires)}" if signed.expires is not None else ""
     _out().print(
         f"Signed directory {network} version {signed.version} with {len(authorities)} "
-        f"authorities to {out} (hash {signed.hash[:16]}…)"
+        f"authorities to {out} (hash {signed.hash[:16]}…{until})"
     )
 
 

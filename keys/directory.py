@@ -68,6 +68,15 @@ class Directory:
         return self.document.version
 
     @property
+    def expires(self) -> int | None:
+        """When this version stops being usable (before the client's grace); None: never."""
+        return self.document.expires
+
+    def expired(self, now: int, grace_ms: int) -> bool:
+        expires = self.document.expires
+        return expires is not None and now > expires + grace_ms
+
+    @property
     def network(self) -> str:
         return self.document.network
 
@@ -166,18 +175,23 @@ def sign_directory(
     authorities: Sequence[DirectoryEntry],
     previous: Directory | None,
     now: int,
+    valid_ms: int | None = None,
 ) -> Directory:
-    """Build and sign the next directory version (version 1 if ``previous`` is None)."""
+    """Build and sign the next directory version (version 1 if ``previous`` is None);
+    with ``valid_ms`` it expires that long after ``now``."""
     if root.kind != "root":
         raise KeysError(f"{root.id} is not a network root identity")
     if previous is not None and previous.network != network:
         raise KeysError(f"previous directory is for network {previous.network!r}, not {network!r}")
+    if previous is not None and now < previous.document.issued:
+        raise KeysError("this clock is behind the previous version's issue time: check the clock")
     try:
         document = DirectoryDocument(
             network=network,
             version=1 if previous is None else previous.version + 1,
             prev=None if previous is None else previous.hash,
             issued=now,
+            expires=None if valid_ms is None else now + valid_ms,
             authorities=list(authorities),
         )
     except ValidationError as exc:
@@ -196,10 +210,21 @@ class DirectoryPin:
     restarted client cannot be rolled back either.
     """
 
-    def __init__(self, roots: Iterable[bytes], state: dict[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        roots: Iterable[bytes],
+        state: dict[int, str] | None = None,
+        *,
+        network: str | None = None,
+        issued: int | None = None,
+    ) -> None:
         self.roots = list(roots)
         self.state: dict[int, str] = dict(state or {})
         self.current: Directory | None = None
+        self.network = network
+        """The network every accepted version belongs to: it never changes."""
+        self.issued = issued
+        """The newest accepted version's issue time: a later version never goes back."""
 
     @property
     def latest(self) -> int:
@@ -209,6 +234,11 @@ class DirectoryPin:
         """Verify ``token`` and make it the current directory, or raise."""
         directory = Directory.verify(token, self.roots)
         v = directory.version
+        if self.network is not None and directory.network != self.network:
+            raise DirectoryForkError(
+                f"directory version {v} is for network {directory.network!r}, not the pinned "
+                f"network {self.network!r}"
+            )
         seen = self.state.get(v)
         if seen is not None and seen != directory.hash:
             raise DirectoryForkError(
@@ -227,8 +257,15 @@ class DirectoryPin:
                 raise DirectoryForkError(
                     f"directory version {v} does not follow version {self.latest} (fork)"
                 )
+            if self.issued is not None and directory.document.issued < self.issued:
+                raise DirectoryRollbackError(
+                    f"directory version {v} was issued before version {self.latest}"
+                )
         self.state[v] = directory.hash
         self.current = directory
+        self.network = directory.network
+        if v == self.latest:
+            self.issued = directory.document.issued
         return directory
 
     def accept_history(self, tokens: Iterable[str | bytes]) -> Directory:
@@ -247,16 +284,27 @@ class DirectoryPin:
         return self.accept(verified[-1].token)
 
     def dump(self) -> str:
-        return json.dumps({"versions": {str(k): v for k, v in sorted(self.state.items())}})
+        doc: dict[str, object] = {"versions": {str(k): v for k, v in sorted(self.state.items())}}
+        if self.network is not None:
+            doc["network"] = self.network
+        if self.issued is not None:
+            doc["issued"] = self.issued
+        return json.dumps(doc)
 
     @classmethod
     def load(cls, roots: Iterable[bytes], text: str) -> DirectoryPin:
+        """A pin from :meth:`dump` (files written before ``network``/``issued`` load too)."""
         try:
-            raw = json.loads(text)["versions"]
-            state = {int(k): str(v) for k, v in raw.items()}
+            doc = json.loads(text)
+            state = {int(k): str(v) for k, v in doc["versions"].items()}
+            network, issued = doc.get("network"), doc.get("issued")
+            if network is not None and not isinstance(network, str):
+                raise TypeError("network")
+            if issued is not None and (not isinstance(issued, int) or isinstance(issued, bool)):
+                raise TypeError("issued")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DirectoryInvalidError("directory pin file is corrupt") from exc
-        return cls(roots, state)
+        return cls(roots, state, network=network, issued=issued)
 
 
 # --- entries files (the directory keeper's input) -----------------------------------

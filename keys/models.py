@@ -212,12 +212,17 @@ class DirectoryDocument(_Model):
     version: Annotated[int, Field(ge=1)]
     prev: Sha256Hex | None
     issued: Millis
+    expires: Millis | None = None
+    """After this (plus the client's grace), clients refuse the version: the keeper must
+    publish a newer one. ``null``: no expiry (older directories)."""
     authorities: list[DirectoryEntry] = Field(max_length=10_000)
 
     @model_validator(mode="after")
     def _consistent(self) -> DirectoryDocument:
         if (self.version == 1) != (self.prev is None):
             raise ValueError("version 1 has no prev; every later version must have one")
+        if self.expires is not None and self.expires <= self.issued:
+            raise ValueError("expires must be after issued")
         ids = [a.id for a in self.authorities]
         if len(set(ids)) != len(ids):
             raise ValueError("an authority id appears twice")

@@ -13,6 +13,7 @@ import logging
 import resource
 import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 from aiohttp import WSCloseCode, web
 
@@ -60,6 +61,8 @@ from relay.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 5.0
+DIRECTORY_WARN_MS = 14 * 86_400_000
+_WARNED_HOUR: web.AppKey[int] = web.AppKey("directory_warned_hour")
 LINGERING_S = 2.0
 """How long an unread request body is drained after the answer before the close."""
 
@@ -277,6 +280,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 asyncio.create_task(core.prober.run(), name="probes"),
             ]
             log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
+            _directory_expiry(app)
             try:
                 yield
             finally:
@@ -361,6 +365,25 @@ async def _listen(store: Store, hub: Hub) -> None:
             await asyncio.sleep(1.0)
 
 
+def _directory_expiry(app: web.Application) -> None:
+    """Publish the directory's expiry; warn (at most hourly) in the last 14 days."""
+    current, metrics = app[DIRECTORY].current, app[METRICS]
+    expires = current.expires
+    metrics.directory_expires.set(0 if expires is None else expires / 1000)
+    if expires is None or expires - app[CLOCK]() > DIRECTORY_WARN_MS:
+        return
+    hour = app[CLOCK]() // 3_600_000
+    if app.get(_WARNED_HOUR) != hour:
+        app[_WARNED_HOUR] = hour
+        log.warning(
+            "directory version %d %s on %s: daemons refuse it after their grace; "
+            "the directory keeper must publish a newer version",
+            current.version,
+            "expired" if expires <= app[CLOCK]() else "expires",
+            datetime.fromtimestamp(expires / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+
+
 async def _maintenance(app: web.Application) -> None:
     """Periodic chores; one failing step is logged and the loop goes on."""
     holder = app[DIRECTORY]
@@ -370,6 +393,7 @@ async def _maintenance(app: web.Application) -> None:
             await asyncio.to_thread(holder.load)
         except Exception:
             log.exception("directory reload failed; keeping version %d", holder.current.version)
+        _directory_expiry(app)
         try:
             app[NONCES].purge(app[CLOCK]() // 1000)
         except Exception:

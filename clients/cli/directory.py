@@ -9,7 +9,7 @@ with reachability unknown.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,7 +22,7 @@ from clients.cli.base import CliContext, run
 from clients.cli.render import clean, err_console, iso, print_json, stdout_console, text
 from clients.client import RelayClient
 from clients.config import ClientSettings
-from clients.directory import PinnedDirectory
+from clients.directory import PinnedDirectory, expired_message
 from clients.errors import ClientError
 from keys import wire
 from keys.directory import Directory
@@ -41,6 +41,8 @@ class DirectoryView:
     """None: the relay could not be asked."""
     problem: str | None
     now: int
+    expired: str | None = None
+    """Set when the version is past its expiry plus grace: what is refused and why."""
 
 
 async def _load(
@@ -122,6 +124,8 @@ def _json(view: DirectoryView) -> dict[str, Any]:
     return {
         "version": view.directory.version,
         "network": view.directory.network,
+        "expires": iso(view.directory.expires),
+        "expired": view.expired,
         "presence_known": view.presence is not None,
         "authorities": rows,
     }
@@ -132,7 +136,8 @@ def render_directory(view: DirectoryView, as_json: bool) -> None:
         print_json(_json(view))
         return
     d = view.directory
-    table = Table(title=f"Directory of {clean(d.network)}, version {d.version}")
+    until = f", expires {iso(d.expires)}" if d.expires is not None else ""
+    table = Table(title=f"Directory of {clean(d.network)}, version {d.version}{until}")
     table.add_column("id", no_wrap=True)
     table.add_column("name")
     table.add_column("country", no_wrap=True)
@@ -162,6 +167,8 @@ def render_directory(view: DirectoryView, as_json: bool) -> None:
             reach,
         )
     stdout_console().print(table)
+    if view.expired is not None:
+        err_console().print(Text(f"notice: error: {view.expired}", style="bold red"))
     if view.problem is not None:
         err_console().print(
             text(
@@ -187,4 +194,8 @@ def directory_cmd(obj: CliContext, as_json: bool) -> None:
     pinned = PinnedDirectory.load(settings)
     now = obj.clock()
     view = run(lambda: _load(settings, identity, pinned, now))
+    if view.directory.expired(now, pinned.grace_ms):
+        view = replace(view, expired=expired_message(view.directory, pinned.grace_ms))
     render_directory(view, as_json)
+    if view.expired is not None:
+        raise click.exceptions.Exit(1)

@@ -76,6 +76,11 @@ class Metrics:
         self.degraded = Gauge(
             "cpar_degraded", "1 when the relay's health is degraded (see /ops), else 0", registry=r
         )
+        self.directory_expires = Gauge(
+            "cpar_directory_expires_timestamp_seconds",
+            "When the directory version in force expires (Unix time); 0 when it has no expiry",
+            registry=r,
+        )
         labels = ["authority"]
         self.authority_connected = Gauge(
             "cpar_authority_connected", "Open daemon connections per authority", labels, registry=r

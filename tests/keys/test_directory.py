@@ -158,3 +158,76 @@ def test_directory_entry_rejects_a_kid_not_derived_from_its_key(net: Network) ->
     entry["signing_keys"][0]["kid"] = "aaaaaaaaaaaaaaaa"
     with pytest.raises(ValueError, match="not derived"):
         DirectoryEntry.model_validate(entry)
+
+
+# --- expiry, network and issue time ------------------------------------------------------
+
+
+def test_a_version_carries_its_expiry_and_is_expired_only_past_the_grace(net: Network) -> None:
+    d = sign_directory(
+        net.root,
+        network="test-net",
+        authorities=net.entries(),
+        previous=net.directory,
+        now=NOW,
+        valid_ms=86_400_000,
+    )
+    assert d.expires == NOW + 86_400_000
+    grace = 7 * 86_400_000
+    assert not d.expired(NOW + 86_400_000 + grace, grace)
+    assert d.expired(NOW + 86_400_000 + grace + 1, grace)
+    assert not net.directory.expired(NOW + 10**12, grace)  # no expiry: never
+    with pytest.raises(errors.KeysError, match="expires must be after issued"):
+        sign_directory(
+            net.root,
+            network="test-net",
+            authorities=net.entries(),
+            previous=None,
+            now=NOW,
+            valid_ms=0,
+        )
+
+
+def _forged_issue_time(net: Network, previous: Directory, issued: int) -> str:
+    """A next version whose ``issued`` goes back (sign_directory itself refuses that)."""
+    doc = previous.document.model_copy(
+        update={"version": previous.version + 1, "prev": previous.hash, "issued": issued}
+    )
+    key = net.root.signing_key(NOW)
+    header = dumps({"alg": "Ed25519", "typ": "cpar-directory+jws", "kid": key.kid})
+    return sign_compact(header, doc.model_dump_json(by_alias=True).encode(), key.secret)
+
+
+def test_the_pin_refuses_a_version_issued_before_the_newest_it_accepted(net: Network) -> None:
+    pin = DirectoryPin([_root_pk(net)])
+    pin.accept(net.directory.token)
+    with pytest.raises(errors.KeysError, match="this clock is behind"):
+        sign_directory(
+            net.root,
+            network="test-net",
+            authorities=net.entries(),
+            previous=net.directory,
+            now=net.directory.document.issued - 1,
+        )
+    token = _forged_issue_time(net, net.directory, net.directory.document.issued - 1)
+    # A restarted client remembers the issue time too.
+    again = DirectoryPin.load([_root_pk(net)], pin.dump())
+    for p in (pin, again):
+        with pytest.raises(errors.DirectoryRollbackError, match="issued before"):
+            p.accept(token)
+
+
+def test_the_pin_refuses_another_network_even_after_a_restart(net: Network) -> None:
+    pin = DirectoryPin([_root_pk(net)])
+    pin.accept(net.directory.token)
+    other = sign_directory(
+        net.root, network="other-net", authorities=net.entries(), previous=None, now=NOW
+    )
+    again = DirectoryPin.load([_root_pk(net)], pin.dump())
+    assert again.network == "test-net"
+    for p in (pin, again):
+        with pytest.raises(errors.DirectoryForkError, match="not the pinned network 'test-net'"):
+            p.accept(other.token)
+    # A pin file written before the network was recorded still loads.
+    old = DirectoryPin.load([_root_pk(net)], json.dumps({"versions": {"1": net.directory.hash}}))
+    assert old.network is None and old.latest == 1

@@ -43,7 +43,7 @@ def test_promtool_checks_the_rules() -> None:
         [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 4 rules found" in done.stdout
+    assert "SUCCESS: 5 rules found" in done.stdout
 
 
 def test_promtool_unit_tests_of_the_rules_pass() -> None:
@@ -72,6 +72,7 @@ async def test_every_metric_the_rules_use_is_exposed(relay: RelayEnv) -> None:
     }
     assert names == {
         "cpar_authority_unreachable_seconds",
+        "cpar_directory_expires_timestamp_seconds",
         "cpar_messages_at_notify_step",
         "cpar_overdue_timers",
         "cpar_store_up",
