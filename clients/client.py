@@ -288,8 +288,12 @@ class RelayClient:
         return result
 
     async def directory_history(self) -> list[str]:
+        return list((await self.directory_chain()).versions)
+
+    async def directory_chain(self) -> wire.DirectoryHistory:
+        """Every directory version and the root-key rotation statements, oldest first."""
         _, result = await self._typed(wire.DirectoryHistory, "GET", "/v1/directory/history")
-        return list(result.versions)
+        return result
 
     # -- attachments ----------------------------------------------------------------
 

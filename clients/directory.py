@@ -90,9 +90,11 @@ class PinnedDirectory:
         is written (mode 0600) before this returns. Verification and the file write run in
         a worker thread.
         """
-        tokens = await client.directory_history()
+        chain = await client.directory_chain()
+        tokens = list(chain.versions)
 
         def accept() -> Directory:
+            self.pin.follow(chain.rotations)  # root-key rotations signed by a trusted root
             current = self.pin.accept_history(tokens)
             write_private_file(self.path, self.pin.dump().encode())
             write_private_file(_current_path(self.path), current.token.encode())

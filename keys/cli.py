@@ -25,6 +25,7 @@ from keys.directory import (
     load_entries_file,
     root_public_key,
     sign_directory,
+    sign_rotation,
 )
 from keys.encoding import AUTHORITY_ID_PATTERN, b64d, b64e, fingerprint, key_id, now_ms
 from keys.errors import KeysError
@@ -175,6 +176,60 @@ def root_create(obj: _Ctx, out: str, pub_out: str | None, kdf: KdfStrength) -> N
     console.print(f"  public key:  {b64e(key.public)}")
     console.print(f"  fingerprint: [bold]{key.fingerprint}[/bold]")
     console.print("Distribute the public key to every client and confirm the fingerprint by phone.")
+
+
+@root.command("rotate")
+@click.option(
+    "--root-keystore",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The outgoing root's encrypted keystore: it signs the statement.",
+)
+@click.option(
+    "--new-root-key-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="The new root's public key (base64url), as `root create --pub-out` wrote it.",
+)
+@click.option("--network", required=True, help="The network name (as in the directory).")
+@click.option(
+    "--from-version",
+    required=True,
+    type=click.IntRange(2),
+    help="The first directory version the new root signs; the old one signs none after.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to write the statement: put it in the relay's directory folder as "
+    "*.rotation, beside the versions.",
+)
+@_passphrase_options
+@click.pass_obj
+def root_rotate(
+    obj: _Ctx,
+    root_keystore: str,
+    new_root_key_file: str,
+    network: str,
+    from_version: int,
+    out: str,
+) -> None:
+    """Introduce a new network root with a statement signed by the current one.
+
+    Clients that pin the current root follow the statement (they fetch it with the
+    directory history) and accept versions signed by the new root from --from-version
+    on; the old root is trusted for no later version. Then build that version with
+    `directory build --root-keystore NEW --previous-root-key-file OLD.pub`.
+    """
+    old = _open_keystore(obj, root_keystore)
+    new = root_public_key(Path(new_root_key_file).read_text(encoding="ascii"))
+    token = sign_rotation(old, new, network=network, from_version=from_version, now=now_ms())
+    _parent(out).write_text(token + "\n", encoding="ascii")
+    _out().print(
+        f"Wrote the rotation of network {network} to root {fingerprint(new)} from version "
+        f"{from_version} to {out}"
+    )
 
 
 # --- identities ---------------------------------------------------------------------
@@ -425,6 +480,11 @@ def directory() -> None:
     "--out", required=True, type=click.Path(dir_okay=False), help="Where to write the new version."
 )
 @click.option(
+    "--previous-root-key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="After a root rotation: the old root's public key, which signed --previous.",
+)
+@click.option(
     "--valid-days",
     type=click.IntRange(0, 3650),
     default=90,
@@ -440,13 +500,17 @@ def directory_build(
     previous: str | None,
     out: str,
     valid_days: int,
+    previous_root_key_file: str | None,
 ) -> None:
     """Build the next directory version from an entries file and sign it with the root."""
     network, authorities = load_entries_file(entries)
     root_id = _open_keystore(obj, root_keystore)
     prev = None
     if previous:
-        prev = Directory.verify(Path(previous).read_text().strip(), [root_id.signing_key().public])
+        roots = [root_id.signing_key().public]
+        if previous_root_key_file:
+            roots.append(root_public_key(Path(previous_root_key_file).read_text(encoding="ascii")))
+        prev = Directory.verify(Path(previous).read_text().strip(), roots)
     signed = sign_directory(
         root_id,
         network=network,

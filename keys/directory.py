@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from keys.encoding import b64d, dumps, key_id, sha256_hex
+from keys.encoding import b64d, b64e, dumps, key_id, sha256_hex
 from keys.errors import (
     DirectoryForkError,
     DirectoryGapError,
@@ -42,10 +42,12 @@ from keys.identity import Identity, verify_encryption_key
 from keys.jws import parse_compact, sign_compact, verify_compact
 from keys.models import (
     TYP_DIRECTORY,
+    TYP_ROOT_ROTATION,
     DirectoryDocument,
     DirectoryEntry,
     JwsHeader,
     PublicKeys,
+    RootRotation,
     SigningKeyInfo,
 )
 
@@ -217,8 +219,11 @@ class DirectoryPin:
         *,
         network: str | None = None,
         issued: int | None = None,
+        retired: dict[str, int] | None = None,
     ) -> None:
         self.roots = list(roots)
+        self.retired: dict[str, int] = dict(retired or {})
+        """kid of a rotated-away root -> the last version it may have signed."""
         self.state: dict[int, str] = dict(state or {})
         self.current: Directory | None = None
         self.network = network
@@ -234,6 +239,12 @@ class DirectoryPin:
         """Verify ``token`` and make it the current directory, or raise."""
         directory = Directory.verify(token, self.roots)
         v = directory.version
+        last = self.retired.get(directory.root_kid)
+        if last is not None and v > last:
+            raise UnknownRootError(
+                f"directory version {v} is signed by root {directory.root_kid}, which was "
+                f"rotated away after version {last}"
+            )
         if self.network is not None and directory.network != self.network:
             raise DirectoryForkError(
                 f"directory version {v} is for network {directory.network!r}, not the pinned "
@@ -268,8 +279,48 @@ class DirectoryPin:
             self.issued = directory.document.issued
         return directory
 
+    def follow(self, rotations: Iterable[str | bytes]) -> list[bytes]:
+        """Follow root-key rotation statements from a trusted root; returns the new roots.
+
+        A statement counts only when signed by a root this pin trusts and not retired,
+        for the pinned network; its new key is then trusted for the versions from
+        ``from_version`` on, and the old one for none after it."""
+        added: list[bytes] = []
+        pending = [verify_rotation_unsigned(t) for t in rotations]
+        progress = True
+        while progress:  # a chain may arrive in any order
+            progress = False
+            for token, statement in list(pending):
+                old, new = (
+                    b64d(statement.old, what="root key"),
+                    b64d(statement.new, what="root key"),
+                )
+                if key_id(new) in {key_id(r) for r in self.roots}:
+                    pending.remove((token, statement))
+                    continue
+                trusted = {key_id(r): r for r in self.roots if key_id(r) not in self.retired}
+                if key_id(old) not in trusted:
+                    continue
+                verify_rotation(token, old)
+                if self.network is not None and statement.network != self.network:
+                    raise DirectoryForkError(
+                        f"a root rotation for network {statement.network!r}, not the pinned "
+                        f"network {self.network!r}"
+                    )
+                self.retired[key_id(old)] = statement.from_version - 1
+                self.roots.append(new)
+                added.append(new)
+                pending.remove((token, statement))
+                progress = True
+        return added
+
     def accept_history(self, tokens: Iterable[str | bytes]) -> Directory:
-        """Accept a run of versions in order; returns the newest."""
+        """Accept a run of versions in order; returns the newest.
+
+        Versions already pinned (same version, same hash) are skipped without verifying
+        them again: after a root rotation, the old root may no longer be trusted."""
+        given = list(tokens)
+        tokens = [t for t in given if not self._pinned(t)] or given[-1:]
         verified = sorted(
             (Directory.verify(t, self.roots) for t in tokens), key=lambda d: d.version
         )
@@ -283,8 +334,21 @@ class DirectoryPin:
         # ends below the pinned version is a rollback, whatever it contains.
         return self.accept(verified[-1].token)
 
+    def _pinned(self, token: str | bytes) -> bool:
+        """Already accepted as it is (by version and hash), and not the newest."""
+        try:
+            jws = parse_compact(token, what="directory", max_bytes=MAX_DIRECTORY_BYTES)
+            document = DirectoryDocument.model_validate_json(jws.payload)
+        except (EncodingError, TamperedError, ValidationError):
+            return False
+        v = document.version
+        return v < self.latest and self.state.get(v) == sha256_hex(jws.payload)
+
     def dump(self) -> str:
         doc: dict[str, object] = {"versions": {str(k): v for k, v in sorted(self.state.items())}}
+        doc["roots"] = [b64e(r) for r in self.roots]
+        if self.retired:
+            doc["retired"] = dict(sorted(self.retired.items()))
         if self.network is not None:
             doc["network"] = self.network
         if self.issued is not None:
@@ -302,9 +366,14 @@ class DirectoryPin:
                 raise TypeError("network")
             if issued is not None and (not isinstance(issued, int) or isinstance(issued, bool)):
                 raise TypeError("issued")
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            retired = {str(k): int(v) for k, v in doc.get("retired", {}).items()}
+            followed = [b64d(r, what="root key") for r in doc.get("roots", [])]
+        except (ValueError, KeyError, TypeError, AttributeError, EncodingError) as exc:
             raise DirectoryInvalidError("directory pin file is corrupt") from exc
-        return cls(roots, state, network=network, issued=issued)
+        # The configured roots, then the ones reached by rotation statements before.
+        all_roots = list(roots)
+        all_roots += [r for r in followed if key_id(r) not in {key_id(x) for x in all_roots}]
+        return cls(all_roots, state, network=network, issued=issued, retired=retired)
 
 
 # --- entries files (the directory keeper's input) -----------------------------------
@@ -356,6 +425,55 @@ def load_entries_file(path: str | os.PathLike[str]) -> tuple[str, list[Directory
         except ValidationError as exc:
             raise KeysError(f"{src}: authorities[{i}]: {_first_error(exc)}") from exc
     return network, entries
+
+
+def sign_rotation(
+    old_root: Identity, new_root_public: bytes, *, network: str, from_version: int, now: int
+) -> str:
+    """A statement, signed by the outgoing root, that ``new_root_public`` signs the
+    directory from ``from_version`` on."""
+    if old_root.kind != "root":
+        raise KeysError(f"{old_root.id} is not a network root identity")
+    signing = old_root.signing_key(now)
+    try:
+        statement = RootRotation(
+            network=network,
+            old=b64e(signing.public),
+            new=b64e(new_root_public),
+            from_version=from_version,
+            issued=now,
+        )
+    except ValidationError as exc:
+        raise DirectoryInvalidError(f"root rotation is invalid: {_first_error(exc)}") from exc
+    header = dumps({"alg": "Ed25519", "typ": TYP_ROOT_ROTATION, "kid": signing.kid})
+    return sign_compact(header, statement.model_dump_json().encode(), signing.secret)
+
+
+def verify_rotation_unsigned(token: str | bytes) -> tuple[str | bytes, RootRotation]:
+    """Parse a rotation statement (its signature is checked by :func:`verify_rotation`)."""
+    try:
+        jws = parse_compact(token, what="root rotation", max_bytes=16_384)
+        header = JwsHeader.model_validate_json(jws.protected)
+        statement = RootRotation.model_validate_json(jws.payload)
+    except (EncodingError, TamperedError, ValidationError) as exc:
+        raise DirectoryInvalidError(f"root rotation is malformed: {_first_error(exc)}") from exc
+    if header.typ != TYP_ROOT_ROTATION:
+        raise DirectoryInvalidError(f"not a root rotation (typ {header.typ!r})")
+    return token, statement
+
+
+def verify_rotation(token: str | bytes, old_root: bytes) -> RootRotation:
+    """Verify a rotation statement's signature by the outgoing root ``old_root``."""
+    _, statement = verify_rotation_unsigned(token)
+    jws = parse_compact(token, what="root rotation", max_bytes=16_384)
+    header = JwsHeader.model_validate_json(jws.protected)
+    if header.kid != key_id(old_root) or b64d(statement.old, what="root key") != old_root:
+        raise DirectorySignatureError("root rotation is not signed by the root it retires")
+    try:
+        verify_compact(jws, old_root, what="root rotation")
+    except TamperedError as exc:
+        raise DirectorySignatureError("root rotation signature does not verify") from exc
+    return statement
 
 
 def root_public_key(text: str) -> bytes:

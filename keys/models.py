@@ -28,6 +28,7 @@ from keys.encoding import AUTHORITY_ID_PATTERN, MESSAGE_ID_PATTERN, b64d, key_id
 TYP_ENVELOPE = "cpar-envelope+jws"
 TYP_RECEIPT = "cpar-receipt+jws"
 TYP_DIRECTORY = "cpar-directory+jws"
+TYP_ROOT_ROTATION = "cpar-root-rotation+jws"
 
 AuthorityId = Annotated[str, StringConstraints(pattern=AUTHORITY_ID_PATTERN)]
 MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
@@ -233,6 +234,27 @@ class DirectoryDocument(_Model):
             for ref in refs:
                 if ref is not None and (ref not in known or ref == entry.id):
                     raise ValueError(f"{entry.id}: escalation names unknown authority {ref}")
+        return self
+
+
+class RootRotation(_Model):
+    """The payload of a root-key rotation statement, signed by the outgoing root key.
+
+    From directory version ``from_version`` on, versions are signed by ``new``; ``old``
+    may sign no version after ``from_version - 1``."""
+
+    format: Literal["cpar-root-rotation"] = "cpar-root-rotation"
+    v: Literal[1] = 1
+    network: ShortText
+    old: B64Key32
+    new: B64Key32
+    from_version: Annotated[int, Field(ge=2)]
+    issued: Millis
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RootRotation:
+        if self.old == self.new:
+            raise ValueError("a rotation needs a new key")
         return self
 
 

@@ -423,6 +423,10 @@ class DirectoryCurrent(Outbound):
 
 class DirectoryHistory(Outbound):
     versions: list[Jws] = Field(description="every signed version, oldest first")
+    rotations: list[Jws] = Field(
+        default_factory=list,
+        description="root-key rotation statements (cpar-root-rotation+jws), oldest first",
+    )
 
 
 class Health(Outbound):

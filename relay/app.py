@@ -182,7 +182,9 @@ async def start_serving(
         shutdown_timeout=settings.shutdown_grace_s,
         handle_signals=False,
         access_log=None,
-        keepalive_timeout=settings.idle_timeout_s,
+        # aiohttp's own idle timer is a backstop: the guard's deadline (counted in
+        # /metrics) closes an idle connection first.
+        keepalive_timeout=settings.idle_timeout_s + 1.0,
         lingering_time=LINGERING_S,
     )
     await runner.setup()

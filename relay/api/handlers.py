@@ -458,9 +458,10 @@ async def directory(request: web.Request) -> web.Response:
 
 @routes.get("/v1/directory/history")
 async def directory_history(request: web.Request) -> web.Response:
+    holder = request.app[DIRECTORY]
     return json_response(
         wire.DirectoryHistory.model_construct(
-            versions=[d.token for d in request.app[DIRECTORY].history]
+            versions=[d.token for d in holder.history], rotations=list(holder.rotations)
         )
     )
 
@@ -492,15 +493,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Unauthenticated: says what is not ready, never the error text (addresses, paths);
+    the details go to the log."""
     problems: list[str] = []
     try:
         await asyncio.wait_for(request.app[STORE].ping(), timeout=2)
     except Exception as exc:  # any failure means not ready
-        problems.append(f"store: {exc}")
+        log.warning("not ready: the store does not answer: %s", exc)
+        problems.append("store: unavailable")
     try:
         request.app[DIRECTORY].current  # noqa: B018 - raises when none is loaded
     except Exception as exc:
-        problems.append(f"directory: {exc}")
+        log.warning("not ready: no directory: %s", exc)
+        problems.append("directory: none loaded")
     failing = await request.app[DISK].recheck()
     if failing is not None:
         problems.append(f"disk: writes fail ({failing})")

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from keys.directory import Directory, DirectoryPin
+from keys.encoding import key_id
 from keys.errors import KeysError
 from keys.keystore import write_private_file
 
@@ -34,6 +35,8 @@ class DirectoryHolder:
         self.roots: list[bytes] = []
         self.pin: DirectoryPin | None = None
         self.history: list[Directory] = []
+        self.rotations: list[str] = []
+        """Root-key rotation statements (``*.rotation`` files), served to clients."""
         self._seen: tuple[tuple[str, float], ...] = ()
 
     @property
@@ -50,17 +53,25 @@ class DirectoryHolder:
             if self.pin_file.exists():
                 self.pin = DirectoryPin.load(self.roots, self.pin_file.read_text(encoding="utf-8"))
         files = sorted(self.folder.glob("*.jws"), key=_natural)
-        stamp = tuple((f.name, f.stat().st_mtime) for f in files)
+        rotation_files = sorted(self.folder.glob("*.rotation"), key=_natural)
+        stamp = tuple((f.name, f.stat().st_mtime) for f in [*rotation_files, *files])
         if stamp == self._seen and self.pin.current is not None:
             return False
         if not files:
             raise KeysError(f"no directory versions (*.jws) in {self.folder}")
         tokens = [f.read_text(encoding="ascii").strip() for f in files]
+        rotations = [f.read_text(encoding="ascii").strip() for f in rotation_files]
         before = self.pin.current.version if self.pin.current else 0
+        for new_root in self.pin.follow(rotations):
+            log.warning(
+                "following a root-key rotation: the directory is now signed by %s", key_id(new_root)
+            )
         newest = self.pin.accept_history(tokens)
+        self.roots = list(self.pin.roots)
         self.history = sorted(
             (Directory.verify(t, self.roots) for t in tokens), key=lambda d: d.version
         )
+        self.rotations = rotations
         self._seen = stamp
         write_private_file(self.pin_file, self.pin.dump().encode())
         if newest.version != before:

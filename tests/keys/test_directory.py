@@ -7,7 +7,7 @@ import json
 import pytest
 
 from keys import errors
-from keys.directory import Directory, DirectoryPin, sign_directory
+from keys.directory import Directory, DirectoryPin, sign_directory, sign_rotation
 from keys.encoding import b64d, b64e, dumps
 from keys.identity import Identity
 from keys.jws import sign_compact
@@ -231,3 +231,67 @@ def test_the_pin_refuses_another_network_even_after_a_restart(net: Network) -> N
     # A pin file written before the network was recorded still loads.
     old = DirectoryPin.load([_root_pk(net)], json.dumps({"versions": {"1": net.directory.hash}}))
     assert old.network is None and old.latest == 1
+
+
+# --- root-key rotation -------------------------------------------------------------------
+
+
+def _rotated(net: Network) -> tuple[Identity, str, Directory]:
+    """A new root, the old root's statement introducing it from version 2, and version 2
+    signed by the new root."""
+    new_root = Identity.generate("root-2", kind="root", now=NOW - 1000)
+    statement = sign_rotation(
+        net.root,
+        new_root.signing_key().public,
+        network="test-net",
+        from_version=2,
+        now=NOW,
+    )
+    v2 = sign_directory(
+        new_root, network="test-net", authorities=net.entries(), previous=net.directory, now=NOW
+    )
+    return new_root, statement, v2
+
+
+def test_the_pin_follows_a_rotation_signed_by_the_pinned_root(net: Network) -> None:
+    new_root, statement, v2 = _rotated(net)
+    pin = DirectoryPin([_root_pk(net)])
+    pin.accept(net.directory.token)
+    with pytest.raises(errors.UnknownRootError):
+        pin.accept(v2.token)  # not without the statement
+    assert pin.follow([statement]) == [new_root.signing_key().public]
+    assert pin.accept_history([net.directory.token, v2.token]).version == 2
+    # The old root signs no version from 2 on, even a well-formed next one.
+    stale = sign_directory(
+        net.root, network="test-net", authorities=net.entries(), previous=v2, now=NOW
+    )
+    with pytest.raises(errors.UnknownRootError, match="rotated away"):
+        pin.accept(stale.token)
+    # A restarted client remembers the new root and the retirement.
+    again = DirectoryPin.load([_root_pk(net)], pin.dump())
+    again.accept(v2.token)
+    with pytest.raises(errors.UnknownRootError, match="rotated away"):
+        again.accept(stale.token)
+    assert again.follow([statement]) == []  # already followed
+
+
+def test_a_rotation_not_signed_by_a_pinned_root_is_not_followed(net: Network) -> None:
+    intruder = Identity.generate("root", kind="root", now=NOW - 1000)
+    fake_new = Identity.generate("root-x", kind="root", now=NOW - 1000)
+    statement = sign_rotation(
+        intruder, fake_new.signing_key().public, network="test-net", from_version=2, now=NOW
+    )
+    pin = DirectoryPin([_root_pk(net)])
+    pin.accept(net.directory.token)
+    assert pin.follow([statement]) == []
+    forged = sign_directory(
+        fake_new, network="test-net", authorities=net.entries(), previous=net.directory, now=NOW
+    )
+    with pytest.raises(errors.UnknownRootError):
+        pin.accept(forged.token)
+    # A statement whose signature was altered is refused outright.
+    _, good, _ = _rotated(net)
+    head, payload, sig = good.split(".")
+    tampered = f"{head}.{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
+    with pytest.raises(errors.DirectorySignatureError):
+        pin.follow([tampered])

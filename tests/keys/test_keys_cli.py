@@ -850,6 +850,7 @@ def test_the_documented_commands_exist() -> None:
     assert {" ".join(p) for p in COMMAND_PATHS} == {
         "root",
         "root create",
+        "root rotate",
         "identity",
         "identity create",
         "identity export",
