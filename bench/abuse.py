@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
 import signal
 import statistics
@@ -40,7 +39,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.e2e import build_network, free_port, identity, names  # noqa: E402
+from bench.e2e import build_network, free_port, identity, names, relay_env  # noqa: E402
 from clients.client import RelayClient  # noqa: E402
 from keys.encoding import now_ms  # noqa: E402
 from keys.envelope import seal  # noqa: E402
@@ -291,17 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         net = build_network(work, args, t0)
         port = free_port()
-        env = {
-            **os.environ,
-            "RELAY_PORT": str(port),
-            "RELAY_DATA_DIR": str(work / "relay-data"),
-            "RELAY_DIRECTORY_DIR": str(work / "directory"),
-            "RELAY_ROOT_KEY": net["root_key"],
-            "RELAY_KEYSTORE": str(work / "relay.ks"),
-            "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
-            "RELAY_LOG_LEVEL": "WARNING",
-            "RELAY_PLAIN_HTTP": "true",  # loopback benchmark
-        }
+        env = relay_env(work, net["root_key"], port, data="relay-data")
         relay = subprocess.Popen(
             [
                 "prlimit",

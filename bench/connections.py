@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import signal
 import subprocess
@@ -26,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from bench.e2e import build_network, cpu_seconds, free_port, identity, names  # noqa: E402
+from bench.e2e import build_network, cpu_seconds, free_port, identity, names, relay_env  # noqa: E402
 from clients.client import RelayClient  # noqa: E402
 from keys import wire  # noqa: E402
 from keys.encoding import now_ms  # noqa: E402
@@ -97,23 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         net = build_network(work, args, t0)
         port = free_port()
-        env = {
-            **os.environ,
-            "RELAY_PORT": str(port),
-            "RELAY_DATA_DIR": str(work / "relay-data"),
-            "RELAY_DIRECTORY_DIR": str(work / "directory"),
-            "RELAY_ROOT_KEY": net["root_key"],
-            "RELAY_KEYSTORE": str(work / "relay.ks"),
-            "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
-            "RELAY_LOG_LEVEL": "WARNING",
-            "RELAY_PLAIN_HTTP": "true",  # loopback benchmark
-            # Every simulated authority connects from 127.0.0.1 and sends flat out: lift the
-            # per-source connection bound and the per-authority rate limit, which protect a
-            # real relay but would measure themselves here.
-            "RELAY_MAX_UNAUTHENTICATED_PER_SOURCE": "1000000",
-            "RELAY_MAX_UNAUTHENTICATED_CONNECTIONS": "1000000",
-            "RELAY_RATE_LIMITS": '{"default": {"per_second": 1e9, "burst": 1000000000}}',
-        }
+        env = relay_env(
+            work,
+            net["root_key"],
+            port,
+            data="relay-data",
+            # Every simulated daemon connects from 127.0.0.1: lift the per-source bound and
+            # the rate limit, which protect a real relay but would measure themselves here.
+            RELAY_MAX_UNAUTHENTICATED_PER_SOURCE="1000000",
+            RELAY_MAX_UNAUTHENTICATED_CONNECTIONS="1000000",
+            RELAY_RATE_LIMITS='{"default": {"per_second": 1e9, "burst": 1000000000}}',
+        )
         relay = subprocess.Popen(
             [sys.executable, "-m", "relay.cli", "serve"],
             env=env,

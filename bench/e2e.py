@@ -166,31 +166,42 @@ def start_redis(work: Path, appendfsync: str = "always") -> tuple[subprocess.Pop
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def start_relay(
-    work: Path, args: argparse.Namespace, root_key: str, index: int = 0, redis_url: str = ""
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
+def relay_env(work: Path, root_key: str, port: int, *, data: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's `relay serve` (plain HTTP on loopback)."""
+    return {
         **os.environ,
         "RELAY_PORT": str(port),
-        "RELAY_DATA_DIR": str(work / f"relay-data-{index}"),
-        "RELAY_REDIS_URL": redis_url,
+        "RELAY_DATA_DIR": str(work / data),
         "RELAY_DIRECTORY_DIR": str(work / "directory"),
         "RELAY_ROOT_KEY": root_key,
         "RELAY_KEYSTORE": str(work / "relay.ks"),
         "RELAY_KEYSTORE_PASSPHRASE_FILE": str(work / "relay.pass"),
-        "RELAY_STORE": args.store,
-        "RELAY_REDIS_DURABILITY": args.redis_appendfsync,
         "RELAY_LOG_LEVEL": "WARNING",
         "RELAY_PLAIN_HTTP": "true",  # loopback benchmark
+        **extra,
+    }
+
+
+def start_relay(
+    work: Path, args: argparse.Namespace, root_key: str, index: int = 0, redis_url: str = ""
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = relay_env(
+        work,
+        root_key,
+        port,
+        data=f"relay-data-{index}",
+        RELAY_REDIS_URL=redis_url,
+        RELAY_STORE=args.store,
+        RELAY_REDIS_DURABILITY=args.redis_appendfsync,
         # Every simulated authority connects from 127.0.0.1 and sends flat out: lift the
         # per-source connection bound and the per-authority rate limit, which protect a
         # real relay but would measure themselves here.
-        "RELAY_MAX_UNAUTHENTICATED_PER_SOURCE": "1000000",
-        "RELAY_MAX_UNAUTHENTICATED_CONNECTIONS": "1000000",
-        "RELAY_RATE_LIMITS": '{"default": {"per_second": 1e9, "burst": 1000000000}}',
-        "RELAY_DELIVERY_WINDOW": "4000",
-    }
+        RELAY_MAX_UNAUTHENTICATED_PER_SOURCE="1000000",
+        RELAY_MAX_UNAUTHENTICATED_CONNECTIONS="1000000",
+        RELAY_RATE_LIMITS='{"default": {"per_second": 1e9, "burst": 1000000000}}',
+        RELAY_DELIVERY_WINDOW="4000",
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "relay.cli", "serve"],
         env=env,
