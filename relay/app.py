@@ -40,6 +40,7 @@ from relay.api.state import (
     NONCES,
     RATE_LIMITER,
     SETTINGS,
+    SOCKET_KEYS,
     SOCKETS,
     STORE,
     Core,
@@ -114,6 +115,7 @@ def create_app(
     app[NONCES] = NonceCache()
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
+    app[SOCKET_KEYS] = {}
     app[DIRECTORY] = make_directory(settings)
     app[GUARD] = ConnectionGuard(connection_limits(settings), app[METRICS].registry)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limits)
@@ -386,6 +388,24 @@ def _directory_expiry(app: web.Application) -> None:
         )
 
 
+async def cut_revoked_sessions(app: web.Application) -> int:
+    """Close every WebSocket whose upgrade was signed with a key the directory in force no
+    longer lets its authority use (revoked, expired, removed); returns how many."""
+    directory, now = app[DIRECTORY].current, app[CLOCK]()
+    cut = 0
+    for ws, (authority, kid) in list(app[SOCKET_KEYS].items()):
+        found = directory.signer(kid)
+        if found is not None and found[0].id == authority and found[1].usable_at(now):
+            continue
+        log.warning(
+            "closing the session of %s: its signing key %s is no longer valid", authority, kid
+        )
+        app[SOCKET_KEYS].pop(ws, None)
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"signing key no longer valid")
+        cut += 1
+    return cut
+
+
 async def _maintenance(app: web.Application) -> None:
     """Periodic chores; one failing step is logged and the loop goes on."""
     holder = app[DIRECTORY]
@@ -396,6 +416,10 @@ async def _maintenance(app: web.Application) -> None:
         except Exception:
             log.exception("directory reload failed; keeping version %d", holder.current.version)
         _directory_expiry(app)
+        try:
+            await cut_revoked_sessions(app)
+        except Exception:
+            log.exception("checking open sessions' keys failed")
         try:
             app[NONCES].purge(app[CLOCK]() // 1000)
         except Exception:

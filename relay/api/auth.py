@@ -30,6 +30,7 @@ from relay.api.state import (
     DIRECTORY,
     DISK,
     GUARD,
+    KEYID,
     NONCES,
     RATE_LIMITER,
     SETTINGS,
@@ -116,6 +117,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         )
     entry = who[-1]
     request[AUTHORITY] = entry.id
+    request[KEYID] = verified.keyid
     app[GUARD].authenticated(request.protocol)
     wait = app[RATE_LIMITER].take(entry.id, entry.role, time.monotonic())
     if wait > 0:

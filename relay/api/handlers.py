@@ -26,7 +26,9 @@ from relay.api.state import (
     CORE,
     DIRECTORY,
     DISK,
+    KEYID,
     SETTINGS,
+    SOCKET_KEYS,
     SOCKETS,
     STORE,
     UPLOAD_FILE,
@@ -209,6 +211,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     sockets = app[SOCKETS]
     sockets.add(ws)
+    app[SOCKET_KEYS][ws] = (authority, request[KEYID])  # revoked keys' sessions are cut
     session = Session(authority=authority, connected_at=app[CLOCK]())
 
     async def send(items: list[QueueItem]) -> None:
@@ -264,6 +267,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         # went away) while it waits below, and a stale session would look connected.
         core.delivery.hub.detach(session, app[CLOCK]())
         sockets.discard(ws)
+        app[SOCKET_KEYS].pop(ws, None)
         running = [*tasks, *([pump] if pump is not None else [])]
         for t in running:
             t.cancel()

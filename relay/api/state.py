@@ -48,8 +48,12 @@ DISK = web.AppKey("disk", DiskHealth)
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+SOCKET_KEYS: web.AppKey[dict[web.WebSocketResponse, tuple[str, str]]] = web.AppKey("socket_keys")
+"""Each open WebSocket's (authority, signing key id) from its authenticated upgrade."""
 AUTHORITY = web.RequestKey("authority", str)
 """request[AUTHORITY]: the authenticated authority id (set by the auth middleware)."""
+KEYID = web.RequestKey("keyid", str)
+"""request[KEYID]: the signing key id the request was signed with."""
 UPLOAD_FILE = web.RequestKey("upload_file", Path)
 UPLOAD_SHA256 = web.RequestKey("upload_sha256", str)
 UPLOAD_SIZE = web.RequestKey("upload_size", int)
