@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -35,12 +36,21 @@ def _setup_logging(level: str) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-def cli() -> None:
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    help="TOML configuration file, for the command that follows (it may also be given "
+    "after the command).",
+)
+def cli(config: str | None) -> None:
     """The Cultural Property Alert Relay server.
 
     Configuration comes from RELAY_* environment variables and an optional TOML file
     (--config or RELAY_CONFIG); see docs/OPERATIONS.md for every setting.
     """
+    if config is not None:  # `relay --config X serve` works like `relay serve --config X`
+        os.environ["RELAY_CONFIG"] = config
 
 
 _CONFIG = click.option(

@@ -147,3 +147,14 @@ async def test_a_second_relay_on_the_same_data_dir_refuses_naming_the_holder(
         f"relay: error: cannot start: {relay.settings.data_dir} is in use by another relay "
         f"(pid {os.getpid()} on {socket.gethostname()}); two relays cannot share one data_dir"
     )
+
+
+def test_config_is_accepted_before_the_command_too(
+    files: RelaySettings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = _relay_toml(files)
+    with monkeypatch.context() as m:
+        m.setenv("RELAY_CONFIG", "recorded so that the test restores it")
+        m.delenv("RELAY_CONFIG")
+        assert relay_main(["--config", str(conf), "check-config"]) == 0
+        assert "configuration OK" in capsys.readouterr().out
