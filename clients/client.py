@@ -96,6 +96,11 @@ class RelayClient:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=connect_timeout_s)
         self._max_connections = max_connections
         self._ssl: SpkiPin | bool = SpkiPin(tls_pins) if tls_pins is not None else True
+        self._pins = tls_pins
+        self._unpinned = False
+        """The session was made before any directory was pinned: it never reuses a
+        connection, and is replaced by a keep-alive one once pins exist."""
+        self._retired: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> RelayClient:
         return self
@@ -107,12 +112,24 @@ class RelayClient:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        await asyncio.gather(*self._retired, return_exceptions=True)
 
     def _session(self) -> aiohttp.ClientSession:
+        pins = self._pins
+        if self._http is not None and self._unpinned and pins is not None and pins() is not None:
+            # A directory is pinned now: no connection made before may be reused (the
+            # unpinned session kept none), and every later one is checked.
+            old, self._http = self._http, None
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._retired.add(task)
+            task.add_done_callback(self._retired.discard)
         if self._http is None:
+            self._unpinned = self._pins is not None and self._pins() is None
             self._http = aiohttp.ClientSession(
                 timeout=self._timeout,
-                connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=self._ssl),
+                connector=aiohttp.TCPConnector(
+                    limit=self._max_connections, ssl=self._ssl, force_close=self._unpinned
+                ),
             )
         return self._http
 

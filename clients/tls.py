@@ -16,7 +16,6 @@ from collections.abc import Callable
 
 from aiohttp import Fingerprint, ServerFingerprintMismatch
 
-from keys.errors import KeysError
 from keys.tls import spki_sha256_der
 
 Pins = Callable[[], frozenset[str] | None]
@@ -52,7 +51,7 @@ class SpkiPin(Fingerprint):
             )
         try:
             got = spki_sha256_der(der)
-        except KeysError as exc:
+        except Exception as exc:  # whatever the peer sent: a refusal, never a crash
             raise TlsPinMismatch(f"the relay at {host}:{port}: {exc}", "", host, port) from exc
         pins = self._pins()
         if pins is None:

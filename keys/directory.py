@@ -220,10 +220,13 @@ class DirectoryPin:
         network: str | None = None,
         issued: int | None = None,
         retired: dict[str, int] | None = None,
+        introduced: dict[str, int] | None = None,
     ) -> None:
         self.roots = list(roots)
         self.retired: dict[str, int] = dict(retired or {})
         """kid of a rotated-away root -> the last version it may have signed."""
+        self.introduced: dict[str, int] = dict(introduced or {})
+        """kid of a root reached by rotation -> the first version it may sign."""
         self.state: dict[int, str] = dict(state or {})
         self.current: Directory | None = None
         self.network = network
@@ -244,6 +247,12 @@ class DirectoryPin:
             raise UnknownRootError(
                 f"directory version {v} is signed by root {directory.root_kid}, which was "
                 f"rotated away after version {last}"
+            )
+        first = self.introduced.get(directory.root_kid)
+        if first is not None and v < first:
+            raise UnknownRootError(
+                f"directory version {v} is signed by root {directory.root_kid}, which signs "
+                f"only from version {first}"
             )
         if self.network is not None and directory.network != self.network:
             raise DirectoryForkError(
@@ -307,7 +316,19 @@ class DirectoryPin:
                         f"a root rotation for network {statement.network!r}, not the pinned "
                         f"network {self.network!r}"
                     )
+                current = self.current
+                if (
+                    current is not None
+                    and current.root_kid == key_id(old)
+                    and statement.from_version <= current.version
+                ):
+                    raise DirectoryInvalidError(
+                        f"a root rotation from version {statement.from_version} conflicts with "
+                        f"version {current.version}, already signed by the root it retires: "
+                        "the keeper must rotate from a later version"
+                    )
                 self.retired[key_id(old)] = statement.from_version - 1
+                self.introduced[key_id(new)] = statement.from_version
                 self.roots.append(new)
                 added.append(new)
                 pending.remove((token, statement))
@@ -349,6 +370,8 @@ class DirectoryPin:
         doc["roots"] = [b64e(r) for r in self.roots]
         if self.retired:
             doc["retired"] = dict(sorted(self.retired.items()))
+        if self.introduced:
+            doc["introduced"] = dict(sorted(self.introduced.items()))
         if self.network is not None:
             doc["network"] = self.network
         if self.issued is not None:
@@ -367,13 +390,21 @@ class DirectoryPin:
             if issued is not None and (not isinstance(issued, int) or isinstance(issued, bool)):
                 raise TypeError("issued")
             retired = {str(k): int(v) for k, v in doc.get("retired", {}).items()}
+            introduced = {str(k): int(v) for k, v in doc.get("introduced", {}).items()}
             followed = [b64d(r, what="root key") for r in doc.get("roots", [])]
         except (ValueError, KeyError, TypeError, AttributeError, EncodingError) as exc:
             raise DirectoryInvalidError("directory pin file is corrupt") from exc
         # The configured roots, then the ones reached by rotation statements before.
         all_roots = list(roots)
         all_roots += [r for r in followed if key_id(r) not in {key_id(x) for x in all_roots}]
-        return cls(all_roots, state, network=network, issued=issued, retired=retired)
+        return cls(
+            all_roots,
+            state,
+            network=network,
+            issued=issued,
+            retired=retired,
+            introduced=introduced,
+        )
 
 
 # --- entries files (the directory keeper's input) -----------------------------------

@@ -17,6 +17,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -71,9 +72,11 @@ def spki_sha256(cert: x509.Certificate) -> str:
 
 
 def spki_sha256_der(der: bytes) -> str:
+    """The pin of a DER certificate; :class:`KeysError` for anything unparseable (an
+    unknown key algorithm included), never another exception."""
     try:
         return spki_sha256(x509.load_der_x509_certificate(der))
-    except ValueError as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise KeysError("the peer's certificate cannot be parsed") from exc
 
 

@@ -63,7 +63,8 @@ from relay.store.sqlite import SQLiteStore
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 5.0
 DIRECTORY_WARN_MS = 14 * 86_400_000
-_WARNED_HOUR: web.AppKey[int] = web.AppKey("directory_warned_hour")
+_WARNED_HOUR: web.AppKey[list[int]] = web.AppKey("directory_warned_hour")
+CLOSE_TIMEOUT_S = 2.0
 LINGERING_S = 2.0
 """How long an unread request body is drained after the answer before the close."""
 
@@ -116,6 +117,7 @@ def create_app(
     app[METRICS] = Metrics()
     app[SOCKETS] = set()
     app[SOCKET_KEYS] = {}
+    app[_WARNED_HOUR] = [-1]  # mutable: the app is frozen once it runs
     app[DIRECTORY] = make_directory(settings)
     app[GUARD] = ConnectionGuard(connection_limits(settings), app[METRICS].registry)
     app[RATE_LIMITER] = RateLimiter(settings.rate_limits)
@@ -268,7 +270,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     try:
         identity = await prepare(settings, store, holder)
         stale = await asyncio.to_thread(
-            remove_stale_uploads, settings.data_dir / "attachments" / "incoming"
+            remove_stale_uploads,
+            settings.data_dir / "attachments" / "incoming",
+            # Alone on its data folder, every temp file is from an interrupted relay;
+            # instances sharing one (Redis) leave each other's live uploads alone.
+            older_than_s=stale_upload_age(settings) if settings.store == "redis" else 0,
         )
         if stale:
             log.info("removed %d temporary upload file(s) left by an interrupted relay", stale)
@@ -377,8 +383,9 @@ def _directory_expiry(app: web.Application) -> None:
     if expires is None or expires - app[CLOCK]() > DIRECTORY_WARN_MS:
         return
     hour = app[CLOCK]() // 3_600_000
-    if app.get(_WARNED_HOUR) != hour:
-        app[_WARNED_HOUR] = hour
+    warned = app[_WARNED_HOUR]
+    if warned[0] != hour:
+        warned[0] = hour
         log.warning(
             "directory version %d %s on %s: daemons refuse it after their grace; "
             "the directory keeper must publish a newer version",
@@ -390,9 +397,10 @@ def _directory_expiry(app: web.Application) -> None:
 
 async def cut_revoked_sessions(app: web.Application) -> int:
     """Close every WebSocket whose upgrade was signed with a key the directory in force no
-    longer lets its authority use (revoked, expired, removed); returns how many."""
+    longer lets its authority use (revoked, expired, removed); returns how many. Each
+    close is bounded in time, so a peer that stops reading cannot stall the caller."""
     directory, now = app[DIRECTORY].current, app[CLOCK]()
-    cut = 0
+    doomed = []
     for ws, (authority, kid) in list(app[SOCKET_KEYS].items()):
         found = directory.signer(kid)
         if found is not None and found[0].id == authority and found[1].usable_at(now):
@@ -401,25 +409,53 @@ async def cut_revoked_sessions(app: web.Application) -> int:
             "closing the session of %s: its signing key %s is no longer valid", authority, kid
         )
         app[SOCKET_KEYS].pop(ws, None)
-        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"signing key no longer valid")
-        cut += 1
-    return cut
+        doomed.append(ws)
+
+    async def close(ws: web.WebSocketResponse) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await ws.close(
+                    code=WSCloseCode.POLICY_VIOLATION, message=b"signing key no longer valid"
+                )
+        except TimeoutError:  # the peer stopped reading: drop the connection
+            writer = ws._writer  # aiohttp has no public abort
+            if writer is not None:
+                writer.transport.close()
+
+    await asyncio.gather(*(close(ws) for ws in doomed), return_exceptions=True)
+    return len(doomed)
+
+
+def stale_upload_age(settings: RelaySettings) -> float:
+    """How long an upload's temp file may go untouched before it is surely abandoned."""
+    return 2 * settings.body_timeout_s + 60
 
 
 async def _maintenance(app: web.Application) -> None:
     """Periodic chores; one failing step is logged and the loop goes on."""
-    holder = app[DIRECTORY]
+    holder, settings = app[DIRECTORY], app[SETTINGS]
     while True:
         await asyncio.sleep(MAINTENANCE_INTERVAL_S)
         try:
             await asyncio.to_thread(holder.load)
         except Exception:
             log.exception("directory reload failed; keeping version %d", holder.current.version)
-        _directory_expiry(app)
+        try:
+            _directory_expiry(app)
+        except Exception:
+            log.exception("publishing the directory's expiry failed")
         try:
             await cut_revoked_sessions(app)
         except Exception:
             log.exception("checking open sessions' keys failed")
+        try:
+            await asyncio.to_thread(
+                remove_stale_uploads,
+                settings.data_dir / "attachments" / "incoming",
+                older_than_s=stale_upload_age(settings),
+            )
+        except Exception:
+            log.exception("removing abandoned upload files failed")
         try:
             app[NONCES].purge(app[CLOCK]() // 1000)
         except Exception:

@@ -23,7 +23,7 @@ from keys.errors import NonceCacheFullError, RequestAuthError
 from keys.httpsig import verify_request
 from keys.models import DirectoryEntry
 from relay.api.handlers import stream_body_to_file
-from relay.api.problems import Handler, problem
+from relay.api.problems import Handler, from_relay_error, problem
 from relay.api.state import (
     AUTHORITY,
     CLOCK,
@@ -39,6 +39,7 @@ from relay.api.state import (
     UPLOAD_SHA256,
     UPLOAD_SIZE,
 )
+from relay.core.errors import BodyTimeoutError, TooLargeError
 
 _UPLOAD = re.compile(r"^/v1/attachments/[0-9a-f]{64}$")
 _NO_DIGEST = bytes(32)
@@ -130,13 +131,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             **{"Retry-After": str(max(1, math.ceil(wait)))},
         )
     if upload:
-        tmp, hexdigest, size = await stream_body_to_file(
-            request,
-            settings.data_dir / "attachments" / "incoming",
-            settings.max_attachment_bytes,
-            stall_timeout_s=settings.body_timeout_s,
-            disk=app[DISK],
-        )
+        try:
+            tmp, hexdigest, size = await stream_body_to_file(
+                request,
+                settings.data_dir / "attachments" / "incoming",
+                settings.max_attachment_bytes,
+                stall_timeout_s=settings.body_timeout_s,
+                disk=app[DISK],
+            )
+        except (BodyTimeoutError, TooLargeError) as exc:  # the rest is never read
+            if isinstance(exc, BodyTimeoutError):
+                app[GUARD].timeouts.labels(phase="body").inc()
+            return _refused(from_relay_error(exc))
         request[UPLOAD_FILE], request[UPLOAD_SHA256], request[UPLOAD_SIZE] = tmp, hexdigest, size
         if claimed is None or bytes.fromhex(hexdigest) != claimed:
             await _discard(request)
@@ -150,6 +156,15 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         try:
             async with asyncio.timeout(settings.body_timeout_s):
                 body = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # a chunked body past max_body_bytes
+            return _refused(
+                problem(
+                    413,
+                    "too_large",
+                    "Request too large",
+                    f"the body is limited to {settings.max_body_bytes} bytes",
+                )
+            )
         except TimeoutError:
             app[GUARD].timeouts.labels(phase="body").inc()
             return _refused(

@@ -283,7 +283,7 @@ class GuardedHandler(RequestHandler):
         try:
             return await super().finish_response(request, resp, start_time)
         finally:
-            if not self._messages:
+            if not self._messages and self.transport is not None and not self._force_close:
                 self._phase = "idle"
                 self._arm(self._guard.limits.idle_timeout_s)
 
@@ -365,6 +365,9 @@ class GuardedSite(web.TCPSite):
             ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=True,
+            # A TLS connection reaches connection_made (and the guard) only once its
+            # handshake is done: the handshake gets the head deadline too.
+            ssl_handshake_timeout=guard.limits.header_timeout_s if self._ssl_context else None,
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -407,7 +408,7 @@ async def stream_body_to_file(
     The upload is abandoned (and its temp file removed) when no data arrives for
     ``stall_timeout_s``, when the client goes away, past ``limit`` bytes, or when the
     disk refuses the write (507 when it is full, see :class:`DiskHealth`)."""
-    tmp = folder / f".upload-{os.getpid()}-{secrets.token_hex(8)}"
+    tmp = folder / f".upload-{secrets.token_hex(12)}"
     hasher = hashlib.sha256()
     size = 0
     try:
@@ -429,15 +430,21 @@ async def stream_body_to_file(
             if size > limit:
                 raise TooLargeError(f"attachments are limited to {limit} bytes")
             hasher.update(chunk)
-            await asyncio.to_thread(fh.write, chunk)
-        await asyncio.to_thread(fh.close)
-    except OSError as exc:
-        await asyncio.to_thread(_close_and_remove, fh, tmp)
-        raise disk.failed(exc) from None
-    except BaseException:
+            await _write(disk, fh.write, chunk)
+        await _write(disk, fh.close)
+    except BaseException:  # the client went away, or a refusal: nothing is left behind
         await asyncio.to_thread(_close_and_remove, fh, tmp)
         raise
     return tmp, hasher.hexdigest(), size
+
+
+async def _write(disk: DiskHealth, call: Callable[..., object], *args: object) -> None:
+    """A write to the disk, off the loop; only its failures are the disk's (a client that
+    goes away mid-upload is not a disk failure)."""
+    try:
+        await asyncio.to_thread(call, *args)
+    except OSError as exc:
+        raise disk.failed(exc) from None
 
 
 def _open_new(tmp: Path) -> BinaryIO:

@@ -13,6 +13,7 @@ import asyncio
 import errno
 import logging
 import os
+import time
 from pathlib import Path
 
 from relay.core.errors import InsufficientStorageError, RelayError, UnavailableError
@@ -72,21 +73,22 @@ class DiskHealth:
             probe.unlink(missing_ok=True)
 
 
-def remove_stale_uploads(folder: Path) -> int:
-    """Delete temp files of uploads cut off by a crash (blocking: run off the loop).
-
-    A temp file is named ``.upload-<pid>-<n>``; it is stale when no process ``<pid>``
-    runs on this host any more (a relay killed mid-upload). Files of live processes
-    (other relay instances sharing the folder) are left alone."""
+def remove_stale_uploads(folder: Path, *, older_than_s: float) -> int:
+    """Delete temp files of uploads cut off (client gone, relay killed); blocking: run it
+    off the loop. A live upload writes at least every ``body_timeout_s`` (else it is
+    abandoned), so a temp file untouched for ``older_than_s`` (more than that) belongs to
+    no live upload, whichever relay instance started it; 0 removes every one (a relay
+    that owns its data folder alone, at start)."""
     removed = 0
+    cutoff = time.time() - older_than_s
     try:
         found = list(folder.glob(".upload-*"))
     except OSError:
         return 0
     for path in found:
-        if _owner_alive(path.name):
-            continue
         try:
+            if older_than_s > 0 and path.stat().st_mtime > cutoff:
+                continue
             path.unlink()
             removed += 1
         except FileNotFoundError:
@@ -94,19 +96,3 @@ def remove_stale_uploads(folder: Path) -> int:
         except OSError as exc:
             log.warning("could not remove the stale upload %s: %s", path.name, exc.strerror)
     return removed
-
-
-def _owner_alive(name: str) -> bool:
-    try:
-        pid = int(name.split("-")[1])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return False  # this process is starting: nothing of it is in flight yet
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # a process of another user holds the pid
-    return True

@@ -112,3 +112,18 @@ def test_the_relay_refuses_to_serve_without_tls_or_with_an_unlisted_certificate(
     assert tls_context(listed, net.republish(now=NOW)) is not None
     with pytest.raises(StartupError, match="both"):
         tls_context(relay_settings.model_copy(update={"tls_cert_file": cert}), net.directory)
+
+
+async def test_a_connection_made_before_the_pin_is_not_reused_after_it(
+    tls_relay: tuple[RelayEnv, list[str]],
+) -> None:
+    env, (pin_a, _) = tls_relay
+    pins: list[frozenset[str] | None] = [None]
+    client = RelayClient(env.base_url, env.net["it-tpc"], clock=env.clock, tls_pins=lambda: pins[0])
+    try:
+        await client.directory()  # before any directory: allowed, unpinned
+        pins[0] = frozenset({pin_a})  # the accepted directory lists only A; the relay shows B
+        with pytest.raises(TransportError, match="does not list"):
+            await client.poll(wait=0)
+    finally:
+        await client.close()

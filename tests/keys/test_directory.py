@@ -295,3 +295,29 @@ def test_a_rotation_not_signed_by_a_pinned_root_is_not_followed(net: Network) ->
     tampered = f"{head}.{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
     with pytest.raises(errors.DirectorySignatureError):
         pin.follow([tampered])
+
+
+def test_a_new_root_signs_only_from_its_version_and_a_late_rotation_is_refused(
+    net: Network,
+) -> None:
+    new_root = Identity.generate("root-2", kind="root", now=NOW - 1000)
+    pin = DirectoryPin([_root_pk(net)])
+    pin.accept(net.directory.token)
+    from_5 = sign_rotation(
+        net.root, new_root.signing_key().public, network="test-net", from_version=5, now=NOW
+    )
+    pin.follow([from_5])
+    early = sign_directory(
+        new_root, network="test-net", authorities=net.entries(), previous=net.directory, now=NOW
+    )
+    with pytest.raises(errors.UnknownRootError, match="only from version 5"):
+        pin.accept(early.token)  # version 2 by the new root: not before 5
+    # A rotation from a version the old root already signed is refused, loudly.
+    other = DirectoryPin([_root_pk(net)])
+    v2 = net.republish(now=NOW)
+    other.accept_history([net.history[0].token, v2.token])
+    late = sign_rotation(
+        net.root, new_root.signing_key().public, network="test-net", from_version=2, now=NOW
+    )
+    with pytest.raises(errors.DirectoryInvalidError, match="rotate from a later version"):
+        other.follow([late])

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 
 from clients.errors import RelayProblem
+from relay.core.disk import remove_stale_uploads
 from relay.settings import RelaySettings
 from tests.netfixture import Network
 from tests.relayfixture import FakeClock, RelayEnv, start_guarded_relay
@@ -94,14 +96,21 @@ async def test_stale_temporary_uploads_are_removed_at_start(
 ) -> None:
     incoming = relay_settings.data_dir / "attachments" / "incoming"
     await asyncio.to_thread(incoming.mkdir, parents=True, exist_ok=True)
-    dead = incoming / ".upload-999999999-abcdef"  # above any pid_max: no such process
-    live = incoming / ".upload-1-abcdef"  # pid 1 runs: another instance's upload
-    for path in (dead, live):
-        await asyncio.to_thread(path.write_bytes, b"half an upload")
+    left = incoming / ".upload-0123456789abcdef01234567"  # a relay killed mid-upload
+    await asyncio.to_thread(left.write_bytes, b"half an upload")
     env = RelayEnv(net=net, settings=relay_settings, clock=FakeClock())
-    async for _ in start_guarded_relay(env):
-        assert not await asyncio.to_thread(dead.exists)
-        assert await asyncio.to_thread(live.exists)
+    async for _ in start_guarded_relay(env):  # alone on its data folder (SQLite)
+        assert not await asyncio.to_thread(left.exists)
+
+
+def test_instances_sharing_a_folder_remove_only_untouched_temp_files(tmp_path: Path) -> None:
+    old, live = tmp_path / ".upload-old", tmp_path / ".upload-live"
+    for path in (old, live):
+        path.write_bytes(b"part of an upload")
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert remove_stale_uploads(tmp_path, older_than_s=180) == 1
+    assert not old.exists() and live.exists()  # another instance's upload in progress
 
 
 async def test_an_upload_cut_off_midway_leaves_no_temporary_file(relay_on: RelayEnv) -> None:
