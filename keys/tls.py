@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
+import re
 from collections.abc import Sequence
 
 from cryptography import x509
@@ -26,6 +27,9 @@ from keys.encoding import b64e
 from keys.errors import KeysError
 
 DEFAULT_DAYS = 825
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
 
 
 def create_certificate(
@@ -40,7 +44,9 @@ def create_certificate(
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            names.append(x509.DNSName(host))
+            if not _HOSTNAME.fullmatch(host):
+                raise KeysError(f"{host!r} is neither an IP address nor a host name") from None
+            names.append(x509.DNSName(host.lower()))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, relay_id)])
     start = datetime.datetime.fromtimestamp(now_ms / 1000, tz=datetime.UTC)
     cert = (

@@ -136,6 +136,7 @@ async def test_escalation_notices_reach_the_duty_desk_daemon(
         assert deputy.inbox is not None
         (stored,) = await deputy.inbox.sent.timeline(sealed.id)
         assert stored.status == "escalated"
+
         # The daemon counts the notice before its ack reaches the relay: wait for that.
         async def acknowledged() -> bool:
             return await relay.client("fr-deputy").poll() == []
