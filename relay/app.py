@@ -53,7 +53,7 @@ from relay.core.intake import Intake, Limits, MessageIndex
 from relay.core.metrics import Metrics
 from relay.core.probes import Prober
 from relay.core.ratelimit import RateLimiter
-from relay.core.readmodel import ReadModel
+from relay.core.readmodel import DIRECTORY_WARN_MS, ReadModel
 from relay.lock import DataDirInUseError, DataDirLock
 from relay.settings import RelaySettings
 from relay.store.base import QueueItem, Store, StoreError
@@ -62,7 +62,6 @@ from relay.store.sqlite import SQLiteStore
 
 log = logging.getLogger(__name__)
 MAINTENANCE_INTERVAL_S = 5.0
-DIRECTORY_WARN_MS = 14 * 86_400_000
 _WARNED_HOUR: web.AppKey[list[int]] = web.AppKey("directory_warned_hour")
 CLOSE_TIMEOUT_S = 2.0
 LINGERING_S = 2.0

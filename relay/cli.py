@@ -237,7 +237,8 @@ def status(url: str, token_file: str, tls_cert: str | None, as_json: bool) -> No
     """Show authorities, open escalations and timers; exit 1 when degraded.
 
     Degraded: an authority unreachable for longer than unreachable_after_s, a message at
-    the notify step, or an escalation timer overdue; each is named on stderr.
+    the notify step, an escalation timer overdue, or the directory expiring within 14
+    days; each is named on stderr.
 
     Also exits 1, with one line on stderr, when the relay cannot be asked.
     """

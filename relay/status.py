@@ -32,7 +32,14 @@ from keys.lifecycle import STEP_NAMES, Schedule, Step
 from keys.models import DirectoryEntry
 from relay.core.errors import UnavailableError
 from relay.core.escalation import OVERDUE_AFTER_MS
-from relay.core.readmodel import ProbeState, Reachability, ReadModel, RecentMessage, TimerStats
+from relay.core.readmodel import (
+    DIRECTORY_WARN_MS,
+    ProbeState,
+    Reachability,
+    ReadModel,
+    RecentMessage,
+    TimerStats,
+)
 from relay.store.base import MessageRecord, ReceiptRecord
 
 if TYPE_CHECKING:
@@ -285,6 +292,14 @@ async def collect_health(read: ReadModel) -> Health:
         problems.append(
             f"{timers.overdue} escalation timer{'s are' if timers.overdue != 1 else ' is'} "
             f"overdue by more than {OVERDUE_AFTER_MS} ms"
+        )
+    directory = read.directory
+    if directory.expires is not None and directory.expires - now < DIRECTORY_WARN_MS:
+        problems.append(
+            f"directory version {directory.version} "
+            f"{'expired' if directory.expires <= now else 'expires'} on "
+            f"{fmt_time(directory.expires)}: daemons refuse it after their grace; publish a "
+            "newer version"
         )
     return Health(
         now=now,

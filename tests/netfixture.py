@@ -65,7 +65,9 @@ class Network:
             out.append(self.entry(ident, role, name, country))
         return out
 
-    def republish(self, *, now: int = NOW, replace: Iterable[Identity] = ()) -> Directory:
+    def republish(
+        self, *, now: int = NOW, replace: Iterable[Identity] = (), valid_ms: int | None = None
+    ) -> Directory:
         """Sign the next directory version, optionally with updated identities."""
         for ident in replace:
             self.ids[ident.id] = ident
@@ -75,6 +77,7 @@ class Network:
             authorities=self.entries(),
             previous=self.directory,
             now=now,
+            valid_ms=valid_ms,
         )
         self.history.append(self.directory)
         return self.directory

@@ -18,6 +18,9 @@ from relay.core.intake import MessageIndex
 from relay.core.probes import Prober
 from relay.store.base import MessageRecord, QueueStats, ReceiptRecord, Store
 
+DIRECTORY_WARN_MS = 14 * 86_400_000
+"""A directory version this close to its expiry makes health degraded (and is logged)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Presence:

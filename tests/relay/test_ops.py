@@ -27,6 +27,7 @@ from keys.receipts import sign_probe
 from relay import cli
 from relay.api import ops
 from relay.api.ops import match_operator, token_digest
+from relay.api.state import DIRECTORY
 from relay.settings import OperatorCredential, RelaySettings, load_settings
 from tests.netfixture import AUTHORITIES, NOW, Network
 from tests.opsfixture import (
@@ -783,3 +784,19 @@ async def test_open_escalations_are_sorted_by_urgency_with_their_next_step(
     first = snap["escalations"][0]
     assert first["next_step"] == "release"
     assert first["next_due"] == NOW + 60_000 + 30 * 60_000
+
+
+async def test_relay_status_exits_1_when_the_directory_nears_its_expiry(
+    relay: RelayEnv, token_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    core_of(relay).read.unreachable_after_ms = 3_600_000  # only the directory is a problem
+    d = relay.net.republish(now=NOW, valid_ms=3 * 86_400_000)
+    folder = relay.settings.directory_dir
+    await asyncio.to_thread((folder / f"v{d.version:04d}.jws").write_text, d.token + "\n")
+    assert relay.server is not None
+    await asyncio.to_thread(relay.server.app[DIRECTORY].load)  # the 5 s reload, now
+    run = await status(capsys, "--url", relay.base_url, "--token-file", str(token_file))
+    assert run.code == 1
+    (line,) = run.err.strip().splitlines()
+    assert f"directory version {d.version} expires on 2027-01-18" in line
+    assert "publish a newer version" in line
