@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,7 +40,9 @@ async def tls_relay(tmp_path: Path, net: Network) -> AsyncIterator[tuple[RelayEn
     key_b, cert_b, pin_b = await asyncio.to_thread(_cert, tmp_path, "b")
     settings = await asyncio.to_thread(write_relay_files, tmp_path, net)
     await asyncio.to_thread(_publish, net, tmp_path, [pin_a, pin_b])
-    settings = settings.model_copy(update={"tls_cert_file": cert_b, "tls_key_file": key_b})
+    settings = settings.model_copy(
+        update={"tls_cert_file": cert_b, "tls_key_file": key_b, "header_timeout_s": 1.0}
+    )
     env = RelayEnv(net=net, settings=settings, clock=FakeClock())
     async for ready in start_guarded_relay(env, tls=True):
         yield ready, [pin_a, pin_b]
@@ -127,3 +130,18 @@ async def test_a_connection_made_before_the_pin_is_not_reused_after_it(
             await client.poll(wait=0)
     finally:
         await client.close()
+
+
+async def test_a_connection_that_never_starts_its_tls_handshake_is_cut_off(
+    tls_relay: tuple[RelayEnv, list[str]],
+) -> None:
+    env, _ = tls_relay
+    port = int(env.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        async with asyncio.timeout(5):  # header_timeout_s is 1 s here
+            assert await reader.read(-1) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
