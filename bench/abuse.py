@@ -39,17 +39,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.e2e import build_network, free_port, identity, names, relay_env  # noqa: E402
+from bench.e2e import build_network, free_port, identity, names, relay_env, rss_mib  # noqa: E402
 from clients.client import RelayClient  # noqa: E402
 from keys.encoding import now_ms  # noqa: E402
 from keys.envelope import seal  # noqa: E402
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 class Authority:
@@ -119,15 +112,23 @@ async def ws_flood(url: str, n: int, counts: dict[str, int]) -> None:
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
+async def _connect(
+    port: int, source: str, counts: dict[str, int], attack: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    """A TCP connection to the relay from ``source``; None (counted) if refused."""
+    try:
+        return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    except OSError:
+        counts[f"{attack}_refused"] += 1
+        return None
+
+
 async def slowloris(port: int, n: int, seconds: float, counts: dict[str, int]) -> None:
     async def one(i: int) -> None:
-        try:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(_source(i, 40, 60), 0)
-            )
-        except OSError:
-            counts["slowloris_refused"] += 1
+        streams = await _connect(port, _source(i, 40, 60), counts, "slowloris")
+        if streams is None:
             return
+        reader, writer = streams
         try:
             writer.write(b"GET /v1/inbox HTTP/1.1\r\nHost: relay\r\n")
             end = time.monotonic() + seconds
@@ -145,22 +146,24 @@ async def slowloris(port: int, n: int, seconds: float, counts: dict[str, int]) -
 
 
 async def idle_sockets(port: int, n: int, seconds: float, counts: dict[str, int]) -> None:
-    held: list[asyncio.StreamWriter] = []
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def one(i: int) -> None:
-        try:
-            _, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(_source(i, 55, 100), 0)
-            )
-            held.append(writer)
-        except OSError:
-            counts["idle_refused"] += 1
+        streams = await _connect(port, _source(i, 55, 100), counts, "idle")
+        if streams is not None:
+            held.append(streams)
 
     await asyncio.gather(*(one(i) for i in range(n)))
-    counts["idle_opened"] += len(held)
+    counts["idle_opened"] += len(held)  # TCP connected: the relay may close it at once
     await asyncio.sleep(seconds)
-    for w in held:
-        w.close()
+    for reader, writer in held:
+        # Still open at the end of the attack, or closed by the relay (refused, evicted
+        # or timed out): a read of what is buffered tells.
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(0.01):
+                await reader.read(65536)
+        counts["idle_closed_by_relay" if reader.at_eof() else "idle_still_open"] += 1
+        writer.close()
 
 
 async def stalled_bodies(
@@ -169,13 +172,10 @@ async def stalled_bodies(
     size = mib * 1024 * 1024
 
     async def one(i: int) -> None:
-        try:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, local_addr=(_source(i, 30, 200), 0)
-            )
-        except OSError:
-            counts["stalled_refused"] += 1
+        streams = await _connect(port, _source(i, 30, 200), counts, "stalled")
+        if streams is None:
             return
+        reader, writer = streams
         try:
             writer.write(
                 b"POST /v1/messages HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"

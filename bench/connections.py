@@ -25,17 +25,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-from bench.e2e import build_network, cpu_seconds, free_port, identity, names, relay_env  # noqa: E402
+from bench.e2e import (  # noqa: E402
+    build_network,
+    cpu_seconds,
+    free_port,
+    identity,
+    names,
+    relay_env,
+    rss_mib,
+)
 from clients.client import RelayClient  # noqa: E402
 from keys import wire  # noqa: E402
 from keys.encoding import now_ms  # noqa: E402
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def hold(url: str, args: argparse.Namespace, t0: int, relay_pid: int) -> dict[str, float]:

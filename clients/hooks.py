@@ -98,6 +98,7 @@ from pydantic import (
 from clients.hook_email import MailError, mail_body, send_mail
 from clients.kinds import HANDLING_CODES, onward_sharing_restrictions
 from clients.store import EVENTS, EventName, HookJob, Inbox, InboxMessage, StoredEvent
+from clients.store.outbox import backoff_ms as outbox_backoff_ms
 
 __all__ = [
     "MAX_BACKOFF_S",
@@ -288,9 +289,14 @@ def _check_unique(hooks: Sequence[HookConfig]) -> None:
 
 
 def backoff_ms(hook: HookConfig, attempts: int, rand: float) -> int:
-    """Delay before the next attempt after ``attempts`` failures; ``rand`` is in [0, 1)."""
-    ceiling = min(MAX_BACKOFF_S, hook.backoff_base * 2 ** max(0, min(attempts - 1, 30)))
-    return int(ceiling * (0.5 + 0.5 * rand) * 1000)
+    """Delay before the next attempt after ``attempts`` failures; ``rand`` is in [0, 1).
+    The outbox's exponential backoff, with "equal" jitter (half to all of the delay)."""
+    return outbox_backoff_ms(
+        attempts,
+        0.5 + 0.5 * rand,
+        base_ms=hook.backoff_base * 1000,
+        cap_ms=MAX_BACKOFF_S * 1000,
+    )
 
 
 def hook_payload(

@@ -68,6 +68,11 @@ def _out() -> Console:
     return Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
+def _root_key_file(path: str) -> bytes:
+    """A root public key file, as `root create --pub-out` writes it."""
+    return root_public_key(Path(path).read_text(encoding="ascii", errors="replace"))
+
+
 def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -223,7 +228,7 @@ def root_rotate(
     `directory build --root-keystore NEW --previous-root-key-file OLD.pub`.
     """
     old = _open_keystore(obj, root_keystore)
-    new = root_public_key(Path(new_root_key_file).read_text(encoding="ascii"))
+    new = _root_key_file(new_root_key_file)
     token = sign_rotation(old, new, network=network, from_version=from_version, now=now_ms())
     _parent(out).write_text(token + "\n", encoding="ascii")
     _out().print(
@@ -509,7 +514,7 @@ def directory_build(
     if previous:
         roots = [root_id.signing_key().public]
         if previous_root_key_file:
-            roots.append(root_public_key(Path(previous_root_key_file).read_text(encoding="ascii")))
+            roots.append(_root_key_file(previous_root_key_file))
         prev = Directory.verify(Path(previous).read_text().strip(), roots)
     signed = sign_directory(
         root_id,
@@ -552,7 +557,7 @@ def directory_verify(
     """Verify one or more directory versions (oldest first) against the pinned root."""
     if bool(root_key) == bool(root_key_file):
         raise click.UsageError("give exactly one of --root-key or --root-key-file")
-    pk = root_public_key(root_key or Path(root_key_file or "").read_text())
+    pk = root_public_key(root_key) if root_key else _root_key_file(root_key_file or "")
     pin = DirectoryPin([pk])
     if pin_file and Path(pin_file).exists():
         pin = DirectoryPin.load([pk], Path(pin_file).read_text())

@@ -39,7 +39,7 @@ from keys.errors import (
     UnknownRootError,
 )
 from keys.identity import Identity, verify_encryption_key
-from keys.jws import parse_compact, sign_compact, verify_compact
+from keys.jws import CompactJWS, parse_compact, sign_compact, verify_compact
 from keys.models import (
     TYP_DIRECTORY,
     TYP_ROOT_ROTATION,
@@ -295,22 +295,19 @@ class DirectoryPin:
         for the pinned network; its new key is then trusted for the versions from
         ``from_version`` on, and the old one for none after it."""
         added: list[bytes] = []
-        pending = [verify_rotation_unsigned(t) for t in rotations]
+        pending = [_Rotation.parse(t) for t in rotations]
         progress = True
         while progress:  # a chain may arrive in any order
             progress = False
-            for token, statement in list(pending):
-                old, new = (
-                    b64d(statement.old, what="root key"),
-                    b64d(statement.new, what="root key"),
-                )
-                if key_id(new) in {key_id(r) for r in self.roots}:
-                    pending.remove((token, statement))
+            for rotation in list(pending):
+                old, new = rotation.old, rotation.new
+                known = {key_id(r) for r in self.roots}
+                if key_id(new) in known:
+                    pending.remove(rotation)
                     continue
-                trusted = {key_id(r): r for r in self.roots if key_id(r) not in self.retired}
-                if key_id(old) not in trusted:
-                    continue
-                verify_rotation(token, old)
+                if key_id(old) not in known or key_id(old) in self.retired:
+                    continue  # not (or no longer) signed by a root this pin trusts
+                statement = rotation.verify()
                 if self.network is not None and statement.network != self.network:
                     raise DirectoryForkError(
                         f"a root rotation for network {statement.network!r}, not the pinned "
@@ -331,7 +328,7 @@ class DirectoryPin:
                 self.introduced[key_id(new)] = statement.from_version
                 self.roots.append(new)
                 added.append(new)
-                pending.remove((token, statement))
+                pending.remove(rotation)
                 progress = True
         return added
 
@@ -480,31 +477,38 @@ def sign_rotation(
     return sign_compact(header, statement.model_dump_json().encode(), signing.secret)
 
 
-def verify_rotation_unsigned(token: str | bytes) -> tuple[str | bytes, RootRotation]:
-    """Parse a rotation statement (its signature is checked by :func:`verify_rotation`)."""
-    try:
-        jws = parse_compact(token, what="root rotation", max_bytes=16_384)
-        header = JwsHeader.model_validate_json(jws.protected)
-        statement = RootRotation.model_validate_json(jws.payload)
-    except (EncodingError, TamperedError, ValidationError) as exc:
-        raise DirectoryInvalidError(f"root rotation is malformed: {_first_error(exc)}") from exc
-    if header.typ != TYP_ROOT_ROTATION:
-        raise DirectoryInvalidError(f"not a root rotation (typ {header.typ!r})")
-    return token, statement
+@dataclass(frozen=True)
+class _Rotation:
+    """A parsed rotation statement; :meth:`verify` checks it against the outgoing root."""
 
+    jws: CompactJWS
+    kid: str
+    statement: RootRotation
+    old: bytes
+    new: bytes
 
-def verify_rotation(token: str | bytes, old_root: bytes) -> RootRotation:
-    """Verify a rotation statement's signature by the outgoing root ``old_root``."""
-    _, statement = verify_rotation_unsigned(token)
-    jws = parse_compact(token, what="root rotation", max_bytes=16_384)
-    header = JwsHeader.model_validate_json(jws.protected)
-    if header.kid != key_id(old_root) or b64d(statement.old, what="root key") != old_root:
-        raise DirectorySignatureError("root rotation is not signed by the root it retires")
-    try:
-        verify_compact(jws, old_root, what="root rotation")
-    except TamperedError as exc:
-        raise DirectorySignatureError("root rotation signature does not verify") from exc
-    return statement
+    @classmethod
+    def parse(cls, token: str | bytes) -> _Rotation:
+        try:
+            jws = parse_compact(token, what="root rotation", max_bytes=16_384)
+            header = JwsHeader.model_validate_json(jws.protected)
+            statement = RootRotation.model_validate_json(jws.payload)
+        except (EncodingError, TamperedError, ValidationError) as exc:
+            raise DirectoryInvalidError(f"root rotation is malformed: {_first_error(exc)}") from exc
+        if header.typ != TYP_ROOT_ROTATION:
+            raise DirectoryInvalidError(f"not a root rotation (typ {header.typ!r})")
+        old, new = b64d(statement.old, what="root key"), b64d(statement.new, what="root key")
+        return cls(jws, header.kid, statement, old, new)
+
+    def verify(self) -> RootRotation:
+        """The statement, once its signature by the root it retires checks out."""
+        if self.kid != key_id(self.old):
+            raise DirectorySignatureError("root rotation is not signed by the root it retires")
+        try:
+            verify_compact(self.jws, self.old, what="root rotation")
+        except TamperedError as exc:
+            raise DirectorySignatureError("root rotation signature does not verify") from exc
+        return self.statement
 
 
 def root_public_key(text: str) -> bytes:

@@ -40,7 +40,7 @@ OutboxState = Literal["queued", "submitted", "expired", "failed"]
 UploadState = Literal["pending", "sent", "failed"]
 
 
-def backoff_ms(attempts: int, rand: float, *, base_ms: int = 1000, cap_ms: int = 30_000) -> int:
+def backoff_ms(attempts: int, rand: float, *, base_ms: float = 1000, cap_ms: float = 30_000) -> int:
     """Full jitter: a delay uniformly in ``[0, min(cap, base * 2**(attempts-1)))``.
 
     ``attempts`` failed attempts so far (at least 1); ``rand`` in [0, 1).
