@@ -49,6 +49,12 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     outbox_interval_s: float = Field(1.0, gt=0)
     """How often the daemon looks for messages and decisions queued in the outbox."""
     shutdown_grace_s: float = Field(10.0, ge=0)
+    retention_days: float = Field(400.0, ge=0)
+    """Closed messages (received: decided or expired; sent: closed by a receipt) older
+    than this are forgotten by the daemon, with their receipts and events; 0 keeps all."""
+    retention_archive_dir: Path | None = None
+    """When set, each message's evidence is written here as JSON before it is forgotten."""
+    retention_interval_s: float = Field(3600.0, gt=0)
     hooks: list[HookConfig] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -30,6 +30,7 @@ from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.escalations import envelope_event, is_release, notice_event
 from clients.hooks import HookRunner
 from clients.outbox import OutboxWorker, log_event
+from clients.retention import RetentionWorker
 from clients.store import EVENTS, Inbox
 from keys import wire
 from keys.attachments import decrypt_file
@@ -96,6 +97,7 @@ class Daemon:
         self._ws: RelayStream | None = None
         self._hooks: HookRunner | None = None
         self.outbox: OutboxWorker | None = None
+        self.retention: RetentionWorker | None = None
 
     @property
     def directory(self) -> Directory:
@@ -140,6 +142,12 @@ class Daemon:
         outbox_task = asyncio.create_task(
             self.outbox.run_forever(hook_stop, s.outbox_interval_s), name="outbox"
         )
+        self.retention = RetentionWorker(
+            self.inbox, days=s.retention_days, archive_dir=s.retention_archive_dir, clock=self.clock
+        )
+        retention_task = asyncio.create_task(
+            self.retention.run_forever(hook_stop, s.retention_interval_s), name="retention"
+        )
         backoff = s.reconnect_min_s
         try:
             while not stop.is_set():
@@ -171,7 +179,7 @@ class Daemon:
                         await stop.wait()
         finally:
             hook_stop.set()
-            await asyncio.gather(hook_task, outbox_task, return_exceptions=True)
+            await asyncio.gather(hook_task, outbox_task, retention_task, return_exceptions=True)
             for task in list(self._downloads):
                 task.cancel()
             await asyncio.gather(*self._downloads, return_exceptions=True)

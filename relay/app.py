@@ -54,6 +54,7 @@ from relay.core.metrics import Metrics
 from relay.core.probes import Prober
 from relay.core.ratelimit import RateLimiter
 from relay.core.readmodel import DIRECTORY_WARN_MS, ReadModel
+from relay.core.retention import Retention
 from relay.lock import DataDirInUseError, DataDirLock
 from relay.settings import RelaySettings
 from relay.store.base import QueueItem, Store, StoreError
@@ -287,6 +288,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 ),
                 asyncio.create_task(_listen(store, core.delivery.hub), name="store-listener"),
                 asyncio.create_task(core.prober.run(), name="probes"),
+                asyncio.create_task(
+                    Retention(
+                        store=store,
+                        clock=app[CLOCK],
+                        metrics=app[METRICS],
+                        attachments=settings.data_dir / "attachments",
+                        days=settings.retention_days,
+                        interval_s=settings.retention_interval_s,
+                    ).run(),
+                    name="retention",
+                ),
             ]
             log.info("relay %s ready (directory version %d)", identity.id, holder.current.version)
             _directory_expiry(app)

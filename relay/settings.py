@@ -107,6 +107,12 @@ class RelaySettings(settingsfile.PinnedRootSettings):
     """Requests per authority: ``default`` and optional per-role entries
     (national_body, central_authority, supervisory, duty_desk)."""
 
+    retention_days: float = Field(400.0, ge=0)
+    """Closed messages accepted longer ago than this are forgotten, with their receipts,
+    and so are attachments no stored message references; 0 keeps everything."""
+    retention_interval_s: float = Field(3600.0, gt=0)
+    """How often retention runs (and once at start)."""
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("rate_limits")

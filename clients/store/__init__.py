@@ -11,7 +11,9 @@ connection and one worker thread (:mod:`clients.store.db`):
   person or a hook must see (reminders, releases, escalation notices, ...) and the
   delivery-hook queue, one job per event and hook;
 * ``inbox.outbox`` and ``inbox.uploads`` (:mod:`clients.store.outbox`): envelopes and
-  decision receipts the relay has not taken yet (the daemon submits them).
+  decision receipts the relay has not taken yet (the daemon submits them);
+* ``inbox.retention`` (:mod:`clients.store.retention`): closed messages past the
+  retention period, with their evidence, and forgetting them.
 
 Attachments are files beside the database (:meth:`Inbox.attachment_path`).
 """
@@ -48,6 +50,7 @@ from clients.store.hookjobs import (
 )
 from clients.store.outbox import Outbox, OutboxEntry, ReceiptUpload, ReceiptUploads
 from clients.store.received import InboxMessage, MessageState, ReceivedMessages
+from clients.store.retention import Retention
 from clients.store.sent import SentMessage, SentMessages, StoredReceipt
 from keys.encoding import is_uuid7
 
@@ -99,6 +102,7 @@ class Inbox:
         self.hook_jobs = HookJobs(db)
         self.outbox = Outbox(db)
         self.uploads = ReceiptUploads(db)
+        self.retention = Retention(db)
 
     @classmethod
     async def open(

@@ -81,6 +81,18 @@ class Metrics:
             "When the directory version in force expires (Unix time); 0 when it has no expiry",
             registry=r,
         )
+        self.pruned = Counter(
+            "cpar_retention_pruned",
+            "Records forgotten by retention: messages, receipts, queued (unread envelope "
+            "copies), attachments",
+            ["what"],
+            registry=r,
+        )
+        self.retention_run = Gauge(
+            "cpar_retention_last_run_timestamp_seconds",
+            "When retention last finished a run (Unix time); 0 before the first",
+            registry=r,
+        )
         labels = ["authority"]
         self.authority_connected = Gauge(
             "cpar_authority_connected", "Open daemon connections per authority", labels, registry=r
@@ -124,3 +136,5 @@ class Metrics:
             self.escalations.labels(step=step)
         for status in ("delivered", "acknowledged", "rejected"):
             self.receipts.labels(status=status)
+        for what in ("messages", "receipts", "queued", "attachments"):
+            self.pruned.labels(what=what)

@@ -172,6 +172,19 @@ class QueueStats:
     oldest_enqueued_at: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What one :meth:`Store.prune` call removed."""
+
+    messages: int = 0
+    receipts: int = 0
+    queued: int = 0
+    """Queued copies of the pruned messages' envelopes (never read by a recipient).
+    Queued receipts and notes carry their own payload: they stay until read."""
+    attachments: tuple[str, ...] = ()
+    """Digests of attachments forgotten: the caller deletes their files."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable state of one relay network."""
@@ -283,4 +296,12 @@ class Store(Protocol):
 
     async def may_read_attachment(self, digest: str, authority: str) -> bool:
         """The uploader, or a recipient of a message that references it."""
+        ...
+
+    async def prune(self, before: int, *, limit: int) -> Pruned:
+        """Forget up to ``limit`` closed messages accepted before ``before`` (Unix ms),
+        oldest first, with their receipts, timers and the queued copies of their envelope
+        (queued receipts and notes stay until read), in one commit; and
+        the attachments uploaded before ``before`` that no message still stored
+        references. A message not yet closed is kept (its expiry closes it)."""
         ...

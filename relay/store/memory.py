@@ -29,6 +29,7 @@ from relay.store.base import (
     ItemType,
     MessageRecord,
     NewMessage,
+    Pruned,
     QueueItem,
     QueueStats,
     ReceiptRecord,
@@ -63,8 +64,8 @@ class MemoryStore:
         """(msg_id, step) -> timer: one timer per step of a message."""
         self._nonces: dict[str, int] = {}
         """nonce -> until when (Unix seconds) it is remembered."""
-        self._attachments: dict[str, str] = {}
-        """digest -> uploader."""
+        self._attachments: dict[str, tuple[str, int]] = {}
+        """digest -> (uploader, uploaded at)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -296,19 +297,53 @@ class MemoryStore:
         self._check()
         if digest in self._attachments:
             return False
-        self._attachments[digest] = uploader
+        self._attachments[digest] = (uploader, at)
         return True
 
     async def attachment_uploader(self, digest: str) -> str | None:
         self._check()
-        return self._attachments.get(digest)
+        found = self._attachments.get(digest)
+        return None if found is None else found[0]
 
     async def may_read_attachment(self, digest: str, authority: str) -> bool:
         self._check()
-        uploader = self._attachments.get(digest)
-        if uploader is None:
+        found = self._attachments.get(digest)
+        if found is None:
             return False
-        return uploader == authority or any(
+        return found[0] == authority or any(
             digest in m.attachments and authority in (*m.to, *m.fallbacks)
             for m in self._messages.values()
         )
+
+    # -- retention ------------------------------------------------------------------
+
+    async def prune(self, before: int, *, limit: int) -> Pruned:
+        self._check()
+        old = sorted(
+            (
+                m
+                for m in self._messages.values()
+                if m.accepted_at < before and m.state in TERMINAL_STATES
+            ),
+            key=lambda m: m.accepted_at,
+        )[: max(0, limit)]
+        doomed = {m.id for m in old}
+        receipts = sum(len(self._receipts.pop(msg_id, [])) for msg_id in doomed)
+        queued = 0
+        for msg_id in doomed:
+            del self._messages[msg_id]
+            # The queued copies of its envelope cannot be delivered without it; queued
+            # receipts and notes carry their own payload and stay owed.
+            for recipient, seq in self._copies.pop(msg_id, set()):
+                queued += self._queues[recipient].pop(seq, None) is not None
+        for key in [k for k in self._timers if k[0] in doomed]:
+            del self._timers[key]
+        referenced = {d for m in self._messages.values() for d in m.attachments}
+        gone = tuple(
+            sorted(
+                d for d, (_, at) in self._attachments.items() if at < before and d not in referenced
+            )
+        )
+        for d in gone:
+            del self._attachments[d]
+        return Pruned(len(doomed), receipts, queued, gone)

@@ -14,7 +14,10 @@ Layout (``cpar:`` prefix; hash tags keep the keys of one entity in one slot):
                                 idempotency keys (signer|status|step).
 ``cpar:{<msg id>}:qi``          SET of ``recipient|seq``: the queued copies of the envelope
                                 (withdrawn on expiry).
-``cpar:{<digest>}:a`` / ``:rd`` HASH: attachment metadata / SET: who may read it.
+``cpar:{<digest>}:a`` / ``:rd`` HASH: attachment metadata / SET: who may read it /
+``:ms``                         SET: the stored messages that reference it.
+``cpar:retention``              ZSET of message ids by accepted_at; ``cpar:uploads``: ZSET
+                                of attachments not yet referenced, by upload time (prune).
 ``cpar:{timers}:z`` / ``:lease`` ZSET ``<msg id>|<step>`` scored by due time (ms) / HASH of
                                 short leases (``instance|until``) taken by ``due_timers``.
 ``cpar:seq``                    the counter every queue seq is taken from (INCR).
@@ -93,6 +96,7 @@ from relay.store.base import (
     Escalation,
     MessageRecord,
     NewMessage,
+    Pruned,
     QueueItem,
     QueueStats,
     ReceiptRecord,
@@ -115,6 +119,7 @@ from relay.store.redisparts import (
     PENDING,
     POOL_SIZE,
     PREFIX,
+    PRUNE,
     PUT_ATTACHMENT,
     QUEUE_STATS,
     RECEIPTS,
@@ -122,19 +127,22 @@ from relay.store.redisparts import (
     RETRIES,
     STATS_SCAN,
     TIMERS,
+    UPLOADS,
     WAITAOF_TIMEOUT_MS,
     Durability,
     StoreConfigError,
     _Script,
+    accept_args,
     akey,
     durability_plan,
+    index_for_retention,
     mkey,
     parse_version,
+    pruned,
     qkey,
     readers_key,
     rkey,
 )
-from relay.store.redisparts import num as _num
 from relay.store.redisparts import pushed_item as _pushed_item
 from relay.store.redisparts import record as _record
 
@@ -241,6 +249,8 @@ class RedisStore:
         self._receipts = _Coalescer(self, RECEIPTS, durable=True, queues=True)
         self._acks = _Coalescer(self, ACK, durable=False, queues=False)
         self._nonces = _Coalescer(self, NONCES, durable=False, queues=False)
+        self._indexed = False
+        """Whether this process saw the retention indexes complete (index_for_retention)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -443,25 +453,7 @@ class RedisStore:
         msgs = list(messages)
         if not msgs:
             return []
-        args: list[Any] = []
-        for m in msgs:
-            args += [
-                m.id,
-                m.sender,
-                json.dumps(list(m.to)),
-                json.dumps(list(m.fallbacks)),
-                m.envelope,
-                m.env_hash,
-                str(m.created),
-                str(m.expires),
-                m.priority,
-                _num(m.ack_by),
-                str(m.accepted_at),
-                m.accepted_receipt,
-                json.dumps(list(m.attachments)),
-                m.policy,
-                json.dumps([[str(step), str(due)] for step, due in m.timers]),
-            ]
+        args = [arg for m in msgs for arg in accept_args(m)]
         size = sum(len(m.envelope) for m in msgs)
         raw = await self._accepts.call(args, len(msgs), size)
         out: list[AcceptResult] = []
@@ -763,7 +755,9 @@ class RedisStore:
     # -- attachments ----------------------------------------------------------------
 
     async def put_attachment(self, digest: str, *, uploader: str, size: int, at: int) -> bool:
-        new = await self._write(PUT_ATTACHMENT, [akey(digest)], [uploader, str(size), str(at)])
+        new = await self._write(
+            PUT_ATTACHMENT, [akey(digest), UPLOADS], [uploader, str(size), str(at), digest]
+        )
         return bool(int(new))
 
     async def attachment_uploader(self, digest: str) -> str | None:
@@ -781,3 +775,13 @@ class RedisStore:
         return bool(
             await self._call(lambda r: r.sismember(readers_key(digest), authority), write=False)
         )
+
+    # -- retention ------------------------------------------------------------------
+
+    async def prune(self, before: int, *, limit: int) -> Pruned:
+        if not self._indexed:
+            indexed = await self._call(index_for_retention, write=True)
+            if indexed:
+                log.info("indexed %d messages stored before retention existed", indexed)
+            self._indexed = True
+        return pruned(await self._write(PRUNE, [], self._args(str(before), str(max(0, limit)))))

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from relay.store.base import MessageRecord, QueueItem, StoreError
+from relay.store.base import MessageRecord, NewMessage, Pruned, QueueItem, StoreError
 
 Durability = Literal["always", "everysec"]
 
@@ -83,6 +83,12 @@ TIMERS = PREFIX + "{timers}:z"
 LEASES = PREFIX + "{timers}:lease"
 RECIPIENTS = PREFIX + "recipients"
 ESCALATING = PREFIX + "escalating"
+RETENTION = PREFIX + "retention"
+"""ZSET of message ids by accepted_at: what :meth:`RedisStore.prune` looks at."""
+UPLOADS = PREFIX + "uploads"
+"""ZSET of attachment digests not yet referenced, by upload time."""
+RETENTION_INDEXED = PREFIX + "retention:indexed"
+"""Set once the retention indexes cover the messages stored before they existed."""
 
 
 # --- Lua ---------------------------------------------------------------------------------
@@ -114,6 +120,7 @@ ACK = _Script.load("ack")
 NONCES = _Script.load("nonces")
 PUT_ATTACHMENT = _Script.load("put_attachment")
 QUEUE_STATS = _Script.load("queue_stats")
+PRUNE = _Script.load("prune", common=True)
 
 
 # --- durability ---------------------------------------------------------------------------
@@ -188,6 +195,27 @@ def num(value: int | None) -> str:
     return "" if value is None else str(value)
 
 
+def accept_args(m: NewMessage) -> list[str]:
+    """The 15 fields accept.lua takes per message."""
+    return [
+        m.id,
+        m.sender,
+        json.dumps(list(m.to)),
+        json.dumps(list(m.fallbacks)),
+        m.envelope,
+        m.env_hash,
+        str(m.created),
+        str(m.expires),
+        m.priority,
+        num(m.ack_by),
+        str(m.accepted_at),
+        m.accepted_receipt,
+        json.dumps(list(m.attachments)),
+        m.policy,
+        json.dumps([[str(step), str(due)] for step, due in m.timers]),
+    ]
+
+
 def record(msg_id: str, h: dict[str, str]) -> MessageRecord:
     return MessageRecord(
         id=msg_id,
@@ -216,3 +244,34 @@ def pushed_item(raw: list[Any]) -> QueueItem:
     return QueueItem(
         int(seq), recipient, typ, msg_id, payload, int(at), bool(reminder), note or None
     )
+
+
+def pruned(raw: list[Any]) -> Pruned:
+    return Pruned(int(raw[0]), int(raw[1]), int(raw[2]), tuple(str(d) for d in raw[3:]))
+
+
+async def index_for_retention(r: aioredis.Redis) -> int:
+    """Put the messages and attachments stored by a relay older than the retention
+    indexes into them (once per database; idempotent, so instances starting together
+    may both do it). Returns how many messages were indexed."""
+    if await r.exists(RETENTION_INDEXED):
+        return 0
+    indexed = 0
+    async for mk in r.scan_iter(match=f"{PREFIX}{{*}}:m", count=500):
+        accepted_at, attachments = await r.hmget(mk, "accepted_at", "attachments")
+        if accepted_at is None:
+            continue
+        msg_id = mk[len(PREFIX) + 1 : -3]
+        pipe = r.pipeline(transaction=False)
+        pipe.zadd(RETENTION, {msg_id: int(accepted_at)})
+        for digest in json.loads(attachments or "[]"):
+            pipe.sadd(f"{PREFIX}{{{digest}}}:ms", msg_id)
+        await pipe.execute()
+        indexed += 1
+    async for ak in r.scan_iter(match=f"{PREFIX}{{*}}:a", count=500):
+        digest = ak[len(PREFIX) + 1 : -3]
+        stored_at = await r.hget(ak, "stored_at")
+        if stored_at is not None and not await r.exists(f"{PREFIX}{{{digest}}}:ms"):
+            await r.zadd(UPLOADS, {digest: int(stored_at)})
+    await r.set(RETENTION_INDEXED, "1")
+    return indexed

@@ -31,6 +31,7 @@ from relay.store.base import (
     Escalation,
     MessageRecord,
     NewMessage,
+    Pruned,
     QueueItem,
     QueueStats,
     ReceiptRecord,
@@ -216,6 +217,43 @@ def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
             (t.msg_id, step, due, t.generation),
         )
     return tuple(seqs)
+
+
+def _prune(conn: sqlite3.Connection, before: int, limit: int) -> Pruned:
+    closed = sorted(TERMINAL_STATES)
+    marks = ",".join("?" * len(closed))
+    ids = [
+        row[0]
+        for row in conn.execute(
+            f"SELECT id FROM messages WHERE accepted_at < ? AND state IN ({marks}) "
+            "ORDER BY accepted_at LIMIT ?",
+            (before, *closed, max(0, limit)),
+        )
+    ]
+    receipts = queued = 0
+    if ids:
+        doomed = json.dumps(ids)
+        where = "msg_id IN (SELECT value FROM json_each(?))"
+        receipts = conn.execute(f"DELETE FROM receipts WHERE {where}", (doomed,)).rowcount
+        # Queued copies of the envelope go with it; queued receipts and notes carry their
+        # own payload and stay owed to their authority.
+        queued = conn.execute(
+            f"DELETE FROM queue WHERE {where} AND payload IS NULL", (doomed,)
+        ).rowcount
+        conn.execute(f"DELETE FROM timers WHERE {where}", (doomed,))
+        conn.execute(f"DELETE FROM message_attachments WHERE {where}", (doomed,))
+        conn.execute("DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))", (doomed,))
+    gone = tuple(
+        row[0]
+        for row in conn.execute(
+            "SELECT digest FROM attachments a WHERE stored_at < ? AND NOT EXISTS "
+            "(SELECT 1 FROM message_attachments x WHERE x.digest = a.digest) "
+            "ORDER BY stored_at LIMIT ?",
+            (before, max(0, limit)),
+        ).fetchall()
+    )
+    conn.executemany("DELETE FROM attachments WHERE digest = ?", [(d,) for d in gone])
+    return Pruned(len(ids), receipts, queued, gone)
 
 
 class SQLiteStore:
@@ -574,3 +612,8 @@ class SQLiteStore:
             return any(authority in json.loads(r[0]) + json.loads(r[1]) for r in rows)
 
         return await self._read(q)
+
+    # -- retention ------------------------------------------------------------------
+
+    async def prune(self, before: int, *, limit: int) -> Pruned:
+        return await self._write(lambda conn: _prune(conn, before, limit))

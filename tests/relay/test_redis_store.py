@@ -283,6 +283,38 @@ async def test_the_consumer_group_records_which_instance_delivers(
         await raw.aclose()
 
 
+async def test_messages_stored_before_retention_existed_are_indexed_and_pruned(
+    two: tuple[RedisStore, RedisStore], redis_url: str
+) -> None:
+    """A database written by a relay without the retention indexes: the first prune
+    indexes what is there (once), then forgets what is old and closed."""
+    a, b = two
+    photo, orphan = "e5" * 32, "f6" * 32
+    old = NOW - 500 * 86_400_000
+    for digest in (photo, orphan):
+        assert await a.put_attachment(digest, uploader="it-tpc", size=3, at=old)
+    m = message(at=old, attachments=(photo,))
+    await a.accept([m])
+    for status in ("delivered", "acknowledged"):
+        assert await a.add_receipt(receipt(m, status=status, at=old + 9), notify="it-tpc")
+    raw = async_client(redis_url)
+    try:  # as an older relay left it
+        await raw.delete(
+            redis_store.PREFIX + "retention",
+            redis_store.PREFIX + "uploads",
+            redis_store.PREFIX + "retention:indexed",
+            f"{redis_store.PREFIX}{{{photo}}}:ms",
+        )
+        pruned = await b.prune(NOW - 400 * 86_400_000, limit=10)
+        assert pruned.messages == 1 and sorted(pruned.attachments) == sorted([photo, orphan])
+        assert await a.get_message(m.id) is None
+        assert await raw.get(redis_store.PREFIX + "retention:indexed") == "1"
+        leftovers = [k async for k in raw.scan_iter(match=f"{redis_store.PREFIX}{{{m.id}}}:*")]
+        assert leftovers == []
+    finally:
+        await raw.aclose()
+
+
 # --- durability checks -------------------------------------------------------------------
 
 

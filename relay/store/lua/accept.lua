@@ -22,6 +22,7 @@ for _ = 1, n do
       'priority', priority, 'ack_by', ack_by, 'accepted_at', accepted_at,
       'accepted_receipt', receipt, 'state', 'accepted', 'attachments', attachments,
       'policy', policy, 'gen', '0', 'step', '0', 'released', '[]')
+    redis.call('ZADD', RETENTION, accepted_at, id)
     for _, t in ipairs(cjson.decode(timers)) do
       redis.call('ZADD', TIMERS, t[2], id .. '|' .. t[1])
     end
@@ -38,6 +39,7 @@ for _ = 1, n do
       for _, f in ipairs(cjson.decode(fallbacks)) do readers[#readers + 1] = f end
       for _, d in ipairs(atts) do
         redis.call('SADD', P .. '{' .. d .. '}:rd', unpack(readers))
+        redis.call('SADD', P .. '{' .. d .. '}:ms', id)
       end
     end
     out[#out + 1] = result

@@ -7,6 +7,8 @@ local RECIPIENTS = P .. 'recipients'
 local TIMERS = P .. '{timers}:z'
 local LEASES = P .. '{timers}:lease'
 local ESCALATING = P .. 'escalating'
+local RETENTION = P .. 'retention'
+local UPLOADS = P .. 'uploads'
 local CHANNEL = P .. 'push'
 local TERMINAL = {acknowledged = true, rejected = true, expired = true}
 local STEPS = {'1', '2', '3', '9'}
