@@ -55,6 +55,10 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     retention_archive_dir: Path | None = None
     """When set, each message's evidence is written here as JSON before it is forgotten."""
     retention_interval_s: float = Field(3600.0, gt=0)
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """When set, the daemon serves Prometheus metrics at ``/metrics`` on this port."""
+    metrics_host: str = "127.0.0.1"
+    """Where the metrics listen (no authentication: counts only, never content)."""
     hooks: list[HookConfig] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

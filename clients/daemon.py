@@ -29,6 +29,7 @@ from clients.directory import DirectoryExpiredError, PinnedDirectory
 from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.escalations import envelope_event, is_release, notice_event
 from clients.hooks import HookRunner
+from clients.metrics import Stats, serve_metrics
 from clients.outbox import OutboxWorker, log_event
 from clients.retention import RetentionWorker
 from clients.store import EVENTS, Inbox
@@ -49,17 +50,6 @@ Reply = wire.ReceiptOk | wire.ReceiptsOk | wire.ErrorFrame
 RECEIPT_REPLY_TIMEOUT_S = 30.0
 MAX_UNCONFIRMED_BATCHES = 8
 STALE_DIRECTORY_ERRORS = (UnknownSenderError, UnknownSigningKeyError)
-
-
-@dataclass
-class Stats:
-    stored: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    receipts: int = 0
-    escalations: int = 0
-    connects: int = 0
-    batches: int = 0
 
 
 @dataclass
@@ -98,6 +88,8 @@ class Daemon:
         self._hooks: HookRunner | None = None
         self.outbox: OutboxWorker | None = None
         self.retention: RetentionWorker | None = None
+        self.metrics_address: Any = None
+        """(host, port) of the metrics endpoint once it listens (``metrics_port``)."""
 
     @property
     def directory(self) -> Directory:
@@ -148,8 +140,12 @@ class Daemon:
         retention_task = asyncio.create_task(
             self.retention.run_forever(hook_stop, s.retention_interval_s), name="retention"
         )
+        metrics = None
         backoff = s.reconnect_min_s
         try:
+            if s.metrics_port is not None:
+                metrics = await serve_metrics(self, s.metrics_host, s.metrics_port)
+                self.metrics_address = metrics.addresses[0]
             while not stop.is_set():
                 try:
                     await self.refresh_directory()
@@ -180,6 +176,8 @@ class Daemon:
         finally:
             hook_stop.set()
             await asyncio.gather(hook_task, outbox_task, retention_task, return_exceptions=True)
+            if metrics is not None:
+                await metrics.cleanup()
             for task in list(self._downloads):
                 task.cancel()
             await asyncio.gather(*self._downloads, return_exceptions=True)

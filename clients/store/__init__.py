@@ -66,6 +66,7 @@ __all__ = [
     "IdMatches",
     "Inbox",
     "InboxError",
+    "InboxGauges",
     "InboxMessage",
     "InboxSchemaError",
     "MessageState",
@@ -81,6 +82,20 @@ __all__ = [
     "UnknownMessageError",
     "migrations",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxGauges:
+    """How much is waiting, for the daemon's metrics (one read)."""
+
+    unhandled: int
+    """Received messages neither acknowledged nor rejected yet."""
+    outbox_queued: int
+    """Envelopes waiting in the outbox for the relay."""
+    decisions_pending: int
+    """Decision receipts not yet confirmed by the relay."""
+    hook_jobs_pending: int
+    hook_jobs_failed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +157,19 @@ class Inbox:
                 return tuple(r["id"] for r in rows)
 
             return IdMatches(received=ids("messages"), sent=ids("sent"))
+
+        return await self._db.run(q)
+
+    async def gauges(self) -> InboxGauges:
+        def q(conn: sqlite3.Connection) -> InboxGauges:
+            row = conn.execute(
+                "SELECT (SELECT COUNT(*) FROM messages WHERE state = 'new'), "
+                "(SELECT COUNT(*) FROM outbox WHERE state = 'queued'), "
+                "(SELECT COUNT(*) FROM receipt_uploads WHERE state = 'pending'), "
+                "(SELECT COUNT(*) FROM hook_jobs WHERE state = 'pending'), "
+                "(SELECT COUNT(*) FROM hook_jobs WHERE state = 'failed')"
+            ).fetchone()
+            return InboxGauges(*(int(v) for v in row))
 
         return await self._db.run(q)
 

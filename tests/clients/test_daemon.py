@@ -142,3 +142,40 @@ async def test_escalation_notices_reach_the_duty_desk_daemon(
             return await relay.client("fr-deputy").poll() == []
 
         await until(acknowledged)
+
+
+async def test_the_daemon_serves_its_metrics_on_loopback_when_asked(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    net = relay.net
+    async with running_daemon(relay, "fr-oclcc", tmp_path / "fr", metrics_port=0) as fr:
+        sealed = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW)
+        await relay.client("it-tpc").send(sealed.token)
+
+        async def stored() -> bool:
+            return fr.stats.stored == 1
+
+        await until(stored)
+        host, port = fr.metrics_address[:2]
+        assert host == "127.0.0.1"
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://{host}:{port}/metrics") as resp,
+        ):
+            assert resp.status == 200
+            text = await resp.text()
+        samples = {
+            s.name + "".join(f"{{{k}={v}}}" for k, v in sorted(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        assert samples["cpar_daemon_connected"] == 1
+        assert samples["cpar_daemon_messages_stored_total"] == 1
+        assert samples["cpar_daemon_unhandled_messages"] == 1  # nobody acknowledged it yet
+        assert samples["cpar_daemon_outbox_queued"] == 0
+        assert samples["cpar_daemon_retention_forgotten_total{what=received}"] == 0
+        assert samples["cpar_daemon_directory_expires_timestamp_seconds"] >= 0
+        assert sealed.id not in text and "Lot 112" not in text  # counts only
