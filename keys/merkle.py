@@ -170,15 +170,21 @@ class Frontier:
     size: int = 0
     nodes: list[bytes] = field(default_factory=list)
 
+    @staticmethod
+    def keys(size: int) -> list[tuple[int, int]]:
+        """The ``(level, index)`` of the perfect subtrees a log of ``size`` leaves keeps
+        in its frontier, largest first."""
+        out, start = [], 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                out.append((level, start >> level))
+                start += 1 << level
+        return out
+
     @classmethod
     def load(cls, size: int, perfect: Perfect) -> Frontier:
         """Rebuild the frontier of a stored log from its perfect subtrees."""
-        nodes, start = [], 0
-        for level in range(size.bit_length() - 1, -1, -1):
-            if size >> level & 1:
-                nodes.append(perfect(level, start >> level))
-                start += 1 << level
-        return cls(size, nodes)
+        return cls(size, [perfect(level, index) for level, index in cls.keys(size)])
 
     def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
         """Add one leaf hash; returns the perfect subtrees it completes, as

@@ -10,10 +10,11 @@ backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 from keys.lifecycle import CLOSED, State, Step
+from keys.merkle import leaf_hash
 
 MessageState = State
 ItemType = Literal["envelope", "receipt", "escalation"]
@@ -87,6 +88,8 @@ class MessageRecord:
     generation: int = 0
     escalation_step: int = 0
     released: tuple[str, ...] = ()
+    log_index: int | None = field(default=None, compare=False)
+    """Where the accepted receipt is in the relay's log (None: stored before the log)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,8 @@ class ReceiptRecord:
     received_at: int
     step: int = 0
     """The escalation step, for ``escalated`` receipts (one receipt per step)."""
+    log_index: int | None = field(default=None, compare=False)
+    """Where the receipt is in the relay's log, once stored (None: before the log)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +188,19 @@ class Pruned:
     Queued receipts and notes carry their own payload: they stay until read."""
     attachments: tuple[str, ...] = ()
     """Digests of attachments forgotten: the caller deletes their files."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """The relay's log: how many leaves, and the RFC 9162 root over them."""
+
+    size: int
+    root: bytes
+
+
+def log_leaf(token: str) -> bytes:
+    """The leaf hash of a receipt in the relay's log: its compact token is the leaf."""
+    return leaf_hash(token.encode("utf-8"))
 
 
 @runtime_checkable
@@ -304,4 +322,16 @@ class Store(Protocol):
         (queued receipts and notes stay until read), in one commit; and
         the attachments uploaded before ``before`` that no message still stored
         references. A message not yet closed is kept (its expiry closes it)."""
+        ...
+
+    async def log_head(self) -> LogHead:
+        """The append-only log of every receipt stored (the accepted receipts included),
+        in commit order: each write that stores a receipt appends its leaf
+        (:func:`log_leaf`) in the same commit, so the log survives what the receipts
+        survive. Covers every write that has returned."""
+        ...
+
+    async def log_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Perfect subtrees of the log, by ``(level, index)`` (level 0: leaf hashes); the
+        ones not stored (beyond the log's size) are left out."""
         ...

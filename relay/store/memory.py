@@ -22,11 +22,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from keys.lifecycle import transition
+from keys.merkle import Frontier
 from relay.store.base import (
     TERMINAL_STATES,
     AcceptResult,
     Escalation,
     ItemType,
+    LogHead,
     MessageRecord,
     NewMessage,
     Pruned,
@@ -35,6 +37,7 @@ from relay.store.base import (
     ReceiptRecord,
     StoreUnavailableError,
     Timer,
+    log_leaf,
 )
 
 # --- the store ------------------------------------------------------------------------------
@@ -66,6 +69,9 @@ class MemoryStore:
         """nonce -> until when (Unix seconds) it is remembered."""
         self._attachments: dict[str, tuple[str, int]] = {}
         """digest -> (uploader, uploaded at)."""
+        self._log = Frontier()
+        self._log_nodes: dict[tuple[int, int], bytes] = {}
+        """(level, index) -> hash of every perfect subtree of the log."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -114,6 +120,7 @@ class MemoryStore:
                 state="accepted",
                 attachments=m.attachments,
                 policy=m.policy,
+                log_index=self._append_leaf(m.accepted_receipt),
             )
             for step, due in m.timers:
                 self._timers[(m.id, step)] = Timer(m.id, step, due, generation=0)
@@ -149,7 +156,7 @@ class MemoryStore:
         stored = self._receipts.setdefault(r.msg_id, [])
         if any((k.signer, k.status, k.step) == (r.signer, r.status, r.step) for k in stored):
             return None  # already stored (idempotent on signer, status, step): a repeat
-        stored.append(r)
+        stored.append(replace(r, log_index=self._append_leaf(r.token)))
         seq = self._enqueue(notify, "receipt", r.msg_id, r.token, r.received_at)
         m = self._messages.get(r.msg_id)
         rule = transition(r.status) if apply_transition else None
@@ -314,6 +321,22 @@ class MemoryStore:
             digest in m.attachments and authority in (*m.to, *m.fallbacks)
             for m in self._messages.values()
         )
+
+    # -- the log --------------------------------------------------------------------
+
+    def _append_leaf(self, token: str) -> int:
+        index = self._log.size
+        for level, at, h in self._log.append(log_leaf(token)):
+            self._log_nodes[(level, at)] = h
+        return index
+
+    async def log_head(self) -> LogHead:
+        self._check()
+        return LogHead(self._log.size, self._log.root())
+
+    async def log_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        self._check()
+        return {k: self._log_nodes[k] for k in keys if k in self._log_nodes}
 
     # -- retention ------------------------------------------------------------------
 

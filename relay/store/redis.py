@@ -94,6 +94,7 @@ from relay.store.base import (
     TERMINAL_STATES,
     AcceptResult,
     Escalation,
+    LogHead,
     MessageRecord,
     NewMessage,
     Pruned,
@@ -102,7 +103,9 @@ from relay.store.base import (
     ReceiptRecord,
     StoreUnavailableError,
     Timer,
+    log_leaf,
 )
+from relay.store.redislog import RedisLog
 from relay.store.redisparts import (
     _KEEPALIVE,
     _NO_CLIENT_SETINFO,
@@ -141,6 +144,7 @@ from relay.store.redisparts import (
     pruned,
     qkey,
     readers_key,
+    receipt_record,
     rkey,
 )
 from relay.store.redisparts import pushed_item as _pushed_item
@@ -249,6 +253,7 @@ class RedisStore:
         self._receipts = _Coalescer(self, RECEIPTS, durable=True, queues=True)
         self._acks = _Coalescer(self, ACK, durable=False, queues=False)
         self._nonces = _Coalescer(self, NONCES, durable=False, queues=False)
+        self._log = RedisLog(lambda fn: self._call(fn, write=True))
         self._indexed = False
         """Whether this process saw the retention indexes complete (index_for_retention)."""
 
@@ -494,6 +499,7 @@ class RedisStore:
                 ",".join(sorted(rule.before)) if rule else "",
                 rule.after if rule else "",
                 "1" if rule and rule.closes else "0",
+                log_leaf(r.token).hex(),
             ]
         raw = await self._receipts.call(args, len(batch), sum(len(r.token) for r, _ in batch))
         return [int(s) or None for s in raw]
@@ -502,15 +508,7 @@ class RedisStore:
         rows: list[str] = await self._call(
             lambda r: _any(r.lrange(rkey(msg_id), 0, -1)), write=False
         )
-        out = []
-        for row in rows:
-            status, signer, at, token, received_at, step = json.loads(row)
-            out.append(
-                ReceiptRecord(
-                    msg_id, status, signer, int(at), token, int(received_at), step=int(step)
-                )
-            )
-        return out
+        return [receipt_record(msg_id, row) for row in rows]
 
     # -- queues ---------------------------------------------------------------------
 
@@ -649,6 +647,7 @@ class RedisStore:
                             r.token,
                             str(r.received_at),
                             str(r.step),
+                            log_leaf(r.token).hex(),
                         ],
                         "sender": e.sender,
                         "next": None
@@ -775,6 +774,14 @@ class RedisStore:
         return bool(
             await self._call(lambda r: r.sismember(readers_key(digest), authority), write=False)
         )
+
+    # -- the log (relay/store/redislog.py) -------------------------------------------
+
+    async def log_head(self) -> LogHead:
+        return await self._log.head()
+
+    async def log_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        return await self._log.nodes(keys)
 
     # -- retention ------------------------------------------------------------------
 

@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
-from relay.store.base import MessageRecord, NewMessage, Pruned, QueueItem, StoreError
+from relay.store.base import (
+    MessageRecord,
+    NewMessage,
+    Pruned,
+    QueueItem,
+    ReceiptRecord,
+    StoreError,
+    log_leaf,
+)
 
 Durability = Literal["always", "everysec"]
 
@@ -196,7 +204,7 @@ def num(value: int | None) -> str:
 
 
 def accept_args(m: NewMessage) -> list[str]:
-    """The 15 fields accept.lua takes per message."""
+    """The 16 fields accept.lua takes per message."""
     return [
         m.id,
         m.sender,
@@ -213,6 +221,7 @@ def accept_args(m: NewMessage) -> list[str]:
         json.dumps(list(m.attachments)),
         m.policy,
         json.dumps([[str(step), str(due)] for step, due in m.timers]),
+        log_leaf(m.accepted_receipt).hex(),
     ]
 
 
@@ -236,6 +245,22 @@ def record(msg_id: str, h: dict[str, str]) -> MessageRecord:
         generation=int(h["gen"]),
         escalation_step=int(h["step"]),
         released=tuple(json.loads(h["released"])),
+        log_index=int(h["li"]) if h.get("li") else None,
+    )
+
+
+def receipt_record(msg_id: str, row: str) -> ReceiptRecord:
+    """One entry of ``cpar:{<msg id>}:r`` (older entries have no log index)."""
+    status, signer, at, token, received_at, step, *li = json.loads(row)
+    return ReceiptRecord(
+        msg_id,
+        status,
+        signer,
+        int(at),
+        token,
+        int(received_at),
+        step=int(step),
+        log_index=int(li[0]) if li else None,
     )
 
 

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keys.lifecycle import Transition, transition
+from keys.merkle import Frontier
 from relay.store.base import (
     TERMINAL_STATES,
     AcceptResult,
     Escalation,
+    LogHead,
     MessageRecord,
     NewMessage,
     Pruned,
@@ -37,6 +39,7 @@ from relay.store.base import (
     ReceiptRecord,
     StoreUnavailableError,
     Timer,
+    log_leaf,
 )
 from relay.store.nonces import NonceJournal
 
@@ -109,18 +112,58 @@ def _record(row: sqlite3.Row | tuple[Any, ...]) -> MessageRecord:
         generation=row[15],
         escalation_step=row[16],
         released=tuple(json.loads(row[17])),
+        log_index=row[18],
     )
 
 
 _MESSAGE_COLUMNS = (
     "id, sender, recipients, fallbacks, envelope, env_hash, created, expires, priority, "
     "ack_by, accepted_at, accepted_receipt, state, attachments, policy, generation, "
-    "escalation_step, released"
+    "escalation_step, released, log_index"
 )
 _INSERT_COLUMNS = (
     "id, sender, recipients, fallbacks, envelope, env_hash, created, expires, priority, "
-    "ack_by, accepted_at, accepted_receipt, state, attachments, policy"
+    "ack_by, accepted_at, accepted_receipt, state, attachments, policy, log_index"
 )
+
+
+class _Log:
+    """The log's frontier, owned by the writer thread. Each op appends its receipts'
+    leaves in its transaction; a rolled-back op or batch puts the frontier back, and a
+    committed batch publishes the new head for readers (an attribute swap)."""
+
+    def __init__(self) -> None:
+        self.frontier = Frontier()
+        self.head = LogHead(0, self.frontier.root())
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        (size,) = conn.execute("SELECT COUNT(*) FROM log_nodes WHERE level = 0").fetchone()
+
+        def perfect(level: int, index: int) -> bytes:
+            row = conn.execute(
+                "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?", (level, index)
+            ).fetchone()
+            return bytes(row[0])
+
+        self.frontier = Frontier.load(int(size), perfect)
+        self.publish()
+
+    def append(self, conn: sqlite3.Connection, token: str) -> int:
+        index = self.frontier.size
+        conn.executemany(
+            "INSERT INTO log_nodes (level, idx, hash) VALUES (?, ?, ?)",
+            self.frontier.append(log_leaf(token)),
+        )
+        return index
+
+    def mark(self) -> Frontier:
+        return Frontier(self.frontier.size, list(self.frontier.nodes))
+
+    def reset(self, mark: Frontier) -> None:
+        self.frontier = mark
+
+    def publish(self) -> None:
+        self.head = LogHead(self.frontier.size, self.frontier.root())
 
 
 def _close(conn: sqlite3.Connection, msg_id: str) -> None:
@@ -131,15 +174,16 @@ def _close(conn: sqlite3.Connection, msg_id: str) -> None:
 
 
 def _add_receipt(
-    conn: sqlite3.Connection, r: ReceiptRecord, notify: str, rule: Transition | None
+    conn: sqlite3.Connection, log: _Log, r: ReceiptRecord, notify: str, rule: Transition | None
 ) -> int | None:
     cur = conn.execute(
-        "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at, step) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (r.msg_id, r.status, r.signer, r.at, r.token, r.received_at, r.step),
+        "INSERT OR IGNORE INTO receipts (msg_id, status, signer, at, token, received_at, step, "
+        "log_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (r.msg_id, r.status, r.signer, r.at, r.token, r.received_at, r.step, log.frontier.size),
     )
     if cur.rowcount == 0:
         return None
+    log.append(conn, r.token)
     seq = conn.execute(
         "INSERT INTO queue (recipient, type, msg_id, payload, enqueued_at) "
         "VALUES (?, 'receipt', ?, ?, ?)",
@@ -156,7 +200,7 @@ def _add_receipt(
     return seq
 
 
-def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
+def _fire(conn: sqlite3.Connection, log: _Log, e: Escalation) -> tuple[int, ...] | None:
     t = e.timer
     row = conn.execute(
         "SELECT m.state, m.generation FROM timers t JOIN messages m ON m.id = t.msg_id "
@@ -185,7 +229,7 @@ def _fire(conn: sqlite3.Connection, e: Escalation) -> tuple[int, ...] | None:
             or 0
         )
     if e.receipt is not None:
-        seq = _add_receipt(conn, e.receipt, e.sender, None)
+        seq = _add_receipt(conn, log, e.receipt, e.sender, None)
         if seq is not None:
             seqs.append(seq)
     if e.drop_queued:
@@ -274,6 +318,7 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self.commits = 0
         """Transactions committed (for benchmarks: writes per commit shows batching)."""
+        self._log = _Log()
         self.nonces = NonceJournal(self.path.with_name(f"{self.path.stem}-nonces.sqlite3"))
         """Request nonces, kept across restarts in their own file (relay/store/nonces.py)."""
 
@@ -285,7 +330,9 @@ class SQLiteStore:
         def open_writer() -> int:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._wconn = _connect(self.path)
-            return _migrate(self._wconn)
+            version = _migrate(self._wconn)
+            self._log.load(self._wconn)
+            return version
 
         version = await loop.run_in_executor(self._writer, open_writer)
 
@@ -359,15 +406,18 @@ class SQLiteStore:
         conn = self._wconn
         assert conn is not None
         results: list[tuple[bool, Any]] = []
+        before = self._log.mark()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for op, _ in batch:
                 conn.execute("SAVEPOINT op")
+                mark = self._log.mark()
                 try:
                     value = op(conn)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
+                    self._log.reset(mark)
                     if isinstance(exc, sqlite3.OperationalError):  # I/O, busy, locked
                         exc = StoreUnavailableError(f"sqlite: {exc}")
                     results.append((False, exc))
@@ -376,7 +426,9 @@ class SQLiteStore:
                     results.append((True, value))
             conn.execute("COMMIT")
             self.commits += 1
+            self._log.publish()
         except sqlite3.Error as exc:
+            self._log.reset(before)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             log.error("sqlite commit failed: %s", exc)
@@ -402,8 +454,9 @@ class SQLiteStore:
                         )
                     )
                     continue
+                log_index = self._log.append(conn, m.accepted_receipt)
                 conn.execute(
-                    f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO messages ({_INSERT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         m.id,
                         m.sender,
@@ -420,6 +473,7 @@ class SQLiteStore:
                         "accepted",
                         json.dumps(m.attachments),
                         m.policy,
+                        log_index,
                     ),
                 )
                 if m.timers:
@@ -463,14 +517,17 @@ class SQLiteStore:
         batch = list(receipts)
 
         def op(conn: sqlite3.Connection) -> list[int | None]:
-            return [_add_receipt(conn, r, notify, transition(r.status)) for r, notify in batch]
+            return [
+                _add_receipt(conn, self._log, r, notify, transition(r.status))
+                for r, notify in batch
+            ]
 
         return await self._write(op)
 
     async def receipts(self, msg_id: str) -> list[ReceiptRecord]:
         def q(conn: sqlite3.Connection) -> list[ReceiptRecord]:
             rows = conn.execute(
-                "SELECT msg_id, status, signer, at, token, received_at, step FROM receipts "
+                "SELECT msg_id, status, signer, at, token, received_at, step, log_index FROM receipts "
                 "WHERE msg_id = ? ORDER BY id",
                 (msg_id,),
             ).fetchall()
@@ -542,7 +599,7 @@ class SQLiteStore:
         batch = list(escalations)
 
         def op(conn: sqlite3.Connection) -> list[tuple[int, ...] | None]:
-            return [_fire(conn, e) for e in batch]
+            return [_fire(conn, self._log, e) for e in batch]
 
         return await self._write(op)
 
@@ -612,6 +669,26 @@ class SQLiteStore:
             return any(authority in json.loads(r[0]) + json.loads(r[1]) for r in rows)
 
         return await self._read(q)
+
+    # -- the log --------------------------------------------------------------------
+
+    async def log_head(self) -> LogHead:
+        if self._closed or self._wconn is None:
+            raise StoreUnavailableError("store is closed")
+        return self._log.head  # published by the writer after each commit
+
+    async def log_nodes(self, keys: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        wanted = [list(k) for k in keys]
+
+        def q(conn: sqlite3.Connection) -> dict[tuple[int, int], bytes]:
+            rows = conn.execute(
+                "SELECT n.level, n.idx, n.hash FROM log_nodes n JOIN json_each(?) k "
+                "ON n.level = json_extract(k.value, '$[0]') AND n.idx = json_extract(k.value, '$[1]')",
+                (json.dumps(wanted),),
+            ).fetchall()
+            return {(r[0], r[1]): bytes(r[2]) for r in rows}
+
+        return await self._read(q) if wanted else {}
 
     # -- retention ------------------------------------------------------------------
 

@@ -315,6 +315,33 @@ async def test_messages_stored_before_retention_existed_are_indexed_and_pruned(
         await raw.aclose()
 
 
+async def test_instances_append_to_one_log(two: tuple[RedisStore, RedisStore]) -> None:
+    from keys.merkle import root_of
+    from relay.store.base import log_leaf
+
+    a, b = two
+    m1, m2, m3 = message(), message(), message()
+    await a.accept([m1])
+    await b.accept([m2])
+    head = await b.log_head()  # b integrates a's leaf too
+    assert head.size == 2 and await a.log_head() == head
+    await a.add_receipt(receipt(m2), notify="it-tpc")
+    await b.accept([m3])
+    final = await a.log_head()  # a's frontier was stale: reloaded, then extended
+    assert final == await b.log_head() and final.size == 4
+    leaves = await a.log_nodes([(0, i) for i in range(4)])
+    assert [leaves[(0, i)] for i in range(4)] == [
+        log_leaf(t)
+        for t in (
+            m1.accepted_receipt,
+            m2.accepted_receipt,
+            (await a.receipts(m2.id))[0].token,
+            m3.accepted_receipt,
+        )
+    ]
+    assert final.root == root_of([leaves[(0, i)] for i in range(4)])
+
+
 # --- durability checks -------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ local LEASES = P .. '{timers}:lease'
 local ESCALATING = P .. 'escalating'
 local RETENTION = P .. 'retention'
 local UPLOADS = P .. 'uploads'
+local LOG = P .. 'log'
 local CHANNEL = P .. 'push'
 local TERMINAL = {acknowledged = true, rejected = true, expired = true}
 local STEPS = {'1', '2', '3', '9'}
@@ -45,17 +46,19 @@ local function drop_timers(msg)
   redis.call('ZREM', ESCALATING, msg)
 end
 
--- A receipt: idempotent on (signer, status, step); queued for ``notify``. The state
+-- A receipt: idempotent on (signer, status, step); queued for ``notify``; its leaf
+-- hash (hex, computed by the caller: Lua has no SHA-256) appended to the log. The state
 -- change it makes is given by the caller (keys/lifecycle.py): from any state in the
 -- comma-separated ``before`` to ``after`` ('' for none); ``closes`` ('1') bumps the
 -- fencing generation and drops the timers in the same script. Returns the seq, or 0
 -- when already stored.
-local function add_receipt(msg, status, signer, at, token, received_at, step, notify, before, after, closes)
+local function add_receipt(msg, status, signer, at, token, received_at, step, notify, before, after, closes, leaf)
   local pre = P .. '{' .. msg .. '}:'
   if redis.call('SADD', pre .. 'rk', signer .. '|' .. status .. '|' .. step) == 0 then
     return 0
   end
-  redis.call('RPUSH', pre .. 'r', cjson.encode({status, signer, at, token, received_at, step}))
+  local li = redis.call('RPUSH', LOG, leaf) - 1
+  redis.call('RPUSH', pre .. 'r', cjson.encode({status, signer, at, token, received_at, step, li}))
   local seq = enqueue(notify, 'receipt', msg, token, received_at, '0', '', '')
   if after ~= '' then
     local mk = mkey(msg)

@@ -26,7 +26,7 @@ for a = 3, #ARGV do
       end
       if e.receipt ~= cjson.null then
         local r = e.receipt
-        local seq = add_receipt(msg, r[1], r[2], r[3], r[4], r[5], r[6], e.sender, '', '', '0')
+        local seq = add_receipt(msg, r[1], r[2], r[3], r[4], r[5], r[6], e.sender, '', '', '0', r[7])
         if seq ~= 0 then seqs[#seqs + 1] = seq end
       end
       if e.drop then
