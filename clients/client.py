@@ -312,6 +312,31 @@ class RelayClient:
         _, result = await self._typed(wire.DirectoryHistory, "GET", "/v1/directory/history")
         return result
 
+    # -- the relay's log ------------------------------------------------------------
+
+    async def log_head(self) -> str:
+        """The relay's newest signed tree head (verify it: :func:`keys.loghead.verify_log_head`)."""
+        _, result = await self._typed(wire.LogHead, "GET", "/v1/log/head")
+        return result.head
+
+    async def log_consistency(self, first: int, second: int) -> list[str]:
+        """The relay's consistency proof between two sizes of its log (hex hashes)."""
+        _, result = await self._typed(
+            wire.ConsistencyProof,
+            "GET",
+            "/v1/log/consistency",
+            params={"first": first, "second": second},
+        )
+        return list(result.proof)
+
+    async def message_proofs(self, msg_id: str, size: int | None = None) -> wire.MessageProofs:
+        """Where each receipt of a message is in the relay's log, proven against a head."""
+        params = None if size is None else {"size": size}
+        _, result = await self._typed(
+            wire.MessageProofs, "GET", f"/v1/messages/{msg_id}/proofs", params=params
+        )
+        return result
+
     # -- attachments ----------------------------------------------------------------
 
     async def upload_attachment(

@@ -19,7 +19,10 @@ Messages are one plain sentence, and never contain key material or plaintext.
     │   ├── WrongRecipientError       no wrapped key for this recipient's keys
     │   ├── SenderBindingError        encrypted from/to/id/created differ from header
     │   ├── AttachmentError           an attachment failed to decrypt or hash
-    │   └── ReceiptError              a receipt is not valid for this message/signer
+    │   ├── ReceiptError              a receipt is not valid for this message/signer
+    │   └── LogError                  a log head or proof does not verify
+    │       ├── MerkleError           (keys.merkle) a proof does not lead to its root
+    │       └── LogForkError          two log heads cannot both be true
     ├── DirectoryError                the signed directory cannot be trusted
     │   ├── UnknownRootError          not signed by the pinned network root
     │   ├── DirectorySignatureError   root key listed, signature bad
@@ -102,6 +105,14 @@ class AttachmentError(VerificationError):
 
 class ReceiptError(VerificationError):
     code = "receipt_invalid"
+
+
+class LogError(VerificationError):
+    """A log head or proof does not verify: a relay showing a log it cannot prove."""
+
+
+class LogForkError(LogError):
+    """Two log heads cannot both be true: history was rewritten or forked."""
 
 
 class DirectoryError(KeysError):

@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from keys.errors import KeysError
+from keys.errors import LogError
 
 __all__ = [
     "EMPTY_ROOT",
@@ -50,7 +50,7 @@ Perfect = Callable[[int, int], bytes]
 ``[index << level, (index + 1) << level)`` (level 0: a leaf hash)."""
 
 
-class MerkleError(KeysError):
+class MerkleError(LogError):
     """A proof does not verify, or is asked of sizes that do not exist."""
 
 

@@ -29,6 +29,7 @@ TYP_ENVELOPE = "cpar-envelope+jws"
 TYP_RECEIPT = "cpar-receipt+jws"
 TYP_DIRECTORY = "cpar-directory+jws"
 TYP_ROOT_ROTATION = "cpar-root-rotation+jws"
+TYP_LOG_HEAD = "cpar-log-head+jws"
 
 AuthorityId = Annotated[str, StringConstraints(pattern=AUTHORITY_ID_PATTERN)]
 MessageId = Annotated[str, StringConstraints(pattern=MESSAGE_ID_PATTERN)]
@@ -366,3 +367,18 @@ class ReceiptBody(_Model):
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
     person: ShortText | None = None
     step: Annotated[int, Field(ge=1, le=16)] | None = None
+
+
+# --- the relay's log ------------------------------------------------------------------
+
+
+class LogHeadBody(_Model):
+    """A signed tree head of the relay's log (RFC 9162 section 4.10's content)."""
+
+    v: Literal[1]
+    log: AuthorityId
+    """The relay whose log this is (the signer)."""
+    size: Annotated[int, Field(ge=0, lt=2**53)]
+    root: Sha256Hex
+    """The tree hash over the first ``size`` leaves, lowercase hex."""
+    at: Millis

@@ -429,6 +429,57 @@ class DirectoryHistory(Outbound):
     )
 
 
+# --- the relay's log ------------------------------------------------------------------------
+
+MAX_LOG_SIZE = 2**53 - 1
+HexHash = Annotated[str, StringConstraints(pattern=DIGEST_PATTERN)]
+
+
+class LogHead(Outbound):
+    head: Jws = Field(description="the newest signed tree head (cpar-log-head+jws)")
+
+
+class ConsistencyQuery(BaseModel):
+    """``GET /v1/log/consistency`` query parameters."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    first: QueryInt = Field(ge=0, le=MAX_LOG_SIZE, description="the older tree size")
+    second: QueryInt = Field(ge=0, le=MAX_LOG_SIZE, description="the newer tree size")
+
+
+class ConsistencyProof(Outbound):
+    first: int
+    second: int
+    proof: list[HexHash] = Field(description="RFC 9162 consistency proof, hex hashes")
+
+
+class ProofsQuery(BaseModel):
+    """``GET /v1/messages/{id}/proofs`` query parameters."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    size: QueryInt | None = Field(
+        None, ge=1, le=MAX_LOG_SIZE, description="prove against this tree size (default: newest)"
+    )
+
+
+class LogEntryProof(Outbound):
+    index: int = Field(description="the leaf's index in the log")
+    receipt: Jws = Field(description="the receipt; its UTF-8 bytes are the leaf")
+    path: list[HexHash] = Field(description="RFC 9162 inclusion path, leaf to root, hex")
+
+
+class MessageProofs(Outbound):
+    """Where every receipt of a message is in the relay's log, proven against one head."""
+
+    id: MessageId
+    head: Jws = Field(description="the signed tree head the paths lead to")
+    entries: list[LogEntryProof] = Field(
+        description="the accepted receipt first, then the others in the order received"
+    )
+
+
 class Health(Outbound):
     status: Literal["ok"] = "ok"
 

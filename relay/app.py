@@ -50,6 +50,7 @@ from relay.core.directory import DirectoryHolder
 from relay.core.disk import DiskHealth, remove_stale_uploads
 from relay.core.escalation import EscalationEngine
 from relay.core.intake import Intake, Limits, MessageIndex
+from relay.core.log import TransparencyLog
 from relay.core.metrics import Metrics
 from relay.core.probes import Prober
 from relay.core.ratelimit import RateLimiter
@@ -361,7 +362,8 @@ def wire(app: web.Application, identity: Identity, holder: DirectoryHolder, stor
         clock=clock,
         metrics=metrics,
     )
-    return Core(intake, delivery, escalation, prober, read, store)
+    log = TransparencyLog(store=store, identity=identity, clock=clock)
+    return Core(intake, delivery, escalation, prober, read, store, log)
 
 
 async def _listen(store: Store, hub: Hub) -> None:

@@ -57,6 +57,7 @@ _MSG_ID = re.compile(MESSAGE_ID_PATTERN)
 WS_MAX_FRAME = 1024 * 1024
 WS_CONCURRENCY = 256
 T = TypeVar("T")
+Q = TypeVar("Q", bound=BaseModel)
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -163,6 +164,27 @@ async def timeline(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/v1/messages/{id}/proofs")
+async def message_proofs(request: web.Request) -> web.Response:
+    msg_id = request.match_info["id"]
+    if not _MSG_ID.match(msg_id):
+        raise NotFoundError(f"no message {msg_id[:64]}", code="unknown_message")
+    query = _query(request, wire.ProofsQuery)
+    head, entries = await request.app[CORE].log.message(request[AUTHORITY], msg_id, query.size)
+    return json_response(
+        wire.MessageProofs.model_construct(
+            id=msg_id,
+            head=head,
+            entries=[
+                wire.LogEntryProof.model_construct(
+                    index=index, receipt=receipt, path=[h.hex() for h in path]
+                )
+                for index, receipt, path in entries
+            ],
+        )
+    )
+
+
 @routes.post("/v1/receipts")
 async def receipt(request: web.Request) -> web.Response:
     body = await _parse(request, _RECEIPT)
@@ -175,12 +197,16 @@ async def receipt(request: web.Request) -> web.Response:
 # --- inbox: long-poll ---------------------------------------------------------------
 
 
-@routes.get("/v1/inbox")
-async def inbox(request: web.Request) -> web.Response:
+def _query(request: web.Request, model: type[Q]) -> Q:
     try:
-        query = wire.InboxQuery.model_validate(dict(request.query))
+        return model.model_validate(dict(request.query))
     except ValidationError as exc:
         raise MalformedError(wire.describe(exc, "query")) from exc
+
+
+@routes.get("/v1/inbox")
+async def inbox(request: web.Request) -> web.Response:
+    query = _query(request, wire.InboxQuery)
     # Within the documented bounds, wait is clamped to this relay's own maximum.
     wait = min(query.wait, request.app[SETTINGS].longpoll_max_wait_s)
     items = await request.app[CORE].delivery.poll(
@@ -473,6 +499,26 @@ async def directory_history(request: web.Request) -> web.Response:
     return json_response(
         wire.DirectoryHistory.model_construct(
             versions=[d.token for d in holder.history], rotations=list(holder.rotations)
+        )
+    )
+
+
+# --- the relay's log ------------------------------------------------------------------------
+
+
+@routes.get("/v1/log/head")
+async def log_head(request: web.Request) -> web.Response:
+    _, token = await request.app[CORE].log.head()
+    return json_response(wire.LogHead(head=token))
+
+
+@routes.get("/v1/log/consistency")
+async def log_consistency(request: web.Request) -> web.Response:
+    query = _query(request, wire.ConsistencyQuery)
+    proof = await request.app[CORE].log.consistency(query.first, query.second)
+    return json_response(
+        wire.ConsistencyProof.model_construct(
+            first=query.first, second=query.second, proof=[h.hex() for h in proof]
         )
     )
 

@@ -94,6 +94,19 @@ ROUTES: dict[tuple[str, str], Route] = {
         },
         path={"id": wire.MessageId},
     ),
+    ("GET", "/v1/messages/{id}/proofs"): Route(
+        "Where each receipt of a message is in the relay's log, with inclusion proofs "
+        "(sender and recipients)",
+        {
+            200: Answer("Every logged receipt, proven against one signed head", wire.MessageProofs),
+            400: BAD,
+            401: UNSIGNED,
+            404: _problem("No such message of yours, or no such log size here"),
+            503: UNAVAILABLE,
+        },
+        path={"id": wire.MessageId},
+        query=wire.ProofsQuery,
+    ),
     ("POST", "/v1/receipts"): Route(
         "Send a delivered, acknowledged or rejected receipt",
         {
@@ -169,6 +182,20 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/v1/directory/history"): Route(
         "Every directory version",
         {200: Answer("Oldest first", wire.DirectoryHistory), 401: UNSIGNED},
+    ),
+    ("GET", "/v1/log/head"): Route(
+        "The newest signed tree head of the relay's log",
+        {200: Answer("The head", wire.LogHead), 401: UNSIGNED, 503: UNAVAILABLE},
+    ),
+    ("GET", "/v1/log/consistency"): Route(
+        "A consistency proof between two sizes of the relay's log (RFC 9162)",
+        {
+            200: Answer("The proof", wire.ConsistencyProof),
+            400: _problem("Sizes out of order or beyond the log (code `bad_log_size`)"),
+            401: UNSIGNED,
+            503: UNAVAILABLE,
+        },
+        query=wire.ConsistencyQuery,
     ),
     ("GET", "/v1/presence"): Route(
         "Which authorities' daemons are reachable now (no queue or message data)",

@@ -14,6 +14,7 @@ from relay.core.directory import DirectoryHolder
 from relay.core.disk import DiskHealth
 from relay.core.escalation import EscalationEngine
 from relay.core.intake import Intake
+from relay.core.log import TransparencyLog
 from relay.core.metrics import Metrics
 from relay.core.probes import Prober
 from relay.core.ratelimit import RateLimiter
@@ -35,6 +36,7 @@ class Core:
     prober: Prober
     read: ReadModel
     store: Store
+    log: TransparencyLog
 
 
 SETTINGS = web.AppKey("settings", RelaySettings)

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 
 from keys.merkle import Frontier
 from relay.store.base import LogHead
-from relay.store.redisparts import PREFIX
+from relay.store.redisparts import PREFIX, _Script
 
 T = TypeVar("T")
 LOG = PREFIX + "log"
@@ -28,11 +28,7 @@ LOG_NODES = PREFIX + "log:nodes"
 LOG_SIZE = PREFIX + "log:size"
 CHUNK = 10_000
 """Leaves read from the list per round trip while integrating."""
-_RAISE_SIZE = """
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"""
+RAISE_SIZE = _Script.load("log_size")
 
 Call = Callable[[Callable[[aioredis.Redis], Awaitable[Any]]], Awaitable[Any]]
 
@@ -99,7 +95,7 @@ def _write(made: dict[str, str], size: int) -> Callable[[aioredis.Redis], Awaita
     async def w(r: aioredis.Redis) -> None:
         pipe = r.pipeline(transaction=True)
         pipe.hset(LOG_NODES, mapping=dict(made))  # type: ignore[arg-type]
-        pipe.eval(_RAISE_SIZE, 1, LOG_SIZE, str(size))
+        pipe.eval(RAISE_SIZE.text, 1, LOG_SIZE, str(size))
         await pipe.execute()
 
     return w

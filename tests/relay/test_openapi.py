@@ -183,6 +183,12 @@ async def exercise(env: RelayEnv, bare: RelayEnv, http: aiohttp.ClientSession) -
     await call(("GET", t, 401), f"/v1/messages/{msg.id}", by=None)
     await call(("GET", t, 404), f"/v1/messages/{msg.id}", by="de-bka")
 
+    # GET /v1/messages/{id}/proofs (after the receipts below are stored, too)
+    pr = "/v1/messages/{id}/proofs"
+    await call(("GET", pr, 400), f"/v1/messages/{msg.id}/proofs?size=0")
+    await call(("GET", pr, 401), f"/v1/messages/{msg.id}/proofs", by=None)
+    await call(("GET", pr, 404), f"/v1/messages/{msg.id}/proofs", by="de-bka")
+
     # POST /v1/receipts
     r = "/v1/receipts"
     await call(("POST", r, 202), r, receipt_body(env, msg, "fr-oclcc", "delivered"), by="fr-oclcc")
@@ -193,6 +199,17 @@ async def exercise(env: RelayEnv, bare: RelayEnv, http: aiohttp.ClientSession) -
     await call(("POST", r, 404), r, receipt_body(env, msg, "de-bka", "delivered"), by="de-bka")
     await call(("POST", r, 413), r, big, by="fr-oclcc")
     await call(("POST", r, 422), r, receipt_body(env, msg, "fr-oclcc", "accepted"), by="fr-oclcc")
+
+    proofs = await call(("GET", pr, 200), f"/v1/messages/{msg.id}/proofs", by="fr-oclcc")
+    assert len(json.loads(proofs.body)["entries"]) == 2  # accepted, delivered
+
+    # the log
+    lh, lc = "/v1/log/head", "/v1/log/consistency"
+    await call(("GET", lh, 200), lh)
+    await call(("GET", lh, 401), lh, by=None)
+    await call(("GET", lc, 200), lc + "?first=1&second=2")
+    await call(("GET", lc, 400), lc + "?first=2&second=1")
+    await call(("GET", lc, 401), lc + "?first=1&second=2", by=None)
 
     # GET /v1/inbox, POST /v1/inbox/ack
     i, a = "/v1/inbox", "/v1/inbox/ack"
@@ -259,6 +276,9 @@ async def exercise(env: RelayEnv, bare: RelayEnv, http: aiohttp.ClientSession) -
     await env.server.app[STORE].close()
     await call(("POST", m, 503), m, submit(envelope(env)))
     await call(("GET", t, 503), f"/v1/messages/{msg.id}")
+    await call(("GET", pr, 503), f"/v1/messages/{msg.id}/proofs")
+    await call(("GET", lh, 503), lh)
+    await call(("GET", lc, 503), lc + "?first=1&second=2")
     await call(
         ("POST", r, 503), r, receipt_body(env, msg, "fr-oclcc", "acknowledged"), by="fr-oclcc"
     )
