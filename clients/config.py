@@ -88,6 +88,11 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     def pin_path(self) -> Path:
         return self.data_dir / "directory-pin.json"
 
+    @property
+    def log_head_path(self) -> Path:
+        """The newest head of the relay's log verified here (clients/logwatch.py)."""
+        return self.data_dir / "log-head.json"
+
 
 def load_client_settings(
     config_file: str | os.PathLike[str] | None = None, **overrides: Any

@@ -29,6 +29,7 @@ from clients.directory import DirectoryExpiredError, PinnedDirectory
 from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.escalations import envelope_event, is_release, notice_event
 from clients.hooks import HookRunner
+from clients.logwatch import ForkedLogError, LogWatch
 from clients.metrics import Stats, serve_metrics
 from clients.outbox import OutboxWorker, log_event
 from clients.retention import RetentionWorker
@@ -42,6 +43,7 @@ from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
 from keys.files import private_dir
 from keys.identity import Identity
 from keys.jws import unverified_header
+from keys.loghead import SignedHead
 from keys.receipts import Receipt, sign_probe, sign_receipt, verify_receipt
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,11 @@ class Daemon:
         self._hooks: HookRunner | None = None
         self.outbox: OutboxWorker | None = None
         self.retention: RetentionWorker | None = None
+        self.logwatch = LogWatch(settings.log_head_path)
+        self.log_head: SignedHead | None = None
+        """The relay's newest log head, verified to extend the ones seen before."""
+        self.log_fork: str | None = None
+        """Set while the relay shows a log that does not extend the held head."""
         self.metrics_address: Any = None
         """(host, port) of the metrics endpoint once it listens (``metrics_port``)."""
 
@@ -200,6 +207,41 @@ class Daemon:
         self.pin.usable(current, now)  # fail closed past expiry + grace (logged by run())
         if current.get(self.identity.id) is None:
             raise ClientError(f"{self.identity.id} is not in directory version {current.version}")
+        await self.check_log(current)
+
+    async def check_log(self, directory: Directory) -> None:
+        """Check that the relay's log extends the head held here (clients/logwatch.py).
+        A fork is refused loudly: one ERROR line, ``cpar_daemon_log_inconsistent`` and
+        the ``log_inconsistent`` hook event, once per pair of heads; delivery goes on
+        (every message and receipt is signed end to end), the held head is kept."""
+        assert self.client is not None
+        try:
+            checked = await self.logwatch.check(self.client, directory)
+        except ForkedLogError as exc:
+            held, shown = exc.held, exc.shown
+            key = f"{held.size}-{shown.size}-{shown.body.root[:16]}"
+            if self.log_fork != key:
+                self.log_fork = key
+                log.error("refusing the relay's log: %s", exc)
+                if self._hooks is not None:
+                    await self._hooks.fire(
+                        "log_inconsistent",
+                        shown.body.log,
+                        at=self.clock(),
+                        occurrence=key,
+                        data={
+                            "held_size": held.size,
+                            "held_root": held.body.root,
+                            "shown_size": shown.size,
+                            "shown_root": shown.body.root,
+                        },
+                    )
+            return
+        except (ClientError, KeysError) as exc:
+            log.warning("could not check the relay's log: %s", exc)
+            return
+        self.log_head = checked.head
+        self.log_fork = None
 
     # -- WebSocket transport ------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from clients.directory import PinnedDirectory
 from clients.retention import RetentionWorker
 from clients.store import Inbox
+from keys.loghead import SignedHead
 
 __all__ = ["DaemonView", "Stats", "serve_metrics"]
 
@@ -49,6 +50,8 @@ class DaemonView(Protocol):
     pin: PinnedDirectory | None
     inbox: Inbox | None
     retention: RetentionWorker | None
+    log_head: SignedHead | None
+    log_fork: str | None
 
 
 class _Scrape(Collector):
@@ -104,6 +107,18 @@ async def families(daemon: DaemonView) -> list[Metric]:
             expires / 1000,
         )
     )
+    out += [
+        _gauge(
+            "cpar_daemon_log_size",
+            "Size of the relay's log at the newest head verified to extend the older ones",
+            daemon.log_head.size if daemon.log_head is not None else 0,
+        ),
+        _gauge(
+            "cpar_daemon_log_inconsistent",
+            "1 while the relay shows a log that does not extend the head held here",
+            daemon.log_fork is not None,
+        ),
+    ]
     if daemon.inbox is not None:
         g = await daemon.inbox.gauges()
         out += [

@@ -33,6 +33,7 @@ from clients.directory import PinnedDirectory, check_recipients
 from clients.errors import TransportError, UnavailableError
 from clients.hooks import fire_event
 from clients.kinds import Notice, summary
+from clients.logwatch import LogWatch
 from clients.refusal import RefusedError, one_line
 from clients.store import Inbox, StoredReceipt
 from keys import wire
@@ -358,6 +359,8 @@ async def status_online(
     ) as client:
         directory = pinned.usable(await pinned.refresh(client), clock())
         t = await client.timeline(msg_id)
+        # The receipts are only as good as the log they are in: refuse a rewritten one.
+        await LogWatch(settings.log_head_path).check(client, directory)
     try:
         header = EnvelopeHeader.model_validate(t.header)
     except ValidationError as exc:

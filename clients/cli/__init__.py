@@ -51,6 +51,7 @@ from clients.cli.base import (
 )
 from clients.cli.daemon import daemon_cmd
 from clients.cli.directory import directory_cmd
+from clients.cli.log import log_cmd
 from clients.cli.received import ack_cmd, inbox_cmd, reject_cmd, show_cmd
 from clients.cli.render import clean
 from clients.cli.send import send_cmd
@@ -115,6 +116,7 @@ for _command in (
     reject_cmd,
     directory_cmd,
     watch_cmd,
+    log_cmd,
 ):
     cli.add_command(_command)
 

@@ -45,7 +45,14 @@ __all__ = [
 
 HookState = Literal["pending", "done", "failed", "skipped"]
 EventName = Literal[
-    "received", "reminded", "released", "escalation", "expired", "sent", "acknowledged"
+    "received",
+    "reminded",
+    "released",
+    "escalation",
+    "expired",
+    "sent",
+    "acknowledged",
+    "log_inconsistent",
 ]
 EVENTS: tuple[EventName, ...] = (
     "received",
@@ -55,6 +62,7 @@ EVENTS: tuple[EventName, ...] = (
     "expired",
     "sent",
     "acknowledged",
+    "log_inconsistent",
 )
 
 

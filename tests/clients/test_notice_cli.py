@@ -46,7 +46,7 @@ from tests.waiting import until
 PASSPHRASE = "notice test passphrase"
 HOUR_MS = 3_600_000
 PHOTO = b"\xff\xd8\xff\xe0 not really a JPEG, but bytes all the same " * 500
-COMMANDS = ["daemon", "send", "status", "inbox", "show", "ack", "reject", "sent", "watch"]
+COMMANDS = ["daemon", "send", "status", "inbox", "show", "ack", "reject", "sent", "watch", "log"]
 
 
 # --- running the CLI ----------------------------------------------------------------------
@@ -1152,3 +1152,43 @@ def test_the_daemon_takes_its_options_after_the_command_too(
     # stops it (it never prompts).
     err = notice_fixed.sync(None, "daemon", "--config", bare).refused()
     assert "no passphrase" in err and "--passphrase-file" in err
+
+
+async def test_notice_log_keeps_the_head_and_refuses_a_rewritten_log(
+    relay: RelayEnv, notice: Notice, it: Authority
+) -> None:
+    from keys.merkle import Frontier
+    from relay.api.state import STORE
+    from relay.store.sqlite import SQLiteStore
+
+    r = await notice(it, "log")
+    assert r.code == 0 and "first head seen here" in r.out
+    sent = await notice(
+        it, "send", "--to", "fr-oclcc", "--kind", "free_text", "--text", "x", "--json"
+    )
+    msg_id = sent.json()["id"]
+    r = await notice(it, "log", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["size"] == 1 and r.json()["held_size"] == 0 and r.json()["consistent"]
+    r = await notice(it, "log")
+    assert "the same head" in r.out
+    # The operator rewrites the relay's log (and adds to it, so the head moves on).
+    assert relay.server is not None
+    store = relay.server.app[STORE]
+    assert isinstance(store, SQLiteStore)
+
+    def rewrite(conn: Any) -> None:
+        conn.execute("DELETE FROM log_nodes")
+        store._log.frontier = Frontier()
+        for token in ("forged.one.x", "forged.two.x"):
+            store._log.append(conn, token)
+
+    await store._write(rewrite)
+    for args in (("log",), ("status", msg_id)):
+        refused = (await notice(it, *args)).refused()
+        assert "rewritten or forked" in refused, refused
+    kept = it.data_dir / "log-head.json"
+    held = json.loads(await asyncio.to_thread(kept.read_text))["head"]
+    r = await notice(it, "status", msg_id, "--offline")
+    assert r.code == 0  # the local records still answer
+    assert json.loads(await asyncio.to_thread(kept.read_text))["head"] == held
