@@ -5,8 +5,10 @@ new message in the inbox), ``reminded`` (the relay pushed it again: not acknowle
 time), ``released`` (released to us as a fallback recipient), ``escalation`` (we are
 told, as deputy, duty desk or supervisor, that another authority has not acknowledged a
 message), ``expired`` (our queued envelope expired before it could be submitted),
-``sent`` (the relay accepted our message) and ``acknowledged`` (a recipient
-acknowledged our message). ``events = ["reminded", "escalation"]`` limits a hook to
+``sent`` (the relay accepted our message), ``acknowledged`` (a recipient
+acknowledged our message) and ``log_inconsistent`` (the relay showed a log that does
+not extend the head held here; the message id is the relay's id, ``details`` has both
+heads' sizes and roots). ``events = ["reminded", "escalation"]`` limits a hook to
 those; without ``events`` a hook gets every event (for ``received`` exactly as before).
 Call :meth:`HookRunner.fire` to record an event and its jobs.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import nacl.bindings
@@ -10,6 +11,7 @@ from keys.directory import DirectoryPin
 from keys.encoding import b64d
 from keys.envelope import open_envelope
 from keys.identity import EncryptionKey, Identity, SigningKey
+from keys.loghead import check_extends, check_included, verify_log_head
 from keys.receipts import verify_receipt
 from tests.vectors import generate
 
@@ -81,3 +83,17 @@ def test_envelope_vector_decrypts_with_raw_libsodium_only() -> None:
     import hashlib
 
     assert hashlib.sha256(env["jws"].encode("ascii")).hexdigest() == env["envelope_hash"]
+
+
+def test_log_vector_verifies_with_the_production_code() -> None:
+    dirs, log = _load("directory.json"), _load("log.json")
+    directory = DirectoryPin([b64d(dirs["root_public_key"])]).accept_history(
+        [v["jws"] for v in dirs["versions"]]
+    )
+    old, new = (verify_log_head(h["jws"], directory) for h in log["heads"])
+    assert (old.size, new.size) == (2, 3)
+    for leaf, expected in zip(log["leaves"], log["leaf_hashes"], strict=True):
+        assert hashlib.sha256(b"\x00" + leaf.encode()).hexdigest() == expected
+    for case in log["inclusion"]:
+        check_included(new, case["index"], log["leaves"][case["index"]], case["path"])
+    check_extends(old, new, log["consistency"]["proof"])

@@ -17,6 +17,8 @@ from keys.directory import sign_directory
 from keys.encoding import Rng, b64e
 from keys.envelope import seal
 from keys.identity import Identity
+from keys.loghead import sign_log_head
+from keys.merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
 from keys.models import DirectoryEntry, EscalationChain, WorkingHours
 from keys.receipts import sign_receipt
 
@@ -138,6 +140,27 @@ def build() -> dict[str, str]:
         person="Lt. Dupont",
     )
 
+    # The relay's log over three receipts of that envelope (docs/PROTOCOL.md §6.4).
+    accepted = sign_receipt(
+        relay, msg_id=sealed.id, envelope_hash=sealed.hash, status="accepted", now=T0 + 120_001
+    )
+    delivered = sign_receipt(
+        fr, msg_id=sealed.id, envelope_hash=sealed.hash, status="delivered", now=T0 + 200_000
+    )
+    leaves = [accepted, delivered, receipt]
+    log = Frontier()
+    nodes: dict[tuple[int, int], bytes] = {}
+    for token in leaves:
+        for level, index, h in log.append(leaf_hash(token.encode())):
+            nodes[(level, index)] = h
+
+    def perfect(level: int, index: int) -> bytes:
+        return nodes[(level, index)]
+
+    root2 = Frontier.load(2, perfect).root()
+    head2 = sign_log_head(relay, size=2, root=root2, now=T0 + 250_000)
+    head3 = sign_log_head(relay, size=3, root=log.root(), now=T0 + 400_000)
+
     def dump(obj: Any) -> str:
         return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
 
@@ -177,6 +200,29 @@ def build() -> dict[str, str]:
         ),
         "receipt.json": dump(
             {"jws": receipt, "payload_json": json.loads(_b64d(receipt.split(".")[1]))}
+        ),
+        "log.json": dump(
+            {
+                "leaves": leaves,
+                "leaf_hashes": [leaf_hash(t.encode()).hex() for t in leaves],
+                "heads": [
+                    {"jws": h, "payload_json": json.loads(_b64d(h.split(".")[1]))}
+                    for h in (head2, head3)
+                ],
+                "inclusion": [
+                    {
+                        "index": i,
+                        "size": 3,
+                        "path": [p.hex() for p in inclusion_proof(i, 3, perfect)],
+                    }
+                    for i in range(3)
+                ],
+                "consistency": {
+                    "first": 2,
+                    "second": 3,
+                    "proof": [p.hex() for p in consistency_proof(2, 3, perfect)],
+                },
+            }
         ),
     }
 
