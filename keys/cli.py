@@ -29,6 +29,7 @@ from keys.directory import (
 )
 from keys.encoding import AUTHORITY_ID_PATTERN, b64d, b64e, fingerprint, key_id, now_ms
 from keys.errors import KeysError
+from keys.evidence import verify_bundle
 from keys.identity import DAY_MS, Identity, IdentityKind
 from keys.keystore import (
     PASSPHRASE_ENV,
@@ -687,6 +688,57 @@ def tls_create(
 def tls_pin(cert: str) -> None:
     """Print the pin (tls_spki_sha256) of a PEM certificate."""
     click.echo(spki_sha256_pem(Path(cert).read_bytes()))
+
+
+# --- evidence ----------------------------------------------------------------------
+
+
+@cli.group()
+def evidence() -> None:
+    """Evidence bundles (`notice evidence` writes them): check one offline."""
+
+
+@evidence.command("verify")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--root-key", help="The network's root public key (base64url).")
+@click.option(
+    "--root-key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="File holding the network's root public key (as `root create --pub-out` writes it).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def evidence_verify(
+    file: str, root_key: str | None, root_key_file: str | None, as_json: bool
+) -> None:
+    """Check an evidence bundle offline, with nothing but the root key.
+
+    Every byte counts: the directory chain from the root, the exporter's signature, the
+    envelope's, each receipt's and its place in the relay's log, the log heads and the
+    proof joining them. Exit 0 with what it proves; otherwise exit 1 and one line naming
+    what failed.
+    """
+    if bool(root_key) == bool(root_key_file):
+        raise click.UsageError("give exactly one of --root-key or --root-key-file")
+    pk = root_public_key(root_key) if root_key else _root_key_file(root_key_file or "")
+    p = verify_bundle(Path(file).read_bytes(), [pk])
+    if as_json:
+        click.echo(json.dumps(p.as_json(), indent=2))
+        return
+    out = _out()
+    out.print(
+        f"VERIFIED: evidence for message {p.envelope.header.id} (envelope hash {p.envelope.hash})"
+    )
+    for status, by, at, detail in p.statements():
+        out.print(f"  {status:<12} by {by:<16} at {_when(at)} {detail}".rstrip())
+    out.print(
+        f"  in the log of {p.head.body.log}: {len(p.receipts)} receipts within its first "
+        f"{p.head.size} leaves, consistent with its head of {p.newest_head.size} leaves "
+        f"signed {_when(p.newest_head.body.at)}"
+    )
+    out.print(
+        f"  exported by {p.exporter} at {_when(p.exported_at)}; keys checked against "
+        f"root {p.root_kid} (directory version {p.directory_version})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -182,6 +182,7 @@ class Timeline(Outbound):
     envelope_hash: Digest
     state: MessageState
     receipts: list[Jws] = Field(description="in the order the relay received them")
+    envelope: Jws | None = Field(None, description="the envelope as the relay accepted it")
 
 
 # --- receipts -----------------------------------------------------------------------------

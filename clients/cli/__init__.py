@@ -51,6 +51,7 @@ from clients.cli.base import (
 )
 from clients.cli.daemon import daemon_cmd
 from clients.cli.directory import directory_cmd
+from clients.cli.evidence import evidence_cmd
 from clients.cli.log import log_cmd
 from clients.cli.received import ack_cmd, inbox_cmd, reject_cmd, show_cmd
 from clients.cli.render import clean
@@ -117,6 +118,7 @@ for _command in (
     directory_cmd,
     watch_cmd,
     log_cmd,
+    evidence_cmd,
 ):
     cli.add_command(_command)
 

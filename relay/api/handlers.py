@@ -160,6 +160,7 @@ async def timeline(request: web.Request) -> web.Response:
             envelope_hash=t.record.env_hash,
             state=t.record.state,
             receipts=t.receipts,
+            envelope=t.record.envelope,
         )
     )
 

@@ -46,7 +46,19 @@ from tests.waiting import until
 PASSPHRASE = "notice test passphrase"
 HOUR_MS = 3_600_000
 PHOTO = b"\xff\xd8\xff\xe0 not really a JPEG, but bytes all the same " * 500
-COMMANDS = ["daemon", "send", "status", "inbox", "show", "ack", "reject", "sent", "watch", "log"]
+COMMANDS = [
+    "daemon",
+    "send",
+    "status",
+    "inbox",
+    "show",
+    "ack",
+    "reject",
+    "sent",
+    "watch",
+    "log",
+    "evidence",
+]
 
 
 # --- running the CLI ----------------------------------------------------------------------
@@ -1192,3 +1204,31 @@ async def test_notice_log_keeps_the_head_and_refuses_a_rewritten_log(
     r = await notice(it, "status", msg_id, "--offline")
     assert r.code == 0  # the local records still answer
     assert json.loads(await asyncio.to_thread(kept.read_text))["head"] == held
+
+
+async def test_notice_evidence_writes_a_bundle_keys_verifies_offline(
+    relay: RelayEnv, notice: Notice, it: Authority, tmp_path: Path
+) -> None:
+    from keys.cli import main as keys_main
+
+    sent = await notice(
+        it, "send", "--to", "fr-oclcc", "--kind", "free_text", "--text", "x", "--json"
+    )
+    msg_id = sent.json()["id"]
+    out = tmp_path / "court" / "evidence.json"
+    await asyncio.to_thread(out.parent.mkdir)
+    r = await notice(it, "evidence", msg_id[:13], "--out", out)
+    assert r.code == 0, r.err
+    assert f"evidence for message {msg_id}" in r.out and "keys evidence verify" in r.out
+    assert stat.S_IMODE((await asyncio.to_thread(os.stat, out)).st_mode) == 0o600
+    root = tmp_path / "root.pub"
+    await asyncio.to_thread(root.write_text, b64e(relay.net.root.signing_key().public) + "\n")
+    code = await asyncio.to_thread(
+        keys_main, ["evidence", "verify", str(out), "--root-key-file", str(root), "--json"]
+    )
+    assert code == 0
+    # Someone else's message, or one that does not exist: one line, exit 1.
+    refused = (
+        await notice(it, "evidence", "0" * 8 + "-0000-7000-8000-000000000000", "--out", out)
+    ).refused()
+    assert "notice: error: " in refused

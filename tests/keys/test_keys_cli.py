@@ -864,6 +864,8 @@ def test_the_documented_commands_exist() -> None:
         "tls",
         "tls create",
         "tls pin",
+        "evidence",
+        "evidence verify",
     }
 
 

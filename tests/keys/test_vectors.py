@@ -10,6 +10,7 @@ import nacl.bindings
 from keys.directory import DirectoryPin
 from keys.encoding import b64d
 from keys.envelope import open_envelope
+from keys.evidence import verify_bundle
 from keys.identity import EncryptionKey, Identity, SigningKey
 from keys.loghead import check_extends, check_included, verify_log_head
 from keys.receipts import verify_receipt
@@ -97,3 +98,11 @@ def test_log_vector_verifies_with_the_production_code() -> None:
     for case in log["inclusion"]:
         check_included(new, case["index"], log["leaves"][case["index"]], case["path"])
     check_extends(old, new, log["consistency"]["proof"])
+
+
+def test_evidence_vector_verifies_with_the_root_key_alone() -> None:
+    dirs = _load("directory.json")
+    data = (generate.HERE / "evidence.json").read_bytes()
+    proven = verify_bundle(data, [b64d(dirs["root_public_key"])])
+    assert [s[0] for s in proven.statements()] == ["sent", "accepted", "delivered", "acknowledged"]
+    assert proven.exporter == "it-tpc" and proven.head.size == 3

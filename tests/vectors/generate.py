@@ -16,6 +16,7 @@ from typing import Any
 from keys.directory import sign_directory
 from keys.encoding import Rng, b64e
 from keys.envelope import seal
+from keys.evidence import build_bundle
 from keys.identity import Identity
 from keys.loghead import sign_log_head
 from keys.merkle import Frontier, consistency_proof, inclusion_proof, leaf_hash
@@ -201,6 +202,19 @@ def build() -> dict[str, str]:
         "receipt.json": dump(
             {"jws": receipt, "payload_json": json.loads(_b64d(receipt.split(".")[1]))}
         ),
+        "evidence.json": build_bundle(
+            it,
+            envelope=sealed.token,
+            receipts=[
+                (i, t, [p.hex() for p in inclusion_proof(i, 3, perfect)])
+                for i, t in enumerate(leaves)
+            ],
+            head=head3,
+            newest_head=head3,
+            consistency=[],
+            versions=[d1.token, d2.token],
+            now=T0 + 500_000,
+        ).decode(),
         "log.json": dump(
             {
                 "leaves": leaves,
