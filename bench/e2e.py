@@ -268,8 +268,12 @@ async def run_senders(
     text = "x" * 1000
     total = args.messages
 
+    streams: dict[str, Any] = {}
+    replies: dict[int, asyncio.Future[Any]] = {}
+    refs = iter(range(1 << 62))
+
     async def listen(aid: str) -> None:
-        ws = await clients[aid].connect_stream()
+        ws = streams[aid] = await clients[aid].connect_stream()
         while True:
             try:
                 events = await ws.receive_many()
@@ -277,6 +281,11 @@ async def run_senders(
                 return
             seqs = []
             for item in events:
+                if isinstance(item, wire.SubmittedFrame | wire.ErrorFrame):
+                    fut = replies.pop(item.ref, None) if isinstance(item.ref, int) else None
+                    if fut is not None and not fut.done():
+                        fut.set_result(item)
+                    continue
                 if not isinstance(item, wire.ReceiptItem):
                     continue
                 seqs.append(item.seq)
@@ -309,6 +318,17 @@ async def run_senders(
                 )
                 sent_at[sealed.id] = time.perf_counter()
                 batch.append(sealed.token)
+            if args.submit == "ws":  # over the sender's session: no request signature each
+                ref = next(refs)
+                fut = replies[ref] = asyncio.get_running_loop().create_future()
+                await streams[aid].submit(batch, ref=ref)
+                answer = await fut
+                if isinstance(answer, wire.ErrorFrame):
+                    raise RuntimeError(answer.problem.detail)
+                for r in answer.results:
+                    if isinstance(r, wire.ProblemResult):
+                        raise RuntimeError(r.problem.detail)
+                return
             if args.batch == 1:
                 await clients[aid].send(batch[0])
                 return
@@ -362,6 +382,22 @@ async def run_senders(
     }
 
 
+def ed25519_verify_us(rounds: int = 5, n: int = 2000) -> float:
+    """One Ed25519 verification of a 1 KiB message here and now (median of rounds):
+    the unit the relay's CPU per message is compared with."""
+    import nacl.bindings
+
+    pk, sk = nacl.bindings.crypto_sign_seed_keypair(bytes(32))
+    signed = nacl.bindings.crypto_sign(b"x" * 1024, sk)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            nacl.bindings.crypto_sign_open(signed, pk)
+        times.append((time.perf_counter() - start) / n * 1e6)
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description="End-to-end benchmark: S senders seal 1 KiB notices, a real relay accepts "
@@ -378,6 +414,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=64, help="outstanding submits per sender")
     p.add_argument(
         "--batch", type=int, default=1, help="envelopes per submit request (1 = one request each)"
+    )
+    p.add_argument(
+        "--submit",
+        choices=["http", "ws"],
+        default="http",
+        help="submit over signed HTTP requests, or as submit frames on the sender's WebSocket",
     )
     p.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
     p.add_argument(
@@ -452,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
                         proc.kill()
     delivered = max(1, figures["delivered"])
     figures["relay_cpu_us_per_msg"] = round(cpu * 1e6 / delivered, 1)
+    verify_us = ed25519_verify_us()
+    figures["ed25519_verify_us"] = round(verify_us, 1)
+    figures["relay_cpu_per_verify"] = round(cpu * 1e6 / delivered / verify_us, 1)
     if args.store == "redis":
         figures["redis_cpu_us_per_msg"] = round(rcpu * 1e6 / delivered, 1)
         figures["redis_appendfsync"] = args.redis_appendfsync
@@ -462,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         recipients=args.recipients,
         rate=args.rate,
         concurrency=args.concurrency,
+        submit=args.submit,
+        batch=args.batch,
     )
     if args.json:
         print(json.dumps(figures))

@@ -62,6 +62,7 @@ Event = (
     | wire.Probe
     | wire.ReceiptOk
     | wire.ReceiptsOk
+    | wire.SubmittedFrame
     | wire.ErrorFrame
     | wire.Pong
     | wire.UnknownFrame
@@ -490,6 +491,11 @@ class RelayStream:
     async def send_receipts(self, receipts: Sequence[str], ref: wire.Ref = None) -> None:
         """Answered by a ``ReceiptsOk`` or an ``ErrorFrame`` carrying the same ``ref``."""
         await self.send(_build(wire.ReceiptsFrame, receipts=list(receipts), ref=ref))
+
+    async def submit(self, envelopes: Sequence[str], ref: wire.Ref = None) -> None:
+        """Submit envelopes over this session (no request signature each): answered by a
+        ``SubmittedFrame`` (one result per envelope) or an ``ErrorFrame`` with ``ref``."""
+        await self.send(_build(wire.SubmitFrame, envelopes=list(envelopes), ref=ref))
 
     async def answer_probe(self, nonce: str, answer: str) -> None:
         await self.send(_build(wire.ProbeAnswer, nonce=nonce, answer=answer))

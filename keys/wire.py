@@ -319,6 +319,14 @@ class ReceiptsOk(Outbound):
     ref: Ref = None
 
 
+class SubmittedFrame(Outbound):
+    """The answer to a ``submit`` frame: one result per envelope, in frame order."""
+
+    type: Literal["submitted"] = "submitted"
+    results: list[Submitted | ProblemResult]
+    ref: Ref = None
+
+
 class ErrorFrame(Outbound):
     type: Literal["error"] = "error"
     problem: Problem
@@ -338,6 +346,7 @@ ServerFrame = Annotated[
     | Probe
     | ReceiptOk
     | ReceiptsOk
+    | SubmittedFrame
     | ErrorFrame
     | Pong,
     Field(discriminator="type"),
@@ -364,6 +373,7 @@ _KnownFrame = Annotated[
     | Probe
     | ReceiptOk
     | ReceiptsOk
+    | SubmittedFrame
     | ErrorFrame
     | Pong,
     Field(discriminator="type"),
@@ -393,6 +403,17 @@ class ReceiptsFrame(Inbound):
     ref: Ref = None
 
 
+class SubmitFrame(Inbound):
+    """Envelopes submitted over the authenticated session (one request signature for
+    the whole connection, as Signal does): answered by ``submitted`` with the same ref."""
+
+    type: Literal["submit"] = "submit"
+    envelopes: list[Token] = Field(
+        min_length=1, description="at most the relay's max_batch (default 100)"
+    )
+    ref: Ref = None
+
+
 class ProbeAnswer(Inbound):
     type: Literal["probe_ok"] = "probe_ok"
     nonce: str
@@ -404,7 +425,8 @@ class Ping(Inbound):
 
 
 ClientFrame = Annotated[
-    AckFrame | ReceiptFrame | ReceiptsFrame | ProbeAnswer | Ping, Field(discriminator="type")
+    AckFrame | ReceiptFrame | ReceiptsFrame | SubmitFrame | ProbeAnswer | Ping,
+    Field(discriminator="type"),
 ]
 CLIENT_FRAME: TypeAdapter[ClientFrame] = TypeAdapter(ClientFrame)
 

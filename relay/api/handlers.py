@@ -366,6 +366,22 @@ async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: 
                     ref=ref,
                 ),
             )
+        elif isinstance(frame, wire.SubmitFrame):
+            ref = frame.ref
+            submitted = await core.intake.submit(session.authority, frame.envelopes)
+            await _send(
+                ws,
+                wire.SubmittedFrame.model_construct(
+                    type="submitted",
+                    results=[
+                        wire.ProblemResult.model_construct(problem=relay_error_body(r))
+                        if isinstance(r, RelayError)
+                        else _submitted(r)
+                        for r in submitted
+                    ],
+                    ref=ref,
+                ),
+            )
         elif isinstance(frame, wire.ProbeAnswer):
             core.prober.answer(session.authority, frame.nonce, frame.answer)
         else:

@@ -223,6 +223,39 @@ async def test_bad_receipt_frames_get_error_frames_and_the_connection_stays(
     assert await relay.client("it-tpc").poll() == []
 
 
+async def test_envelopes_submitted_over_the_session_are_answered_in_order(
+    relay: RelayEnv, fr_ws: WS
+) -> None:
+    await receive(fr_ws)
+    sender = await relay.client("it-tpc").connect_stream()
+    try:
+        assert (await receive(sender))["type"] == "hello"
+        a, b = seal_to(relay), seal_to(relay)
+        foreign = seal_to(relay, sender="de-bka")  # not the session's authority
+        await sender.submit([a.token, b.token, foreign.token, "garbage"], ref="batch-1")
+        answer = await receive(sender)
+        assert answer["type"] == "submitted" and answer["ref"] == "batch-1"
+        ok_a, ok_b, refused, bad = answer["results"]
+        assert (ok_a["id"], ok_a["duplicate"], ok_b["id"]) == (a.id, False, b.id)
+        verify_receipt(ok_a["receipt"], relay.net.directory, header=a.header, envelope_hash=a.hash)
+        assert refused["problem"]["status"] == 403 and bad["problem"]["status"] == 400
+        # Durable and delivered, like an HTTP submit; a repeat is a duplicate.
+        pushed = await receive_until(fr_ws, lambda fs: len(envelopes(fs)) == 2)
+        assert [f["id"] for f in envelopes(pushed)] == [a.id, b.id]
+        await sender.submit([a.token], ref=2)
+        again = await receive(sender)
+        assert again["results"][0]["duplicate"] is True and again["ref"] == 2
+        # Over the relay's batch size: one error frame for the whole frame.
+        over = [seal_to(relay).token for _ in range(relay.settings.max_batch + 1)]
+        await sender.submit(over, ref=3)
+        error = await receive(sender)
+        assert error["type"] == "error" and error["ref"] == 3
+        assert error["problem"]["status"] == 400
+        await assert_alive(sender)
+    finally:
+        await sender.close()
+
+
 MALFORMED_FRAMES: dict[str, str | bytes] = {
     "not-json": "hello there",
     "not-object": "[1, 2]",
