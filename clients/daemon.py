@@ -479,8 +479,7 @@ class Daemon:
         if receipts:
             tokens = [i.receipt for i in receipts]
             verified = await asyncio.to_thread(self._verify_all, tokens)
-            for token, result in zip(tokens, verified, strict=True):
-                await self._record_receipt(token, result)
+            await self._record_receipts(tokens, verified)
             out.seqs.extend(i.seq for i in receipts)
         for item in notices:
             await self._record_escalation(item.notice, item.note)
@@ -544,27 +543,33 @@ class Daemon:
                 out.append(exc)
         return out
 
-    async def _record_receipt(self, token: str, receipt: Receipt | KeysError) -> None:
+    async def _record_receipts(
+        self, tokens: list[str], verified: list[Receipt | KeysError]
+    ) -> None:
+        """Store the receipts that verify, in one transaction (group commit)."""
         assert self.inbox is not None
-        if isinstance(receipt, KeysError):
-            log.warning("dropping a receipt that does not verify: %s", receipt)
-            return
-        b = receipt.body
-        sent = await self.inbox.sent.get(b.msg)
-        if sent is not None and sent.envelope_hash != b.env:
-            log.warning("dropping a receipt for message %s about another envelope", b.msg)
-            return
-        if await self.inbox.sent.record_receipt(
-            b.msg, token, status=b.status, signer=b.by, at=b.at
-        ):
-            self.stats.receipts += 1
-            if b.status == "acknowledged" and self._hooks is not None:
-                await self._hooks.fire(
-                    "acknowledged",
-                    b.msg,
-                    occurrence=b.by,
-                    data={"by": b.by, "person": b.person, "signed_at": b.at},
-                )
+        good: list[tuple[str, Receipt]] = []
+        for token, receipt in zip(tokens, verified, strict=True):
+            if isinstance(receipt, KeysError):
+                log.warning("dropping a receipt that does not verify: %s", receipt)
+            else:
+                good.append((token, receipt))
+        results = await self.inbox.sent.record_receipts(
+            [(r.body.msg, t, r.body.status, r.body.by, r.body.at, r.body.env) for t, r in good]
+        )
+        for (_, receipt), new in zip(good, results, strict=True):
+            b = receipt.body
+            if new is None:
+                log.warning("dropping a receipt for message %s about another envelope", b.msg)
+            elif new:
+                self.stats.receipts += 1
+                if b.status == "acknowledged" and self._hooks is not None:
+                    await self._hooks.fire(
+                        "acknowledged",
+                        b.msg,
+                        occurrence=b.by,
+                        data={"by": b.by, "person": b.person, "signed_at": b.at},
+                    )
 
     async def _record_envelope_event(
         self, item: wire.EnvelopeItem, opened: OpenedEnvelope, now: int

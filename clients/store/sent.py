@@ -150,6 +150,42 @@ class SentMessages:
 
         return await self._db.run(tx)
 
+    async def record_receipts(
+        self, receipts: Sequence[tuple[str, str, str, str, int, str]]
+    ) -> builtins.list[bool | None]:
+        """Store many (verified) receipts in one transaction (group commit): each is
+        ``(msg_id, token, status, signer, at, envelope_hash)``. One result each: True if
+        new, False if that token was stored before, None if the message was recorded
+        as another envelope (the receipt is dropped)."""
+        rows = builtins.list(receipts)
+
+        def tx(conn: sqlite3.Connection) -> builtins.list[bool | None]:
+            out: builtins.list[bool | None] = []
+            with transaction(conn):
+                for msg_id, token, status, signer, at, env in rows:
+                    known = conn.execute(
+                        "SELECT envelope_hash FROM sent WHERE id = ?", (msg_id,)
+                    ).fetchone()
+                    if known is not None and known["envelope_hash"] != env:
+                        out.append(None)
+                        continue
+                    cur = conn.execute(
+                        "INSERT INTO receipts (token_hash, msg_id, token, status, signer, at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+                        (
+                            hashlib.sha256(token.encode("utf-8")).hexdigest(),
+                            msg_id,
+                            token,
+                            status,
+                            signer,
+                            at,
+                        ),
+                    )
+                    out.append(cur.rowcount == 1)
+            return out
+
+        return await self._db.run(tx) if rows else []
+
     async def get(self, msg_id: str) -> SentMessage | None:
         """One message we sent, with its latest receipt status, or None (by primary key)."""
 

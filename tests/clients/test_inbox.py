@@ -372,6 +372,43 @@ async def test_sent_messages_and_their_receipt_timeline(net: Network, inbox: Inb
     assert await inbox.sent.timeline("01890a5d-ac96-774b-bcce-b302099a8057") == []
 
 
+async def test_receipts_are_recorded_together_in_one_transaction(
+    net: Network, inbox: Inbox
+) -> None:
+    sealed = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW)
+    await inbox.sent.record(
+        sealed.id,
+        to=["fr-oclcc"],
+        envelope_hash=sealed.hash,
+        created=NOW,
+        priority="urgent",
+        summary="x",
+    )
+    other = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=NOW)
+
+    def receipt(msg: Any, status: Any, at: int) -> tuple[str, str, str, str, int, str]:
+        token = sign_receipt(
+            net["fr-oclcc"], msg_id=msg.id, envelope_hash=msg.hash, status=status, now=at
+        )
+        return (msg.id, token, status, "fr-oclcc", at, msg.hash)
+
+    delivered, acked = (
+        receipt(sealed, "delivered", NOW + 1),
+        receipt(sealed, "acknowledged", NOW + 2),
+    )
+    unrecorded = receipt(other, "delivered", NOW + 3)  # a receipt may overtake the record
+    wrong = (*delivered[:5], "0" * 64)  # about another envelope than the one recorded
+    assert await inbox.sent.record_receipts([delivered, acked, delivered, unrecorded, wrong]) == [
+        True,
+        True,
+        False,
+        True,
+        None,
+    ]
+    assert [r.status for r in await inbox.sent.timeline(sealed.id)] == ["delivered", "acknowledged"]
+    assert await inbox.sent.record_receipts([]) == []
+
+
 async def test_sent_is_newest_first(inbox: Inbox) -> None:
     for i, msg_id in enumerate(
         ["01890a5d-ac96-774b-bcce-b302099a8057", "01890a5d-ac96-774b-bcce-b302099a8058"]
