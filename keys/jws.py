@@ -90,8 +90,12 @@ def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def parse_compact(token: str | bytes, *, what: str, max_bytes: int | None = None) -> CompactJWS:
-    """Split and base64url-decode a compact JWS. Raises :class:`EncodingError`."""
+def parse_compact(
+    token: str | bytes, *, what: str, max_bytes: int | None = None, batch: bool = False
+) -> CompactJWS:
+    """Split and base64url-decode a compact JWS. Raises :class:`EncodingError`. With
+    ``batch`` the signature segment may be a batch signature (longer than 64 bytes;
+    keys/receipts.py checks its structure)."""
     if isinstance(token, bytes):
         try:
             token = token.decode("ascii")
@@ -101,7 +105,7 @@ def parse_compact(token: str | bytes, *, what: str, max_bytes: int | None = None
         raise EncodingError(f"{what} is larger than {max_bytes} bytes")
     head, body, sig = split_compact(token, what=what)
     signature = b64d(sig, what=f"{what} signature")
-    if len(signature) != SIGNATURE_BYTES:
+    if len(signature) != SIGNATURE_BYTES and not (batch and len(signature) > SIGNATURE_BYTES):
         raise TamperedError(f"{what} signature has the wrong length")
     return CompactJWS(
         protected_b64=head,

@@ -37,6 +37,7 @@ __all__ = [
     "inclusion_proof",
     "leaf_hash",
     "node_hash",
+    "root_from_path",
     "root_of",
     "subtree_root",
     "verify_consistency",
@@ -86,6 +87,14 @@ def verify_inclusion(
 ) -> None:
     """Check that ``leaf`` (a leaf *hash*) is at ``index`` in the tree of ``size`` leaves
     whose hash is ``root`` (RFC 9162 section 2.1.3.2); raise :class:`MerkleError` if not."""
+    if root_from_path(leaf, index, size, path) != root:
+        raise MerkleError("the inclusion path does not lead to the tree's root")
+
+
+def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
+    """The root an inclusion path leads to from ``leaf`` at ``index`` in a tree of
+    ``size`` leaves (RFC 9162 section 2.1.3.2 without the final comparison); raise
+    :class:`MerkleError` when the path has the wrong shape."""
     if not 0 <= index < size:
         raise MerkleError(f"leaf index {index} is outside a tree of {size} leaves")
     fn, sn, r = index, size - 1, leaf
@@ -105,8 +114,7 @@ def verify_inclusion(
         sn >>= 1
     if sn != 0:
         raise MerkleError("the inclusion path is shorter than the tree is deep")
-    if r != root:
-        raise MerkleError("the inclusion path does not lead to the tree's root")
+    return r
 
 
 def verify_consistency(

@@ -357,8 +357,17 @@ class Plaintext(_Model):
 # --- receipts -----------------------------------------------------------------------
 
 
+class ReceiptHeader(_Model):
+    """A receipt's protected header: ``cpar-batch-Ed25519`` since protocol version 2
+    (``Ed25519`` is read only to refuse version 1 with a clear message)."""
+
+    alg: Literal["cpar-batch-Ed25519", "Ed25519", "EdDSA"]
+    typ: str
+    kid: KeyId
+
+
 class ReceiptBody(_Model):
-    v: Literal[1]
+    v: Literal[2]
     msg: MessageId
     env: Sha256Hex
     status: ReceiptStatus

@@ -1,8 +1,16 @@
 """Receipts: signed statements about one message, verifiable offline by the sender.
 
 A receipt is a compact JWS (``typ: cpar-receipt+jws``) whose payload binds the message
-id, the envelope hash, the status, the time, the signer and an optional reason. Who may
-sign which status:
+id, the envelope hash, the status, the time, the signer and an optional reason.
+
+**Batch-signed (protocol version 2).** Receipts are signed in batches, as the TLS
+batch-signing drafts do: the signing inputs (``protected.payload``) of a batch are the
+leaves of an RFC 9162 Merkle tree, and the signer signs the tree's root once. Each
+receipt's signature segment (``alg: cpar-batch-Ed25519``) carries its leaf index, the
+batch size, its inclusion path and that one signature, so every receipt still verifies
+alone, offline; a verifier checks each root signature once (:class:`RootCache`). A
+single receipt is a batch of one. Receipts of protocol version 1 (one Ed25519
+signature each) are refused, naming the version. Who may sign which status:
 
 =============  ======================================================
 status         signer
@@ -19,12 +27,13 @@ rejected       a recipient, or a relay
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from keys.directory import Directory
-from keys.encoding import b64d, dumps
+from keys.encoding import b64d, b64e, dumps
 from keys.errors import (
     EncodingError,
     ReceiptError,
@@ -34,16 +43,31 @@ from keys.errors import (
     UnknownSigningKeyError,
 )
 from keys.identity import Identity
-from keys.jws import parse_compact, sign_compact, verify_compact
+from keys.jws import (
+    CompactJWS,
+    ed25519_sign,
+    ed25519_verify,
+    parse_compact,
+    sign_compact,
+    verify_compact,
+)
+from keys.merkle import Frontier, MerkleError, inclusion_proof, leaf_hash, root_from_path
 from keys.models import (
     TYP_RECEIPT,
     DirectoryEntry,
     EnvelopeHeader,
     JwsHeader,
     ReceiptBody,
+    ReceiptHeader,
     ReceiptStatus,
 )
 
+ALG_BATCH = "cpar-batch-Ed25519"
+BATCH_CONTEXT = b"cpar-receipt-batch-v2\x00"
+"""Signed with the batch size (8 bytes, big-endian) and the root: no other message of
+this protocol starts with it."""
+MAX_BATCH = 4096
+RECEIPT_VERSION = 2
 RELAY_STATUSES: frozenset[str] = frozenset({"accepted", "expired", "escalated"})
 RECIPIENT_STATUSES: frozenset[str] = frozenset({"delivered", "acknowledged"})
 MAX_RECEIPT_BYTES = 8192
@@ -61,7 +85,7 @@ class Receipt:
         return self.body.status
 
 
-def sign_receipt(
+def receipt_body(
     signer: Identity,
     *,
     msg_id: str,
@@ -71,11 +95,10 @@ def sign_receipt(
     reason: str | None = None,
     person: str | None = None,
     step: int | None = None,
-) -> str:
-    """Sign a receipt as ``signer`` (an authority or the relay)."""
-    key = signer.signing_key(now)
+) -> dict[str, object]:
+    """The statement ``signer`` makes (checked; sign it with :func:`sign_receipts`)."""
     body: dict[str, object] = {
-        "v": 1,
+        "v": RECEIPT_VERSION,
         "msg": msg_id,
         "env": envelope_hash,
         "status": status,
@@ -92,8 +115,103 @@ def sign_receipt(
         ReceiptBody.model_validate(body)
     except ValidationError as exc:
         raise EncodingError(f"cannot sign receipt: {exc.errors()[0]['msg']}") from exc
-    header = dumps({"alg": "Ed25519", "typ": TYP_RECEIPT, "kid": key.kid})
-    return sign_compact(header, dumps(body), key.secret)
+    return body
+
+
+def sign_receipts(signer: Identity, bodies: Sequence[dict[str, object]], *, now: int) -> list[str]:
+    """Sign a batch of statements (from :func:`receipt_body`) with one signature; one
+    token each, in order. Each token verifies alone."""
+    if not 1 <= len(bodies) <= MAX_BATCH:
+        raise EncodingError(f"a receipt batch holds 1 to {MAX_BATCH} receipts")
+    key = signer.signing_key(now)
+    head = b64e(dumps({"alg": ALG_BATCH, "typ": TYP_RECEIPT, "kid": key.kid}))
+    inputs = [f"{head}.{b64e(dumps(body))}" for body in bodies]
+    nodes: dict[tuple[int, int], bytes] = {}
+    tree = Frontier()
+    for text in inputs:
+        for level, index, h in tree.append(leaf_hash(text.encode("ascii"))):
+            nodes[(level, index)] = h
+    size = len(inputs)
+    signature = ed25519_sign(key.secret, _root_message(size, tree.root()))
+
+    def perfect(level: int, index: int) -> bytes:
+        return nodes[(level, index)]
+
+    out = []
+    for i, text in enumerate(inputs):
+        path = b"".join(inclusion_proof(i, size, perfect))
+        part = i.to_bytes(4, "big") + size.to_bytes(4, "big") + path + signature
+        out.append(f"{text}.{b64e(part)}")
+    return out
+
+
+def sign_receipt(
+    signer: Identity,
+    *,
+    msg_id: str,
+    envelope_hash: str,
+    status: ReceiptStatus,
+    now: int,
+    reason: str | None = None,
+    person: str | None = None,
+    step: int | None = None,
+) -> str:
+    """Sign one receipt as ``signer`` (an authority or the relay): a batch of one."""
+    body = receipt_body(
+        signer,
+        msg_id=msg_id,
+        envelope_hash=envelope_hash,
+        status=status,
+        now=now,
+        reason=reason,
+        person=person,
+        step=step,
+    )
+    return sign_receipts(signer, [body], now=now)[0]
+
+
+def _root_message(size: int, root: bytes) -> bytes:
+    return BATCH_CONTEXT + size.to_bytes(8, "big") + root
+
+
+class RootCache:
+    """Batch roots whose signature verified, by (public key, size, root): each batch's
+    signature is checked once, however many of its receipts arrive. Bounded (oldest
+    forgotten first); safe to share between threads."""
+
+    def __init__(self, size: int = 16_384) -> None:
+        self._size = size
+        self._seen: dict[tuple[bytes, int, bytes], None] = {}
+
+    def check(self, public_key: bytes, size: int, root: bytes, signature: bytes) -> bool:
+        key = (public_key, size, root)
+        if key in self._seen:
+            return True
+        if not ed25519_verify(public_key, _root_message(size, root), signature):
+            return False
+        self._seen[key] = None
+        while len(self._seen) > self._size:
+            self._seen.pop(next(iter(self._seen)), None)
+        return True
+
+
+ROOTS = RootCache()
+"""This process's cache of verified batch roots (verify_receipt's default)."""
+
+
+def _verify_batch_signature(jws: CompactJWS, public_key: bytes, cache: RootCache) -> None:
+    part = jws.signature
+    if len(part) < 8 + 64 or (len(part) - 8 - 64) % 32:
+        raise TamperedError("receipt signature is not a batch signature")
+    index, size = int.from_bytes(part[:4], "big"), int.from_bytes(part[4:8], "big")
+    raw = part[8:-64]
+    path = [raw[i : i + 32] for i in range(0, len(raw), 32)]
+    try:
+        root = root_from_path(leaf_hash(jws.signing_input), index, size, path)
+    except MerkleError as exc:
+        raise TamperedError(f"receipt batch path does not verify ({exc})") from None
+    if not cache.check(public_key, size, root, part[-64:]):
+        raise TamperedError("receipt signature does not verify")
 
 
 def verify_receipt(
@@ -103,25 +221,34 @@ def verify_receipt(
     header: EnvelopeHeader | None = None,
     envelope_hash: str | None = None,
     now: int | None = None,
+    cache: RootCache = ROOTS,
 ) -> Receipt:
     """Verify a receipt's signature and that its signer may make its statement.
 
     With ``header`` (and ``envelope_hash``) it also checks that the receipt is about
     that very message and, for recipient statuses, that the signer is a recipient.
     """
-    jws = parse_compact(token, what="receipt", max_bytes=MAX_RECEIPT_BYTES)
+    jws = parse_compact(token, what="receipt", max_bytes=MAX_RECEIPT_BYTES, batch=True)
     try:
-        jh = JwsHeader.model_validate_json(jws.protected)
-        body = ReceiptBody.model_validate_json(jws.payload)
+        jh = ReceiptHeader.model_validate_json(jws.protected)
     except ValidationError as exc:
         raise EncodingError(f"receipt is malformed: {exc.errors()[0]['msg']}") from exc
     if jh.typ != TYP_RECEIPT:
         raise EncodingError(f"not a receipt (typ {jh.typ!r})")
+    if jh.alg != ALG_BATCH:
+        raise EncodingError(
+            "receipt protocol version 1 (one signature per receipt) is no longer accepted: "
+            f"receipts are batch-signed ({ALG_BATCH}) since protocol version 2"
+        )
+    try:
+        body = ReceiptBody.model_validate_json(jws.payload)
+    except ValidationError as exc:
+        raise EncodingError(f"receipt is malformed: {exc.errors()[0]['msg']}") from exc
     owner = directory.signer(jh.kid)
     if owner is None:
         raise UnknownSigningKeyError(f"receipt is signed by key {jh.kid}, not in the directory")
     entry, key = owner
-    verify_compact(jws, b64d(key.pk), what="receipt")
+    _verify_batch_signature(jws, b64d(key.pk), cache)
     if entry.id != body.by:
         raise TamperedError(f"receipt says it is by {body.by} but is signed by {entry.id}")
     if key.revoked is not None:

@@ -9,7 +9,7 @@ import pytest
 from keys import errors
 from keys.encoding import b64d, b64e, dumps
 from keys.envelope import SealedEnvelope, seal
-from keys.receipts import sign_receipt, verify_receipt
+from keys.receipts import RootCache, receipt_body, sign_receipt, sign_receipts, verify_receipt
 from tests.netfixture import NOW, Network
 
 
@@ -125,23 +125,63 @@ def test_tampered_receipt_is_refused(net: Network, sealed: SealedEnvelope) -> No
 
 def test_receipt_claiming_another_signer_is_refused(net: Network, sealed: SealedEnvelope) -> None:
     """'by' must name the authority whose key signed it."""
-    key = net["de-bka"].signing_key()
     body = {
-        "v": 1,
+        "v": 2,
         "msg": sealed.id,
         "env": sealed.hash,
         "status": "delivered",
         "at": NOW,
         "by": "fr-oclcc",
     }
+    (token,) = sign_receipts(net["de-bka"], [body], now=NOW)
+    with pytest.raises(errors.TamperedError, match="signed by de-bka"):
+        verify_receipt(token, net.directory)
+
+
+def test_a_batch_signs_once_and_each_receipt_verifies_alone(
+    net: Network, sealed: SealedEnvelope
+) -> None:
+    fr = net["fr-oclcc"]
+    bodies = [
+        receipt_body(
+            fr, msg_id=sealed.id, envelope_hash=sealed.hash, status="delivered", now=NOW + i
+        )
+        for i in range(7)
+    ]
+    tokens = sign_receipts(fr, bodies, now=NOW)
+    cache = RootCache()
+    for i, token in enumerate(tokens):
+        r = verify_receipt(
+            token, net.directory, header=sealed.header, envelope_hash=sealed.hash, cache=cache
+        )
+        assert r.body.at == NOW + i
+    assert len(cache._seen) == 1  # one root signature checked for the whole batch
+    head, payload, sig = tokens[3].split(".")
+    part = bytearray(b64d(sig))
+    # A changed path, index, root signature or statement is refused.
+    for at in (0, 3, 8, 8 + 31, len(part) - 1):
+        bad = bytearray(part)
+        bad[at] ^= 1
+        with pytest.raises(errors.TamperedError):
+            verify_receipt(f"{head}.{payload}.{b64e(bytes(bad))}", net.directory, cache=RootCache())
+    other = tokens[4].split(".")[1]
+    with pytest.raises(errors.TamperedError):
+        verify_receipt(f"{head}.{other}.{sig}", net.directory, cache=RootCache())
+
+
+def test_a_version_1_receipt_is_refused_naming_the_version(
+    net: Network, sealed: SealedEnvelope
+) -> None:
+    key = net["fr-oclcc"].signing_key()
+    body = {"v": 1, "msg": sealed.id, "env": sealed.hash, "status": "delivered", "at": NOW}
     from keys.jws import sign_compact
 
     token = sign_compact(
         dumps({"alg": "Ed25519", "typ": "cpar-receipt+jws", "kid": key.kid}),
-        dumps(body),
+        dumps({**body, "by": "fr-oclcc"}),
         key.secret,
     )
-    with pytest.raises(errors.TamperedError, match="signed by de-bka"):
+    with pytest.raises(errors.EncodingError, match="protocol version 1"):
         verify_receipt(token, net.directory)
 
 
