@@ -44,7 +44,7 @@ from keys.files import private_dir
 from keys.identity import Identity
 from keys.jws import unverified_header
 from keys.loghead import SignedHead
-from keys.receipts import Receipt, sign_probe, sign_receipt, verify_receipt
+from keys.receipts import Receipt, receipt_body, sign_probe, sign_receipts, verify_receipt
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
@@ -501,12 +501,13 @@ class Daemon:
     def _receipts_for(
         self, items: list[wire.EnvelopeItem], opened: list[OpenedEnvelope | KeysError], now: int
     ) -> list[str]:
-        """``delivered`` for what we stored (again, for repeats); ``rejected`` for refusals."""
-        tokens: list[str] = []
+        """``delivered`` for what we stored (again, for repeats); ``rejected`` for refusals;
+        all signed as one batch (one signature, keys/receipts.py)."""
+        bodies: list[dict[str, object]] = []
         for item, result in zip(items, opened, strict=True):
             if isinstance(result, OpenedEnvelope):
-                tokens.append(
-                    sign_receipt(
+                bodies.append(
+                    receipt_body(
                         self.identity,
                         msg_id=result.header.id,
                         envelope_hash=result.hash,
@@ -520,8 +521,8 @@ class Daemon:
             log.warning("refused message %s: %s", msg_id or "(unreadable)", result.code)
             if msg_id is not None:
                 with contextlib.suppress(KeysError):  # an id that is not even a UUIDv7
-                    tokens.append(
-                        sign_receipt(
+                    bodies.append(
+                        receipt_body(
                             self.identity,
                             msg_id=msg_id,
                             envelope_hash=envelope_hash(item.envelope),
@@ -530,7 +531,7 @@ class Daemon:
                             reason=f"{result.code}: {result}"[:500],
                         )
                     )
-        return tokens
+        return sign_receipts(self.identity, bodies, now=now) if bodies else []
 
     def _verify_all(self, tokens: list[str]) -> list[Receipt | KeysError]:
         """Verify receipts about our messages (in a worker thread: one Ed25519 each)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from keys.directory import Directory
@@ -24,7 +24,7 @@ from keys.identity import Identity
 from keys.jws import unverified_header
 from keys.lifecycle import Schedule, Step
 from keys.models import ReceiptBody
-from keys.receipts import sign_receipt, verify_receipt
+from keys.receipts import receipt_body, sign_receipts, verify_receipt
 from relay.core.delivery import Clock, Delivery
 from relay.core.errors import (
     ConflictError,
@@ -285,6 +285,18 @@ class Intake:
                 out.append(self._check(authority, token, directory, now))
             except RelayError as exc:
                 out.append(exc)
+        # One signature for every accepted receipt of the call (a batch, keys/receipts.py).
+        fresh = [(i, m) for i, m in enumerate(out) if isinstance(m, NewMessage)]
+        if fresh:
+            bodies = [
+                receipt_body(
+                    self.identity, msg_id=m.id, envelope_hash=m.env_hash, status="accepted", now=now
+                )
+                for _, m in fresh
+            ]
+            signed = sign_receipts(self.identity, bodies, now=now)
+            for (i, m), receipt in zip(fresh, signed, strict=True):
+                out[i] = replace(m, accepted_receipt=receipt)
         return out
 
     def _check(self, authority: str, token: str, directory: Directory, now: int) -> NewMessage:
@@ -322,9 +334,6 @@ class Intake:
                     f"message is sealed to key {r.kid}, which {r.aid} does not hold",
                     code="unknown_recipient_key",
                 )
-        receipt = sign_receipt(
-            self.identity, msg_id=h.id, envelope_hash=env.hash, status="accepted", now=now
-        )
         policy = self.policies.get(h.prio) or DEFAULT_POLICIES[h.prio]
         snap = snapshot(policy, priority=h.prio, accepted_at=now, ack_by=h.ack_by)
         return NewMessage(
@@ -339,7 +348,7 @@ class Intake:
             priority=h.prio,
             ack_by=h.ack_by,
             accepted_at=now,
-            accepted_receipt=receipt,
+            accepted_receipt="",  # signed for the whole batch by _check_all
             attachments=tuple(a.h for a in h.att),
             policy=snap.dumps(),
             timers=((Step.REMIND, snap.steps[0][1]), (Step.EXPIRE, h.expires)),
