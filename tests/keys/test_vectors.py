@@ -106,3 +106,22 @@ def test_evidence_vector_verifies_with_the_root_key_alone() -> None:
     proven = verify_bundle(data, [b64d(dirs["root_public_key"])])
     assert [s[0] for s in proven.statements()] == ["sent", "accepted", "delivered", "acknowledged"]
     assert proven.exporter == "it-tpc" and proven.head.size == 3
+
+
+def test_receipt_vector_verifies_as_the_protocol_document_says() -> None:
+    """PROTOCOL.md §6, followed with raw libsodium: a batch of one."""
+    keys, rcpt = _load("keys.json"), _load("receipt.json")
+    fr = next(i for i in keys["identities"] if i["id"] == "fr-oclcc")
+    head, payload, sig = rcpt["jws"].split(".")
+    assert json.loads(b64d(head)) == {
+        "alg": "cpar-batch-Ed25519",
+        "typ": "cpar-receipt+jws",
+        "kid": fr["signing"][0]["kid"],
+    }
+    part = b64d(sig)
+    assert len(part) == 8 + 64  # index 0, size 1, no path, the signature
+    index, size = int.from_bytes(part[:4], "big"), int.from_bytes(part[4:8], "big")
+    assert (index, size) == (0, 1)
+    root = hashlib.sha256(b"\x00" + f"{head}.{payload}".encode()).digest()
+    message = b"cpar-receipt-batch-v2\x00" + size.to_bytes(8, "big") + root
+    nacl.bindings.crypto_sign_open(part[8:] + message, b64d(fr["signing"][0]["public"]))
