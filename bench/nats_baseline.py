@@ -153,8 +153,25 @@ async def senders(
             sent_at[sealed.id] = time.perf_counter()
             await js.publish(f"n{tag}.{to}", sealed.token.encode())
 
+    async def paced(aid: str, offset: int) -> None:
+        """``--rate`` msgs/s in total, as bench/e2e.py paces (each sender its share)."""
+        interval = len(snames) / args.rate
+        start = time.perf_counter()
+        tasks = []
+        for i in range(per):
+            delay = start + i * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(aid, offset + i)))
+        await asyncio.gather(*tasks)
+
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(a, n * per + i) for n, a in enumerate(snames) for i in range(per)))
+    if args.rate > 0:
+        await asyncio.gather(*(paced(a, n * per) for n, a in enumerate(snames)))
+    else:
+        await asyncio.gather(
+            *(one(a, n * per + i) for n, a in enumerate(snames) for i in range(per))
+        )
     try:
         await asyncio.wait_for(done.wait(), timeout=max(60.0, total / 100))
     except TimeoutError:
@@ -173,6 +190,7 @@ async def senders(
         "msgs_per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(q[49], 2),
         "p99_ms": round(q[98], 2),
+        "rate": args.rate,
     }
 
 
@@ -184,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--senders", type=int, default=2)
     p.add_argument("--recipients", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=64)
+    p.add_argument(
+        "--rate", type=float, default=0, help="paced msgs/s in total; 0 = as fast as possible"
+    )
     p.add_argument("--json", action="store_true")
     p.add_argument("--consumers-config", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -10,9 +10,9 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
@@ -58,6 +58,7 @@ WS_MAX_FRAME = 1024 * 1024
 WS_CONCURRENCY = 256
 T = TypeVar("T")
 Q = TypeVar("Q", bound=BaseModel)
+R = TypeVar("R")
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -90,6 +91,16 @@ def _submitted(s: Submitted, *, plan: bool = False) -> wire.Submitted:
             for step, due in s.schedule
         ],
     )
+
+
+def _each(results: Sequence[R | RelayError], ok: Callable[[R], BaseModel]) -> list[Any]:
+    """A batch's answers in order: ``ok`` for each success, a problem for each refusal."""
+    return [
+        wire.ProblemResult.model_construct(problem=relay_error_body(r))
+        if isinstance(r, RelayError)
+        else ok(r)
+        for r in results
+    ]
 
 
 def wire_item(item: QueueItem) -> wire.EnvelopeItem | wire.ReceiptItem | wire.EscalationItem:
@@ -135,16 +146,7 @@ async def submit(request: web.Request) -> web.Response:
             raise result
         return json_response(_submitted(result, plan=True), status=200 if result.duplicate else 201)
     results = await core.intake.submit(authority, body.envelopes)
-    return json_response(
-        wire.BatchResults.model_construct(
-            results=[
-                wire.ProblemResult.model_construct(problem=relay_error_body(r))
-                if isinstance(r, RelayError)
-                else _submitted(r)
-                for r in results
-            ]
-        )
-    )
+    return json_response(wire.BatchResults.model_construct(results=_each(results, _submitted)))
 
 
 @routes.get("/v1/messages/{id}")
@@ -353,18 +355,12 @@ async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: 
         elif isinstance(frame, wire.ReceiptsFrame):
             ref = frame.ref
             results = await core.intake.submit_receipts(session.authority, frame.receipts)
+            answers = _each(
+                results,
+                lambda r: wire.ReceiptResult.model_construct(id=r.msg_id, duplicate=not r.new),
+            )
             await _send(
-                ws,
-                wire.ReceiptsOk.model_construct(
-                    type="receipts_ok",
-                    results=[
-                        wire.ProblemResult.model_construct(problem=relay_error_body(r))
-                        if isinstance(r, RelayError)
-                        else wire.ReceiptResult.model_construct(id=r.msg_id, duplicate=not r.new)
-                        for r in results
-                    ],
-                    ref=ref,
-                ),
+                ws, wire.ReceiptsOk.model_construct(type="receipts_ok", results=answers, ref=ref)
             )
         elif isinstance(frame, wire.SubmitFrame):
             ref = frame.ref
@@ -372,14 +368,7 @@ async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: 
             await _send(
                 ws,
                 wire.SubmittedFrame.model_construct(
-                    type="submitted",
-                    results=[
-                        wire.ProblemResult.model_construct(problem=relay_error_body(r))
-                        if isinstance(r, RelayError)
-                        else _submitted(r)
-                        for r in submitted
-                    ],
-                    ref=ref,
+                    type="submitted", results=_each(submitted, _submitted), ref=ref
                 ),
             )
         elif isinstance(frame, wire.ProbeAnswer):

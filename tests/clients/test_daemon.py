@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from clients.config import ClientSettings
-from clients.daemon import Daemon
-from keys.encoding import b64e
 from keys.envelope import seal
 from keys.receipts import verify_receipt
 from relay.core.errors import RejectedError
+from tests.daemonfixture import running_daemon
 from tests.netfixture import NOW
 from tests.relayfixture import RelayEnv
 from tests.waiting import until
 
 NOTICE = {"kind": "free_text", "text": "Lot 112 closes at 18:00"}
-
-
-@asynccontextmanager
-async def running_daemon(
-    relay: RelayEnv, aid: str, data_dir: Path, **overrides: object
-) -> AsyncIterator[Daemon]:
-    settings = ClientSettings(
-        relay_url=relay.base_url,
-        root_key=b64e(relay.net.root.signing_key().public),
-        data_dir=data_dir,
-        reconnect_min_s=0.05,
-        reconnect_max_s=0.2,
-        **overrides,  # type: ignore[arg-type]
-    )
-    daemon = Daemon(settings, relay.net[aid], clock=relay.clock)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
-        async with asyncio.timeout(10):
-            await daemon.connected.wait()
-        yield daemon
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 @pytest.mark.parametrize("transport", ["websocket", "longpoll"])

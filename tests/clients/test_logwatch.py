@@ -7,22 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from clients.config import ClientSettings
-from clients.daemon import Daemon
 from clients.hooks import FileHook
 from clients.logwatch import ForkedLogError, LogWatch
 from clients.metrics import families
-from keys.encoding import b64e
 from keys.envelope import seal
 from keys.merkle import Frontier
 from relay.api.state import STORE
 from relay.store.sqlite import SQLiteStore
+from tests.daemonfixture import running_daemon
 from tests.relayfixture import RelayEnv
 from tests.waiting import until
 
@@ -53,37 +49,16 @@ async def _rewrite_history(relay: RelayEnv, tokens: list[str]) -> None:
     await store._write(op)
 
 
-@asynccontextmanager
-async def running(relay: RelayEnv, data_dir: Path, hooks_dir: Path) -> AsyncIterator[Daemon]:
-    settings = ClientSettings(
-        relay_url=relay.base_url,
-        root_key=b64e(relay.net.root.signing_key().public),
-        data_dir=data_dir,
-        reconnect_min_s=0.05,
-        reconnect_max_s=0.2,
-        hooks=[
-            FileHook(type="file", name="alarm", directory=hooks_dir, events=["log_inconsistent"])
-        ],
-    )
-    daemon = Daemon(settings, relay.net["fr-oclcc"], clock=relay.clock)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    try:
-        async with asyncio.timeout(10):
-            await daemon.connected.wait()
-        yield daemon
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
-
-
 async def test_the_daemon_refuses_a_rewritten_log_loudly(
     relay: RelayEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory = relay.net.directory
     hooks_dir = tmp_path / "alarms"
     await _send(relay, 3)
-    async with running(relay, tmp_path / "fr", hooks_dir) as daemon:
+    alarm_hook = FileHook(
+        type="file", name="alarm", directory=hooks_dir, events=["log_inconsistent"]
+    )
+    async with running_daemon(relay, "fr-oclcc", tmp_path / "fr", hooks=[alarm_hook]) as daemon:
         await daemon.check_log(directory)
         held = daemon.log_head
         assert held is not None and held.size >= 3
