@@ -24,7 +24,7 @@ from keys.identity import Identity
 from keys.jws import unverified_header
 from keys.lifecycle import Schedule, Step
 from keys.models import ReceiptBody
-from keys.receipts import receipt_body, sign_receipts, verify_receipt
+from keys.receipts import receipt_body, verify_receipt
 from relay.core.delivery import Clock, Delivery
 from relay.core.errors import (
     ConflictError,
@@ -38,6 +38,7 @@ from relay.core.errors import (
 )
 from relay.core.metrics import Metrics
 from relay.core.policy import DEFAULT_POLICIES, PolicyConfig, snapshot
+from relay.core.signing import BatchSigner
 from relay.store.base import (
     AcceptResult,
     MessageRecord,
@@ -147,8 +148,11 @@ class Intake:
         policies: Mapping[str, PolicyConfig] | None = None,
         metrics: Metrics | None = None,
         reachability: Reachability | None = None,
+        signer: BatchSigner | None = None,
     ) -> None:
         self.store = store
+        self.signer = signer or BatchSigner(identity)
+        """Signs accepted receipts with those of concurrent submissions (one batch)."""
         self.reachability = reachability
         self.delivery = delivery
         self.identity = identity
@@ -208,6 +212,19 @@ class Intake:
                             code="attachment_missing",
                         )
                         break
+        # The accepted receipts, signed with those of concurrent submissions as one batch.
+        positions = [i for i, c in enumerate(checked) if isinstance(c, NewMessage)]
+        bodies = [
+            receipt_body(
+                self.identity, msg_id=m.id, envelope_hash=m.env_hash, status="accepted", now=now
+            )
+            for m in (checked[i] for i in positions)
+            if isinstance(m, NewMessage)
+        ]
+        for i, receipt in zip(positions, await self.signer.sign(bodies, now=now), strict=True):
+            m = checked[i]
+            assert isinstance(m, NewMessage)
+            checked[i] = replace(m, accepted_receipt=receipt)
         fresh = [c for c in checked if isinstance(c, NewMessage)]
         # One result per fresh message, in order: the store sees a repeated id within the
         # batch as a duplicate (same envelope) or a conflict (another envelope).
@@ -285,18 +302,6 @@ class Intake:
                 out.append(self._check(authority, token, directory, now))
             except RelayError as exc:
                 out.append(exc)
-        # One signature for every accepted receipt of the call (a batch, keys/receipts.py).
-        fresh = [(i, m) for i, m in enumerate(out) if isinstance(m, NewMessage)]
-        if fresh:
-            bodies = [
-                receipt_body(
-                    self.identity, msg_id=m.id, envelope_hash=m.env_hash, status="accepted", now=now
-                )
-                for _, m in fresh
-            ]
-            signed = sign_receipts(self.identity, bodies, now=now)
-            for (i, m), receipt in zip(fresh, signed, strict=True):
-                out[i] = replace(m, accepted_receipt=receipt)
         return out
 
     def _check(self, authority: str, token: str, directory: Directory, now: int) -> NewMessage:
@@ -348,7 +353,7 @@ class Intake:
             priority=h.prio,
             ack_by=h.ack_by,
             accepted_at=now,
-            accepted_receipt="",  # signed for the whole batch by _check_all
+            accepted_receipt="",  # signed with the whole batch by submit()
             attachments=tuple(a.h for a in h.att),
             policy=snap.dumps(),
             timers=((Step.REMIND, snap.steps[0][1]), (Step.EXPIRE, h.expires)),
