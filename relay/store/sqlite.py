@@ -313,6 +313,9 @@ class SQLiteStore:
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._queue: list[tuple[WriteOp, asyncio.Future[Any]]] = []
+        self._lazy: set[int] = set()
+        """ids of queued ops that need no fsync of their own (acks): see _write."""
+        self._synchronous = "FULL"
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -376,10 +379,18 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"sqlite: {exc}") from exc
 
-    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def _write(self, op: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Queue ``op`` for the next group commit; returns once it is committed.
+
+        ``durable=False`` (queue acknowledgements) lets a batch made only of such ops
+        commit without an fsync (``synchronous=NORMAL``): losing it to an OS crash only
+        brings a redelivery, which daemons deduplicate. WAL keeps commits in order, so
+        the next durable commit's fsync makes it durable too."""
         if self._closed or self._wconn is None:
             raise StoreUnavailableError("store is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if not durable:
+            self._lazy.add(id(fut))
         self._queue.append((op, fut))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="sqlite-group-commit")
@@ -389,8 +400,11 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         while self._queue:
             batch, self._queue = self._queue, []
+            ids = {id(fut) for _, fut in batch}
+            lazy = ids <= self._lazy
+            self._lazy -= ids
             try:
-                results = await loop.run_in_executor(self._writer, self._apply, batch)
+                results = await loop.run_in_executor(self._writer, self._apply, batch, lazy)
             except BaseException as exc:  # the thread itself failed; fail every waiter
                 log.exception("sqlite write batch failed")
                 results = [(False, StoreUnavailableError(f"sqlite: {exc}"))] * len(batch)
@@ -402,12 +416,18 @@ class SQLiteStore:
                 else:
                     fut.set_exception(value)
 
-    def _apply(self, batch: list[tuple[WriteOp, asyncio.Future[Any]]]) -> list[tuple[bool, Any]]:
+    def _apply(
+        self, batch: list[tuple[WriteOp, asyncio.Future[Any]]], lazy: bool = False
+    ) -> list[tuple[bool, Any]]:
         conn = self._wconn
         assert conn is not None
         results: list[tuple[bool, Any]] = []
         before = self._log.mark()
+        wanted = "NORMAL" if lazy else "FULL"
         try:
+            if wanted != self._synchronous:
+                conn.execute(f"PRAGMA synchronous={wanted}")
+                self._synchronous = wanted
             conn.execute("BEGIN IMMEDIATE")
             for op, _ in batch:
                 conn.execute("SAVEPOINT op")
@@ -562,7 +582,7 @@ class SQLiteStore:
             )
             return cur.rowcount
 
-        return await self._write(op)
+        return await self._write(op, durable=False)
 
     async def depth(self, recipient: str) -> int:
         def q(conn: sqlite3.Connection) -> int:

@@ -527,3 +527,31 @@ async def test_a_nonce_is_claimed_once_and_remembered_across_a_restart(
     async with opened(backend, where) as store:
         assert await store.claim_nonce("nonce-a", expires) is False
         assert await store.claim_nonce("nonce-c", expires) is True
+
+
+async def test_sqlite_fsyncs_every_commit_but_those_of_acknowledgements_alone(
+    tmp_path: Path,
+) -> None:
+    """A lost acknowledgement only brings a redelivery: an ack-only commit skips the
+    fsync (synchronous=NORMAL); anything else commits with synchronous=FULL."""
+    store = SQLiteStore(tmp_path / "relay.sqlite3")
+    await store.start()
+
+    async def synchronous() -> int:
+        return int(await store._write(lambda c: c.execute("PRAGMA synchronous").fetchone()[0]))
+
+    try:
+        m = message()
+        await store.accept([m])
+        (item,) = await store.pending("fr-oclcc", after=0, limit=10)
+        assert await synchronous() == 2  # FULL
+        assert await store.ack("fr-oclcc", [item.seq]) == 1
+        assert store._synchronous == "NORMAL"
+        await store.add_receipt(receipt(m), notify="it-tpc")
+        assert store._synchronous == "FULL" and await synchronous() == 2
+        # Mixed with a durable write in one group commit: FULL.
+        (r_item,) = await store.pending("it-tpc", after=0, limit=10)
+        await asyncio.gather(store.ack("it-tpc", [r_item.seq]), store.accept([message()]))
+        assert store._synchronous == "FULL"
+    finally:
+        await store.close()
