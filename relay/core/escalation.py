@@ -16,12 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import NamedTuple
 
 from keys.directory import Directory
 from keys.identity import Identity
 from keys.lifecycle import STEP_NAMES, MessageFacts, StepEffects, plan_step
-from keys.receipts import sign_receipt
+from keys.receipts import receipt_body, sign_receipts
 from relay.core.delivery import Clock, Delivery
 from relay.core.errors import UnavailableError, guard
 from relay.core.metrics import Metrics
@@ -49,6 +50,13 @@ TICK_BATCH = 2000
 OVERDUE_AFTER_MS = 1000
 
 
+def _signed(esc: Escalation, token: str) -> Escalation:
+    """``esc`` with its receipt's token (also the payload of its escalation notices)."""
+    assert esc.receipt is not None
+    items = tuple(replace(i, payload=token) if i.type == "escalation" else i for i in esc.items)
+    return replace(esc, items=items, receipt=replace(esc.receipt, token=token))
+
+
 class EscalationEngine:
     def __init__(
         self,
@@ -73,17 +81,20 @@ class EscalationEngine:
 
     def plan(self, timer: Timer, record: MessageRecord, now: int) -> _Planned:
         """The lifecycle's effects for this timer, with the statement signed."""
-        facts = MessageFacts(record.id, record.sender, record.to, record.fallbacks, record.policy)
-        effects = plan_step(timer.step, facts, self._directory().get, now)
-        return _Planned(record, effects, self.resolve(timer, record, effects, now))
+        (planned,) = self._plan_all([(timer, record)], now)
+        return planned
 
-    def resolve(self, timer: Timer, record: MessageRecord, fx: StepEffects, now: int) -> Escalation:
-        """Turn effects into what the store applies: queue items and a signed receipt."""
+    def _unsigned(
+        self, timer: Timer, record: MessageRecord, fx: StepEffects, now: int
+    ) -> tuple[Escalation, dict[str, object] | None]:
+        """What the store applies, with the receipt's statement still to sign (its token
+        empty) and that statement."""
         receipt: ReceiptRecord | None = None
+        body: dict[str, object] | None = None
         token = ""
         if fx.statement is not None:
             st = fx.statement
-            token = sign_receipt(
+            body = receipt_body(
                 self.identity,
                 msg_id=record.id,
                 envelope_hash=record.env_hash,
@@ -117,7 +128,7 @@ class EscalationEngine:
             released=fx.release,
             drop_queued=fx.withdraw_queued,
             deferred=fx.deferred,
-        )
+        ), body
 
     # -- firing ------------------------------------------------------------------------
 
@@ -139,7 +150,24 @@ class EscalationEngine:
                 return fired
 
     def _plan_all(self, due: Sequence[tuple[Timer, MessageRecord]], now: int) -> list[_Planned]:
-        return [self.plan(t, r, now) for t, r in due]
+        """Plan every due timer; the round's statements are signed as one batch."""
+        planned: list[_Planned] = []
+        bodies: list[tuple[int, dict[str, object]]] = []
+        for timer, record in due:
+            facts = MessageFacts(
+                record.id, record.sender, record.to, record.fallbacks, record.policy
+            )
+            effects = plan_step(timer.step, facts, self._directory().get, now)
+            esc, body = self._unsigned(timer, record, effects, now)
+            if body is not None:
+                bodies.append((len(planned), body))
+            planned.append(_Planned(record, effects, esc))
+        if bodies:
+            tokens = sign_receipts(self.identity, [b for _, b in bodies], now=now)
+            for (i, _), token in zip(bodies, tokens, strict=True):
+                record, effects, esc = planned[i]
+                planned[i] = _Planned(record, effects, _signed(esc, token))
+        return planned
 
     def _publish(
         self, planned: Sequence[_Planned], results: Sequence[tuple[int, ...] | None]

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from keys import wire
+from keys.encoding import b64d
 from keys.envelope import SealedEnvelope, seal
 from keys.receipts import sign_receipt, verify_receipt
 from relay.api.state import CORE, Core
@@ -339,3 +340,21 @@ async def test_a_store_outage_is_logged_once_when_it_starts_and_once_when_it_end
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_one_round_of_escalations_is_signed_as_one_batch(relay: RelayEnv) -> None:
+    sealed = [urgent(relay) for _ in range(3)]
+    for s in sealed:
+        await relay.client("it-tpc").send(s.token)
+    assert await advance_and_tick(relay, 10 * MIN) == 3  # three reminders in one round
+    segments = []
+    for s in sealed:
+        t = await relay.client("it-tpc").timeline(s.id)
+        (token,) = [
+            x for x in t.receipts if verify_receipt(x, relay.net.directory).status == "escalated"
+        ]
+        segments.append(b64d(token.split(".")[2]))
+    # Batch of three (index, size 3), one signature shared by all.
+    assert sorted(int.from_bytes(p[:4], "big") for p in segments) == [0, 1, 2]
+    assert {int.from_bytes(p[4:8], "big") for p in segments} == {3}
+    assert len({p[-64:] for p in segments}) == 1
