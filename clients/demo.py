@@ -393,6 +393,11 @@ class Demo:
         self._wait(lambda: self._state("it-tpc", msg_id) == "acknowledged", "acknowledgement")
         self.notice("it-tpc", "status", msg_id)
 
+        self.step("Evidence for a court: a bundle anyone can check with the root key alone")
+        bundle = self.dir / "it-tpc" / f"evidence-{msg_id[:8]}.json"
+        self.notice("it-tpc", "evidence", msg_id, "--out", str(bundle))
+        self.keys("evidence", "verify", str(bundle), "--root-key-file", str(self.dir / "root.pub"))
+
         self.step(
             "An unacknowledged request escalates (demo policy: remind at 3 s, release at 6 s)"
         )

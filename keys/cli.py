@@ -78,6 +78,11 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _instant(ms: int) -> str:
+    """To the millisecond, for evidence."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--passphrase-file",
@@ -729,14 +734,14 @@ def evidence_verify(
         f"VERIFIED: evidence for message {p.envelope.header.id} (envelope hash {p.envelope.hash})"
     )
     for status, by, at, detail in p.statements():
-        out.print(f"  {status:<12} by {by:<16} at {_when(at)} {detail}".rstrip())
+        out.print(f"  {status:<12} by {by:<16} at {_instant(at)} {detail}".rstrip())
     out.print(
         f"  in the log of {p.head.body.log}: {len(p.receipts)} receipts within its first "
         f"{p.head.size} leaves, consistent with its head of {p.newest_head.size} leaves "
-        f"signed {_when(p.newest_head.body.at)}"
+        f"signed {_instant(p.newest_head.body.at)}"
     )
     out.print(
-        f"  exported by {p.exporter} at {_when(p.exported_at)}; keys checked against "
+        f"  exported by {p.exporter} at {_instant(p.exported_at)}; keys checked against "
         f"root {p.root_kid} (directory version {p.directory_version})"
     )
 
