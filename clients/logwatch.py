@@ -14,15 +14,16 @@ as the first (do it only once the relay's operators have explained the fork).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from clients.client import RelayClient
 from keys.directory import Directory
-from keys.errors import LogForkError
-from keys.files import open_private
+from keys.errors import KeysError, LogError, LogForkError
 from keys.jws import parse_compact
 from keys.loghead import SignedHead, check_extends, verify_log_head
 from keys.models import LogHeadBody
@@ -52,23 +53,35 @@ class LogWatch:
         self.path = path
 
     def held(self) -> SignedHead | None:
-        """The head kept on disk (verified when it was stored); blocking."""
+        """The head kept on disk (verified when it was stored); blocking. An unreadable
+        file is a :class:`keys.errors.LogError` (one line; delete the file to trust the
+        relay's current head again)."""
         try:
             token = json.loads(self.path.read_text(encoding="utf-8"))["head"]
+            body = LogHeadBody.model_validate_json(parse_compact(token, what="log head").payload)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{self.path} is not a log head file ({exc})") from exc
-        body = LogHeadBody.model_validate_json(parse_compact(token, what="log head").payload)
+        except (ValueError, KeyError, TypeError, KeysError) as exc:
+            raise LogError(
+                f"{self.path} cannot be read ({type(exc).__name__}); delete it to trust the "
+                "relay's current log head again"
+            ) from None
         return SignedHead(token, body)
 
     def _keep(self, head: SignedHead) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        with open_private(tmp) as fh:
-            fh.write(json.dumps({"head": head.token}).encode() + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        # A temp file of its own: the daemon and the CLI may both write at once.
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".log-head-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(json.dumps({"head": head.token}).encode() + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     async def check(self, client: RelayClient, directory: Directory) -> Checked:
         """Fetch, verify and compare the relay's head; keep it when it is newer.

@@ -92,9 +92,9 @@ class RetentionWorker:
             due = await self.inbox.retention.due(before, now=now, limit=BATCH)
             if due and self.archive_dir is not None:
                 run.archived += await asyncio.to_thread(archive, self.archive_dir, due)
-            gone = await self.inbox.retention.forget(due, before=before)
+            gone = await self.inbox.retention.forget(due, before=before, now=now)
             received = [e.msg_id for e in due if e.kind == "received"]
-            await asyncio.to_thread(self._remove_attachments, received)
+            await asyncio.to_thread(self._remove_attachments, list(gone.received_ids))
             run.received += gone.received
             run.sent += gone.sent
             run.receipts += gone.receipts

@@ -28,7 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from keys.directory import Directory, DirectoryPin
 from keys.encoding import b64d, b64e, dumps
 from keys.envelope import VerifiedEnvelope, verify_envelope
-from keys.errors import EncodingError, KeysError, LogError, ReceiptError, TamperedError
+from keys.errors import (
+    EncodingError,
+    KeysError,
+    LogError,
+    ReceiptError,
+    SenderKeyExpiredError,
+    SenderKeyRevokedError,
+    TamperedError,
+)
 from keys.identity import Identity
 from keys.jws import parse_compact, sign_compact, unverified_header, verify_compact
 from keys.loghead import SignedHead, check_extends, check_included, verify_log_head
@@ -183,6 +191,9 @@ def _in_some_version(
     for directory in reversed(directories):
         try:
             return check(directory)
+        except SenderKeyRevokedError as exc:
+            # Revoked is for every purpose, earlier signatures included: no fallback.
+            raise SenderKeyRevokedError(f"{what}: {exc}") from None
         except KeysError as exc:
             first = first or exc
     assert first is not None
@@ -198,12 +209,15 @@ def verify_bundle(data: bytes, roots: Sequence[bytes]) -> Proven:
     if len(data) > MAX_BUNDLE_BYTES:
         raise EvidenceError(f"the file is larger than {MAX_BUNDLE_BYTES} bytes")
     try:
-        raw = json.loads(data)
-        bundle = Bundle.model_validate(raw)
+        bundle = Bundle.model_validate(json.loads(data))
+    except RecursionError:
+        raise EvidenceError("not an evidence bundle: nested too deeply") from None
     except ValueError as exc:
         reason = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
         raise EvidenceError(f"not an evidence bundle: {reason}") from None
-    if canonical(raw) != data:
+    # The bytes are those of every member as written (defaults included): nothing can be
+    # added, left out or reformatted.
+    if canonical(bundle.model_dump(mode="json")) != data:
         raise EvidenceError(
             "the file is not in the canonical form it was written in: it was changed"
         )
@@ -233,6 +247,10 @@ def verify_bundle(data: bytes, roots: Sequence[bytes]) -> Proven:
         if owner is None:
             raise EvidenceError(f"key {jh.kid} is not in directory version {d.version}")
         verify_compact(jws, b64d(owner[1].pk), what="bundle")
+        if owner[1].revoked is not None:
+            raise SenderKeyRevokedError(f"the exporter's key {jh.kid} has been revoked")
+        if not owner[1].nbf <= ev.exported_at <= owner[1].exp:
+            raise SenderKeyExpiredError(f"the exporter's key {jh.kid} was not valid at export")
         return owner[0].id, d.version
 
     exporter, _ = _in_some_version(directories, exporter_check, "the exporter's signature")

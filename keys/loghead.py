@@ -22,7 +22,13 @@ from pydantic import ValidationError
 
 from keys.directory import Directory
 from keys.encoding import b64d, dumps
-from keys.errors import EncodingError, LogError, LogForkError, UnknownSigningKeyError
+from keys.errors import (
+    EncodingError,
+    LogError,
+    LogForkError,
+    SenderKeyRevokedError,
+    UnknownSigningKeyError,
+)
 from keys.identity import Identity
 from keys.jws import parse_compact, sign_compact, verify_compact
 from keys.merkle import MerkleError, leaf_hash, verify_consistency, verify_inclusion
@@ -78,7 +84,9 @@ def verify_log_head(token: str, directory: Directory) -> SignedHead:
     verify_compact(jws, b64d(key.pk), what="log head")
     if entry.role != "relay" or entry.id != body.log:
         raise LogError(f"a log head must be signed by the relay it names, not {entry.id}")
-    if key.revoked is not None or not key.nbf <= body.at <= key.exp:
+    if key.revoked is not None:
+        raise SenderKeyRevokedError(f"log head signing key {key.kid} has been revoked")
+    if not key.nbf <= body.at <= key.exp:
         raise LogError(f"log head signing key {key.kid} was not valid at the head's time")
     return SignedHead(token, body)
 

@@ -27,6 +27,7 @@ rejected       a recipient, or a relay
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -175,23 +176,27 @@ def _root_message(size: int, root: bytes) -> bytes:
 
 
 class RootCache:
-    """Batch roots whose signature verified, by (public key, size, root): each batch's
-    signature is checked once, however many of its receipts arrive. Bounded (oldest
-    forgotten first); safe to share between threads."""
+    """Batch signatures that verified, by (public key, size, root, signature): each
+    batch's signature is checked once, however many of its receipts arrive. The
+    signature is part of the key, so a receipt with other signature bytes is checked
+    afresh (and refused). Bounded (oldest forgotten first); safe to share between threads."""
 
     def __init__(self, size: int = 16_384) -> None:
         self._size = size
-        self._seen: dict[tuple[bytes, int, bytes], None] = {}
+        self._seen: dict[tuple[bytes, int, bytes, bytes], None] = {}
+        self._lock = threading.Lock()
 
     def check(self, public_key: bytes, size: int, root: bytes, signature: bytes) -> bool:
-        key = (public_key, size, root)
-        if key in self._seen:
-            return True
+        key = (public_key, size, root, signature)
+        with self._lock:
+            if key in self._seen:
+                return True
         if not ed25519_verify(public_key, _root_message(size, root), signature):
             return False
-        self._seen[key] = None
-        while len(self._seen) > self._size:
-            self._seen.pop(next(iter(self._seen)), None)
+        with self._lock:
+            self._seen[key] = None
+            while len(self._seen) > self._size:
+                self._seen.pop(next(iter(self._seen)))
         return True
 
 

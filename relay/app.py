@@ -297,6 +297,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                         attachments=settings.data_dir / "attachments",
                         days=settings.retention_days,
                         interval_s=settings.retention_interval_s,
+                        index=core.intake.index,
                     ).run(),
                     name="retention",
                 ),

@@ -46,6 +46,8 @@ class Forgotten:
     sent: int = 0
     receipts: int = 0
     events: int = 0
+    received_ids: tuple[str, ...] = ()
+    """The received messages forgotten (their downloaded files go too)."""
 
 
 def _received(conn: sqlite3.Connection, before: int, now: int, limit: int) -> list[Evidence]:
@@ -114,9 +116,20 @@ def _sent(conn: sqlite3.Connection, before: int, limit: int) -> list[Evidence]:
 
 
 def _forget(
-    conn: sqlite3.Connection, received: list[str], sent: list[str], before: int
+    conn: sqlite3.Connection, received: list[str], sent: list[str], before: int, now: int
 ) -> Forgotten:
     with transaction(conn):
+        # Only those still closed: a decision taken since due() keeps its message (its
+        # receipt upload is pending).
+        received = [
+            row[0]
+            for row in conn.execute(
+                "SELECT m.id FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) "
+                "AND (m.state != 'new' OR m.expires < ?) AND NOT EXISTS (SELECT 1 FROM "
+                "receipt_uploads u WHERE u.msg_id = m.id AND u.state = 'pending')",
+                (json.dumps(received), now),
+            )
+        ]
         ids = json.dumps([*received, *sent])
         inside = "IN (SELECT value FROM json_each(?))"
         events = conn.execute(f"DELETE FROM events WHERE msg_id {inside}", (ids,)).rowcount
@@ -136,7 +149,7 @@ def _forget(
         receipts = conn.execute(f"DELETE FROM receipts WHERE msg_id {inside}", (theirs,)).rowcount
         conn.execute(f"DELETE FROM outbox WHERE id {inside}", (theirs,))
         n_sent = conn.execute(f"DELETE FROM sent WHERE id {inside}", (theirs,)).rowcount
-    return Forgotten(n_received, n_sent, receipts, events)
+    return Forgotten(n_received, n_sent, receipts, events, tuple(received))
 
 
 class Retention:
@@ -153,9 +166,13 @@ class Retention:
 
         return await self._db.run(q)
 
-    async def forget(self, evidence: Sequence[Evidence], *, before: int) -> Forgotten:
-        """Delete the messages of ``evidence`` with their receipts, events, hook jobs and
-        outbox rows, and every event older than ``before``, in one transaction."""
+    async def forget(
+        self, evidence: Sequence[Evidence], *, before: int, now: int | None = None
+    ) -> Forgotten:
+        """Delete the messages of ``evidence`` that are still closed (as of ``now``) with
+        their receipts, events, hook jobs and outbox rows, and every event older than
+        ``before``, in one transaction."""
         received = [e.msg_id for e in evidence if e.kind == "received"]
         sent = [e.msg_id for e in evidence if e.kind == "sent"]
-        return await self._db.run(lambda conn: _forget(conn, received, sent, before))
+        at = before if now is None else now
+        return await self._db.run(lambda conn: _forget(conn, received, sent, before, at))

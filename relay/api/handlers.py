@@ -7,9 +7,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -28,6 +30,7 @@ from relay.api.state import (
     DIRECTORY,
     DISK,
     KEYID,
+    RATE_LIMITER,
     SETTINGS,
     SOCKET_KEYS,
     SOCKETS,
@@ -43,6 +46,7 @@ from relay.core.errors import (
     BodyTimeoutError,
     MalformedError,
     NotFoundError,
+    RateLimitedError,
     RelayError,
     TooLargeError,
     UnavailableError,
@@ -263,6 +267,11 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
     core.delivery.hub.attach(session)
     tasks: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(WS_CONCURRENCY)
+    entry = app[DIRECTORY].current.get(authority)
+    role = entry.role if entry is not None else "default"
+
+    def charge() -> float:
+        return app[RATE_LIMITER].take(authority, role, time.monotonic())
 
     async def run_pump() -> None:
         try:
@@ -284,7 +293,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
                 await slots.acquire()
-                task = asyncio.create_task(_frame(core, session, ws, msg.data))
+                task = asyncio.create_task(_frame(core, session, ws, msg.data, charge))
                 tasks.add(task)
                 task.add_done_callback(finished)
             elif msg.type == WSMsgType.BINARY:
@@ -328,7 +337,13 @@ def _ref_of(data: str, exc: ValidationError) -> JsonValue:
     return frame.get("ref") if isinstance(frame, dict) else None
 
 
-async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: str) -> None:
+async def _frame(
+    core: Core,
+    session: Session,
+    ws: web.WebSocketResponse,
+    data: str,
+    charge: Callable[[], float] = lambda: 0.0,
+) -> None:
     ref: JsonValue = None
     try:
         try:
@@ -364,6 +379,12 @@ async def _frame(core: Core, session: Session, ws: web.WebSocketResponse, data: 
             )
         elif isinstance(frame, wire.SubmitFrame):
             ref = frame.ref
+            wait = charge()  # a submission costs what a signed request costs
+            if wait > 0:
+                raise RateLimitedError(
+                    f"{session.authority} is over its request rate; retry in "
+                    f"{max(1, math.ceil(wait))} s"
+                )
             submitted = await core.intake.submit(session.authority, frame.envelopes)
             await _send(
                 ws,

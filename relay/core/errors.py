@@ -67,6 +67,12 @@ class UnavailableError(RelayError):
     status, code, title = 503, "store_unavailable", "Temporarily unavailable"
 
 
+class RateLimitedError(RelayError):
+    """Over the authority's request rate (a WebSocket frame; HTTP answers 429 itself)."""
+
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
 def from_keys_error(exc: KeysError) -> RelayError:
     """Translate a trust-layer refusal into a 422 (or 400 for malformed input)."""
     if exc.code == "malformed":

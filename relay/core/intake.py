@@ -124,6 +124,11 @@ class MessageIndex:
     def get(self, msg_id: str) -> MessageMeta | None:
         return self._meta.get(msg_id)
 
+    def forget_before(self, before: int) -> None:
+        """Drop the messages accepted before ``before`` (retention pruned them)."""
+        for msg_id in [k for k, m in self._meta.items() if m.accepted_at < before]:
+            del self._meta[msg_id]
+
     def recent(self, limit: int) -> list[tuple[str, MessageMeta]]:
         """Up to ``limit`` of the latest accepted messages, newest first."""
         out: list[tuple[str, MessageMeta]] = []

@@ -10,6 +10,7 @@ when the first client asks for the newest head after it.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from keys.identity import Identity
@@ -21,6 +22,7 @@ from relay.store.base import LogHead, Store
 
 __all__ = ["LogEntry", "TransparencyLog"]
 
+OLDER_HEADS = 256
 LogEntry = tuple[int, str, list[bytes]]
 """(leaf index, receipt token, inclusion path)."""
 
@@ -47,6 +49,8 @@ class TransparencyLog:
         self.identity = identity
         self.clock = clock
         self._signed: tuple[LogHead, str] | None = None
+        self._older: OrderedDict[int, tuple[LogHead, str]] = OrderedDict()
+        """Heads signed for older sizes (proofs against a head a client holds): one each."""
         self._lock = asyncio.Lock()
 
     async def head(self) -> tuple[LogHead, str]:
@@ -94,9 +98,14 @@ class TransparencyLog:
                 raise MalformedError(
                     f"the log has {head.size} leaves, not {size}", code="bad_log_size"
                 )
-            root = await _root(self.store, size)
-            token = sign_log_head(self.identity, size=size, root=root, now=self.clock())
-            head = LogHead(size, root)
+            cached = self._older.get(size)
+            if cached is None:
+                root = await _root(self.store, size)
+                token = sign_log_head(self.identity, size=size, root=root, now=self.clock())
+                cached = self._older[size] = (LogHead(size, root), token)
+                while len(self._older) > OLDER_HEADS:
+                    self._older.popitem(last=False)
+            head, token = cached
         out: list[LogEntry] = []
         for index, receipt in leaves:
             if index is None or index >= head.size:

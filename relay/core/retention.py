@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from relay.core.delivery import Clock
+from relay.core.intake import MessageIndex
 from relay.core.metrics import Metrics
 from relay.store.base import Pruned, Store
 
@@ -41,6 +42,7 @@ class Retention:
         attachments: Path,
         days: float,
         interval_s: float = 3600.0,
+        index: MessageIndex | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -48,6 +50,8 @@ class Retention:
         self.attachments = attachments
         self.days = days
         self.interval_s = interval_s
+        self.index = index
+        """The intake's metadata cache: a pruned message must not look known there."""
 
     async def run_once(self) -> Pruned:
         """Prune everything past the period now, batch after batch; the total."""
@@ -72,6 +76,8 @@ class Retention:
             files += got.attachments
             if got.messages < BATCH and len(got.attachments) < BATCH:
                 break
+        if messages and self.index is not None:
+            self.index.forget_before(before)
         self.metrics.retention_run.set(self.clock() / 1000)
         if messages or files:
             log.info(

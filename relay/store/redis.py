@@ -253,7 +253,7 @@ class RedisStore:
         self._receipts = _Coalescer(self, RECEIPTS, durable=True, queues=True)
         self._acks = _Coalescer(self, ACK, durable=False, queues=False)
         self._nonces = _Coalescer(self, NONCES, durable=False, queues=False)
-        self._log = RedisLog(lambda fn: self._call(fn, write=True))
+        self._log = RedisLog(lambda fn: self._call(fn, write=True), waitaof=lambda: self._waitaof)
         self._indexed = False
         """Whether this process saw the retention indexes complete (index_for_retention)."""
 

@@ -19,13 +19,15 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from keys.merkle import Frontier
-from relay.store.base import LogHead
-from relay.store.redisparts import PREFIX, _Script
+from relay.store.base import LogHead, StoreUnavailableError
+from relay.store.redisparts import PREFIX, WAITAOF_TIMEOUT_MS, _Script
 
 T = TypeVar("T")
 LOG = PREFIX + "log"
 LOG_NODES = PREFIX + "log:nodes"
 LOG_SIZE = PREFIX + "log:size"
+LOG_SYNCS = PREFIX + "log:syncs"
+"""A counter written only to wait for the AOF's fsync (WAITAOF) before a head is given."""
 CHUNK = 10_000
 """Leaves read from the list per round trip while integrating."""
 RAISE_SIZE = _Script.load("log_size")
@@ -38,8 +40,11 @@ def _field(level: int, index: int) -> str:
 
 
 class RedisLog:
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, *, waitaof: Callable[[], bool] = lambda: False) -> None:
         self._call = call
+        self._waitaof = waitaof
+        """True when the store confirms writes with WAITAOF (appendfsync everysec on
+        Redis >= 7.2): then a head is returned only once its leaves are on disk."""
         """The store's ``_call`` (retry once on a dropped connection; errors become
         StoreUnavailableError)."""
         self._frontier = Frontier()
@@ -73,7 +78,20 @@ class RedisLog:
                         made[_field(level, index)] = h.hex()
                 await self._call(_write(made, frontier.size))
             self._frontier = frontier
+            if self._waitaof():
+                # Leaves other connections appended may not be fsynced yet; the AOF is
+                # one sequence, so once a write of ours is on disk, they are too.
+                await self._call(_synced)
             return LogHead(frontier.size, frontier.root())
+
+
+async def _synced(r: aioredis.Redis) -> None:
+    pipe = r.pipeline(transaction=False)
+    pipe.incr(LOG_SYNCS)
+    pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+    _, waited = await pipe.execute()
+    if int(waited[0]) < 1:
+        raise StoreUnavailableError(f"redis did not fsync the log within {WAITAOF_TIMEOUT_MS} ms")
 
 
 async def _sizes(r: aioredis.Redis) -> tuple[int, int]:

@@ -4,6 +4,9 @@ with the root key alone; any single changed byte is refused with one line naming
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,9 @@ from clients.evidence import export_evidence
 from keys.cli import main as keys_main
 from keys.encoding import b64e
 from keys.envelope import seal
-from keys.errors import KeysError
-from keys.evidence import verify_bundle
+from keys.errors import KeysError, SenderKeyRevokedError
+from keys.evidence import build_bundle, verify_bundle
+from keys.identity import SigningKey
 from keys.receipts import sign_receipt
 from tests.relayfixture import RelayEnv
 
@@ -104,3 +108,30 @@ async def test_any_single_byte_change_is_refused(relay: RelayEnv, tmp_path: Path
             verify_bundle(changed, [root])
 
     await asyncio.to_thread(flip)
+
+
+async def test_a_key_revoked_in_a_later_version_makes_the_bundle_fail(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    """Revoked is for every purpose (PROTOCOL.md §2.6): an older version that still lists
+    the key does not rescue a statement it signed."""
+    data, _ = await _lifecycle(relay, tmp_path)
+    ev = json.loads(data)["evidence"]
+    net = relay.net
+    old = net.relay
+    keys = tuple(dataclasses.replace(k, revoked=relay.clock()) for k in old.signing_keys)
+    fresh = SigningKey(seed=os.urandom(32), nbf=relay.clock(), exp=relay.clock() + 86_400_000)
+    net.relay = dataclasses.replace(old, signing_keys=(*keys, fresh))
+    net.republish(now=relay.clock())
+    rebuilt = build_bundle(
+        net["it-tpc"],
+        envelope=ev["envelope"],
+        receipts=[(e["index"], e["receipt"], e["path"]) for e in ev["receipts"]],
+        head=ev["head"],
+        newest_head=ev["newest_head"],
+        consistency=ev["consistency"],
+        versions=[d.token for d in net.history],
+        now=relay.clock(),
+    )
+    with pytest.raises(SenderKeyRevokedError, match="revoked"):
+        verify_bundle(rebuilt, [net.root.signing_key().public])

@@ -106,3 +106,18 @@ async def test_notice_refuses_a_rewritten_log_with_one_line(
         await watch.check(client, relay.net.directory)
     assert err.value.held == second.head and err.value.shown.size == 4
     assert await asyncio.to_thread(watch.held) == second.head
+
+
+async def test_an_unreadable_head_file_is_one_line_not_a_crash(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    from keys.errors import LogError
+
+    path = tmp_path / "log-head.json"
+    await asyncio.to_thread(path.write_text, '{"head": "x.y.z"}{"trailing": 1}')
+    with pytest.raises(LogError, match="delete it"):
+        await LogWatch(path).check(relay.client("it-tpc"), relay.net.directory)
+    async with running_daemon(relay, "fr-oclcc", tmp_path / "fr") as daemon:
+        await asyncio.to_thread(daemon.settings.log_head_path.write_text, "not json")
+        await daemon.check_log(relay.net.directory)  # logged, the daemon goes on
+        assert daemon.connected.is_set()

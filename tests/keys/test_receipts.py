@@ -206,3 +206,24 @@ def test_receipt_from_the_future_is_refused(net: Network, sealed: SealedEnvelope
     )
     with pytest.raises(errors.ReceiptError, match="future"):
         verify_receipt(token, net.directory, now=NOW)
+
+
+def test_a_cached_batch_root_does_not_excuse_other_signature_bytes(
+    net: Network, sealed: SealedEnvelope
+) -> None:
+    """The cache is keyed by the signature too: once a genuine receipt of a batch has been
+    verified, a sibling whose signature bytes are forged is still refused."""
+    fr = net["fr-oclcc"]
+    bodies = [
+        receipt_body(fr, msg_id=sealed.id, envelope_hash=sealed.hash, status=st, now=NOW)
+        for st in ("delivered", "acknowledged")
+    ]
+    delivered, acked = sign_receipts(fr, bodies, now=NOW)
+    cache = RootCache()
+    verify_receipt(delivered, net.directory, cache=cache)
+    head, payload, sig = acked.split(".")
+    part = b64d(sig)
+    forged = f"{head}.{payload}.{b64e(part[:-64] + bytes(64))}"
+    with pytest.raises(errors.TamperedError):
+        verify_receipt(forged, net.directory, cache=cache)
+    verify_receipt(acked, net.directory, cache=cache)  # the genuine one still verifies

@@ -125,3 +125,19 @@ def test_receipt_vector_verifies_as_the_protocol_document_says() -> None:
     root = hashlib.sha256(b"\x00" + f"{head}.{payload}".encode()).digest()
     message = b"cpar-receipt-batch-v2\x00" + size.to_bytes(8, "big") + root
     nacl.bindings.crypto_sign_open(part[8:] + message, b64d(fr["signing"][0]["public"]))
+
+
+def test_an_evidence_bundle_with_a_member_left_out_or_nested_deep_is_refused() -> None:
+    import pytest
+
+    from keys.evidence import EvidenceError
+
+    root = b64d(_load("directory.json")["root_public_key"])
+    data = (generate.HERE / "evidence.json").read_bytes()
+    assert b'      "rotations": [],\n' in data
+    for changed in (
+        data.replace(b'      "rotations": [],\n', b"", 1),  # a default left out
+        b"[" * 100_000 + b"]" * 100_000,
+    ):
+        with pytest.raises(EvidenceError):
+            verify_bundle(changed, [root])

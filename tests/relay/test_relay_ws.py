@@ -375,3 +375,30 @@ async def test_unsigned_upgrade_is_refused_before_the_upgrade(relay: RelayEnv) -
         with pytest.raises(AuthenticationError) as err:
             await client.connect_stream()
         assert err.value.status == 401
+
+
+@pytest.fixture
+async def limited(relay_settings: RelaySettings, net: Network) -> AsyncIterator[RelayEnv]:
+    from relay.core.ratelimit import RateLimit
+
+    slow = {"default": RateLimit(per_second=0.01, burst=3)}
+    settings = relay_settings.model_copy(update={"rate_limits": slow})
+    async for started in start_relay(RelayEnv(net=net, settings=settings, clock=FakeClock())):
+        yield started
+
+
+async def test_submit_frames_spend_the_authoritys_request_rate(limited: RelayEnv) -> None:
+    """One signed upgrade, then frames: each submission costs one request of the rate."""
+    sender = await limited.client("it-tpc").connect_stream()  # the upgrade: 1 of 3
+    try:
+        assert (await receive(sender))["type"] == "hello"
+        for ref in (1, 2):
+            await sender.submit([seal_to(limited).token], ref=ref)
+            assert (await receive(sender))["type"] == "submitted"
+        await sender.submit([seal_to(limited).token], ref=3)
+        refused = await receive(sender)
+        assert refused["type"] == "error" and refused["ref"] == 3
+        assert (refused["problem"]["status"], refused["problem"]["code"]) == (429, "rate_limited")
+        await assert_alive(sender)  # refused, not cut off
+    finally:
+        await sender.close()

@@ -99,6 +99,18 @@ async def test_closed_messages_past_the_period_are_forgotten(
         await sender.timeline(closed.id)
     assert (err.value.status, err.value.code) == (404, "unknown_message")
     assert (await sender.timeline(still_open.id)).state == "accepted"  # not closed: kept
+    # A late receipt about the forgotten message finds nothing (not even in a cache).
+    late = sign_receipt(
+        relay.net["fr-oclcc"],
+        status="rejected",
+        msg_id=closed.id,
+        envelope_hash=closed.hash,
+        now=relay.clock(),
+        reason="too late",
+    )
+    with pytest.raises(RelayProblem) as err:
+        await fr.send_receipt(late)
+    assert (err.value.status, err.value.code) == (404, "unknown_message")
     for digest in (photo.h, unsent.h):
         assert not await asyncio.to_thread(_stored(relay, digest).exists)
         assert await store.attachment_uploader(digest) is None

@@ -3,7 +3,7 @@
 -- Forgets up to ``limit`` closed messages accepted before ``before`` (oldest first):
 -- the hash, receipts, idempotency keys, queued copies of the envelope and timers; then
 -- the attachments no message references any more. A message not closed yet is looked
--- at again after its expiry. Returns {messages, receipts, queued, digest...}.
+-- at again after its expiry (and at least a day later). Returns {messages, receipts, queued, digest...}.
 local before, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local messages, receipts, queued = 0, 0, 0
 local gone = {}
@@ -21,7 +21,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', RETENTION, '-inf', '(' .. before
   if not m[1] then
     redis.call('ZREM', RETENTION, id)
   elseif not TERMINAL[m[1]] then
-    redis.call('ZADD', RETENTION, math.max(tonumber(m[2]), before), id)
+    -- Not closed: look again once it expired, and not before a day has passed (a
+    -- message whose expiry never closed it must not take every batch's place).
+    redis.call('ZADD', RETENTION, math.max(tonumber(m[2]), before + 86400000), id)
   else
     receipts = receipts + redis.call('LLEN', pre .. 'r')
     for _, copy in ipairs(redis.call('SMEMBERS', pre .. 'qi')) do
