@@ -59,6 +59,10 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     """When set, the daemon serves Prometheus metrics at ``/metrics`` on this port."""
     metrics_host: str = "127.0.0.1"
     """Where the metrics listen (no authentication: counts only, never content)."""
+    console_port: int | None = Field(None, ge=0, le=65535)
+    """When set, the daemon serves the officer console on this port (docs/OPERATIONS.md)."""
+    console_host: str = "127.0.0.1"
+    """The console's address: loopback only (it has no TLS of its own yet)."""
     hooks: list[HookConfig] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -70,6 +74,11 @@ class ClientSettings(settingsfile.PinnedRootSettings):
             raise ValueError("relay_url must start with http:// or https://")
         if not all(u.startswith(("http://", "https://")) for u in self.relay_urls):
             raise ValueError("every relay_urls entry must start with http:// or https://")
+        if self.console_host not in ("127.0.0.1", "::1", "localhost"):
+            raise ValueError(
+                "console_host must be a loopback address (127.0.0.1, ::1 or localhost): the "
+                "console serves decrypted notices and has no TLS of its own yet"
+            )
         names = [h.name for h in self.hooks]
         if len(set(names)) != len(names):
             raise ValueError("two hooks have the same name")

@@ -95,8 +95,24 @@ class Daemon:
         """The relay's newest log head, verified to extend the ones seen before."""
         self.log_fork: str | None = None
         """Set while the relay shows a log that does not extend the held head."""
+        self.console_link: str | None = None
+        """The console's current one-time sign-in link (also logged)."""
         self.metrics_address: Any = None
         """(host, port) of the metrics endpoint once it listens (``metrics_port``)."""
+
+    async def _serve_console(self) -> Any:
+        from clients.console.app import ConsoleContext, serve_console
+
+        assert self.inbox is not None
+        ctx = ConsoleContext(self.settings, self.identity, self.inbox, self.clock)
+        s = self.settings
+        assert s.console_port is not None
+
+        def on_link(url: str) -> None:
+            self.console_link = url
+            log.info("console: sign in at %s (a one-time link)", url)
+
+        return await serve_console(ctx, s.console_host, s.console_port, on_link=on_link)
 
     @property
     def directory(self) -> Directory:
@@ -147,9 +163,11 @@ class Daemon:
         retention_task = asyncio.create_task(
             self.retention.run_forever(hook_stop, s.retention_interval_s), name="retention"
         )
-        metrics = None
+        metrics = console = None
         backoff = s.reconnect_min_s
         try:
+            if s.console_port is not None:
+                console = await self._serve_console()
             if s.metrics_port is not None:
                 metrics = await serve_metrics(self, s.metrics_host, s.metrics_port)
                 self.metrics_address = metrics.addresses[0]
@@ -185,6 +203,8 @@ class Daemon:
             await asyncio.gather(hook_task, outbox_task, retention_task, return_exceptions=True)
             if metrics is not None:
                 await metrics.cleanup()
+            if console is not None:
+                await console.cleanup()
             for task in list(self._downloads):
                 task.cancel()
             await asyncio.gather(*self._downloads, return_exceptions=True)

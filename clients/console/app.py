@@ -1,0 +1,383 @@
+"""The officer console's web application (aiohttp, Jinja2 templates, package data).
+
+Pages: the inbox (sorted by urgency: priority, then overdue), a message (handling
+restrictions first, the notice laid out by kind, photos decrypted locally and shown
+inline, attachments to download, acknowledge / reject), sign-in and sign-out. Every
+answer carries a strict Content-Security-Policy (no script, no external asset, no
+framing), ``no-store`` and ``nosniff``; every POST checks the session's CSRF token and
+that the request comes from the console's own origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from clients.config import ClientSettings
+from clients.console.sessions import Session, Sessions
+from clients.decisions import Decision, DecisionStatus, decide
+from clients.kinds import describe, describe_handling
+from clients.refusal import RefusedError
+from clients.store import Inbox, InboxError, InboxMessage
+from keys.encoding import is_uuid7
+from keys.errors import KeysError
+from keys.identity import Identity
+
+__all__ = ["ConsoleContext", "console_app", "serve_console"]
+
+log = logging.getLogger(__name__)
+COOKIE = "cpar_console"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
+Decide = Callable[..., Awaitable[Decision]]
+
+
+@dataclass
+class ConsoleContext:
+    settings: ClientSettings
+    identity: Identity
+    inbox: Inbox
+    clock: Callable[[], int]
+    decide: Decide = decide
+
+
+CONTEXT = web.AppKey("console_context", ConsoleContext)
+SESSIONS = web.AppKey("console_sessions", Sessions)
+TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
+STATIC = web.AppKey("console_static", dict)
+SESSION = web.RequestKey("console_session", Session)
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "—"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _load() -> tuple[jinja2.Environment, dict[str, bytes]]:
+    files = resources.files("clients.console")
+    env = jinja2.Environment(
+        loader=jinja2.DictLoader(
+            {
+                t.name: t.read_text(encoding="utf-8")
+                for t in files.joinpath("templates").iterdir()
+                if t.name.endswith(".html")
+            }
+        ),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["when"] = _when
+    static = {f.name: f.read_bytes() for f in files.joinpath("static").iterdir() if "." in f.name}
+    return env, static
+
+
+def _page(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+    session: Session | None = request.get(SESSION)
+    body = (
+        request.app[TEMPLATES]
+        .get_template(name)
+        .render(
+            authority=request.app[CONTEXT].identity.id,
+            person=session.person if session else None,
+            csrf=session.csrf if session else "",
+            **values,
+        )
+    )
+    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def _problem(request: web.Request, status: int, title: str, detail: str) -> web.Response:
+    return _page(request, "problem.html", status, title=title, detail=detail)
+
+
+@web.middleware
+async def _guard(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    path = request.path
+    public = path.startswith(("/login", "/static/"))
+    session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
+    if session is not None:
+        request[SESSION] = session
+    if not public and session is None:
+        response: web.StreamResponse = _problem(
+            request,
+            401,
+            "Sign in first",
+            "Open the one-time sign-in link the daemon printed in its log.",
+        )
+    elif request.method == "POST" and not _same_origin(request):
+        response = _problem(request, 403, "Refused", "This form did not come from the console.")
+    elif request.method == "POST" and path != "/login" and not await _csrf_ok(request, session):
+        response = _problem(
+            request, 403, "Refused", "The form's security token is missing or wrong."
+        )
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _problem(request, exc.status, exc.reason, exc.text or exc.reason)
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+async def _csrf_ok(request: web.Request, session: Session | None) -> bool:
+    sent = (await request.post()).get("csrf")
+    return session is not None and Sessions.csrf_ok(
+        session, sent if isinstance(sent, str) else None
+    )
+
+
+def _see_other(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A POST must come from a page of this console (Origin, else Referer, when sent)."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if origin is None:
+        return True  # a non-browser client; the CSRF token still has to match
+    own = f"{request.scheme}://{request.host}"
+    return origin == own or origin.startswith(own + "/")
+
+
+# --- pages ----------------------------------------------------------------------------
+
+
+async def login_form(request: web.Request) -> web.Response:
+    token = request.match_info["token"]
+    if not request.app[SESSIONS].link_ok(token):
+        return _problem(
+            request,
+            403,
+            "This sign-in link cannot be used",
+            "It was used already or is wrong. The daemon logs a new one-time link.",
+        )
+    return _page(request, "login.html", token=token, error=None)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    token, person = str(form.get("token", "")), str(form.get("person", "")).strip()
+    if not 1 <= len(person) <= 200:
+        if not request.app[SESSIONS].link_ok(token):
+            return _problem(request, 403, "This sign-in link cannot be used", "Ask for a new one.")
+        return _page(
+            request, "login.html", 400, token=token, error="Enter your name (1 to 200 characters)."
+        )
+    made = request.app[SESSIONS].sign_in(token, person)
+    if made is None:
+        return _problem(
+            request, 403, "This sign-in link cannot be used", "It was used already or is wrong."
+        )
+    cookie, _ = made
+    log.info("console: %s signed in", person)
+    response = _see_other("/")
+    response.set_cookie(
+        COOKIE,
+        cookie,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    request.app[SESSIONS].sign_out(request.cookies.get(COOKIE))
+    response = _see_other("/login/signed-out")
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def _overdue(m: InboxMessage, now: int) -> bool:
+    return m.state == "new" and m.ack_by is not None and m.ack_by < now
+
+
+async def inbox(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    now = ctx.clock()
+    messages = await ctx.inbox.received.list(limit=500)
+    messages.sort(
+        key=lambda m: (
+            m.state != "new",
+            not _overdue(m, now),
+            PRIORITY_RANK.get(m.priority, 9),
+            -m.received_at,
+        )
+    )
+    rows = [
+        {
+            "m": m,
+            "overdue": _overdue(m, now),
+            "title": _title(m),
+        }
+        for m in messages
+    ]
+    return _page(request, "inbox.html", rows=rows, now=now)
+
+
+def _title(m: InboxMessage) -> str:
+    notice = m.notice
+    if notice is None:
+        return m.kind or "message"
+    rows = describe(notice)
+    return f"{rows[0][1]}: {rows[1][1]}" if len(rows) > 1 else rows[0][1]
+
+
+async def _message(request: web.Request) -> InboxMessage:
+    msg_id = request.match_info["id"]
+    found = None
+    if is_uuid7(msg_id):
+        found = await request.app[CONTEXT].inbox.received.get(msg_id)
+    if found is None:
+        raise web.HTTPNotFound(reason="No such message", text="There is no such message here.")
+    return found
+
+
+async def message(request: web.Request) -> web.Response:
+    m = await _message(request)
+    notice = m.notice
+    files = []
+    inbox_ = request.app[CONTEXT].inbox
+    for a in m.attachments:
+        path = inbox_.attachment_path(m.id, a.name)
+        here = await asyncio.to_thread(path.is_file)
+        files.append({"a": a, "here": here, "image": a.type.startswith("image/")})
+    return _page(
+        request,
+        "message.html",
+        m=m,
+        rows=describe(notice) if notice is not None else [("Content", str(m.content))],
+        handling=describe_handling(m.handling),
+        files=files,
+        overdue=_overdue(m, request.app[CONTEXT].clock()),
+        notice_ok=notice is not None,
+        error=request.query.get("error"),
+    )
+
+
+async def attachment(request: web.Request) -> web.StreamResponse:
+    m = await _message(request)
+    name = request.match_info["name"]
+    entry = next((a for a in m.attachments if a.name == name), None)
+    if entry is None:
+        raise web.HTTPNotFound(reason="No such attachment", text="No such attachment.")
+    path = request.app[CONTEXT].inbox.attachment_path(m.id, name)
+    if not await asyncio.to_thread(path.is_file):
+        raise web.HTTPNotFound(reason="Not downloaded yet", text="Not downloaded yet.")
+    image = entry.type in ("image/jpeg", "image/png", "image/gif", "image/webp")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": entry.type if image else "application/octet-stream",
+            "Content-Disposition": f'{"inline" if image else "attachment"}; filename="{path.name}"',
+        },
+    )
+
+
+async def _decide(request: web.Request, status: DecisionStatus) -> web.StreamResponse:
+    m = await _message(request)
+    ctx, session = request.app[CONTEXT], request[SESSION]
+    form = await request.post()
+    kwargs: dict[str, Any] = {"person": session.person}
+    if status == "rejected":
+        reason = str(form.get("reason", "")).strip()
+        if not reason:
+            return _see_other(f"/messages/{m.id}?error=Give+a+reason+to+reject")
+        kwargs = {"reason": reason}
+    try:
+        await ctx.decide(
+            ctx.settings,
+            ctx.identity,
+            ctx.inbox.path,
+            m.id,
+            status,
+            clock=ctx.clock,
+            **kwargs,
+        )
+    except (RefusedError, InboxError, KeysError) as exc:
+        return _see_other(f"/messages/{m.id}?error={quote(str(exc)[:300])}")
+    log.info("console: %s %s message %s", session.person, status, m.id)
+    return _see_other(f"/messages/{m.id}")
+
+
+async def acknowledge(request: web.Request) -> web.StreamResponse:
+    return await _decide(request, "acknowledged")
+
+
+async def reject(request: web.Request) -> web.StreamResponse:
+    return await _decide(request, "rejected")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = request.app[STATIC].get(name)
+    if body is None:
+        raise web.HTTPNotFound(reason="Not found", text="Not found.")
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return web.Response(body=body, content_type=kind)
+
+
+def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> web.Application:
+    app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
+    app[CONTEXT] = ctx
+    app[SESSIONS] = Sessions(on_new_link=on_new_link)
+    env, files = _load()
+    app[TEMPLATES] = env
+    app[STATIC] = files
+    app.router.add_get("/login/{token}", login_form)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/", inbox)
+    app.router.add_get("/messages/{id}", message)
+    app.router.add_get("/messages/{id}/files/{name}", attachment)
+    app.router.add_post("/messages/{id}/acknowledge", acknowledge)
+    app.router.add_post("/messages/{id}/reject", reject)
+    app.router.add_get("/static/{name}", static)
+    return app
+
+
+async def serve_console(
+    ctx: ConsoleContext, host: str, port: int, *, on_link: Callable[[str], None]
+) -> web.AppRunner:
+    """Start the console on ``host:port``. ``on_link`` gets the one-time sign-in URL at
+    start and a new one each time one is used. The caller cleans the runner up."""
+    where: list[str] = []
+
+    def announce(token: str) -> None:
+        if where:
+            on_link(f"{where[0]}/login/{token}")
+
+    app = await asyncio.to_thread(console_app, ctx, on_new_link=announce)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    where.append(f"http://{shown}:{bound_port}")
+    app[SESSIONS].new_link()
+    return runner

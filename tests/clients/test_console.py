@@ -1,0 +1,127 @@
+"""The officer console served by a real daemon against a real relay: one-time sign-in,
+the inbox by urgency, a message with its handling restrictions first, acknowledging
+through the daemon's signed receipt; CSRF, origin and sign-in refusals; strict headers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from keys.envelope import seal
+from tests.daemonfixture import running_daemon
+from tests.inboxfixture import NOTICE
+from tests.relayfixture import RelayEnv
+from tests.waiting import until
+
+
+async def _read(resp: aiohttp.ClientResponse) -> str:
+    return await resp.text()
+
+
+async def test_sign_in_read_and_acknowledge_in_the_console(relay: RelayEnv, tmp_path: Path) -> None:
+    net = relay.net
+    sealed = seal(
+        net["it-tpc"],
+        net.directory,
+        to=["fr-oclcc"],
+        content=NOTICE,
+        now=relay.clock(),
+        priority="urgent",
+        handling=["no-onward-sharing"],
+    )
+    routine = seal(
+        net["it-tpc"],
+        net.directory,
+        to=["fr-oclcc"],
+        content={"kind": "free_text", "text": "routine matter"},
+        now=relay.clock(),
+        priority="routine",
+    )
+    async with running_daemon(relay, "fr-oclcc", tmp_path / "fr", console_port=0) as daemon:
+        await relay.client("it-tpc").send(routine.token)
+        await relay.client("it-tpc").send(sealed.token)
+
+        async def stored() -> bool:
+            assert daemon.inbox is not None
+            return len(await daemon.inbox.received.list()) == 2
+
+        await until(stored)
+        link = daemon.console_link
+        assert link is not None and link.startswith("http://127.0.0.1:")
+        base = link.split("/login/")[0]
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            async with http.get(base + "/") as resp:
+                assert resp.status == 401  # not signed in
+                assert "default-src 'none'" in resp.headers["Content-Security-Policy"]
+            async with http.get(link) as resp:
+                assert resp.status == 200
+                form = await _read(resp)
+            token = re.search(r'name="token" value="([^"]+)"', form)
+            assert token is not None
+            async with http.post(
+                base + "/login",
+                data={"token": token.group(1), "person": "Lt. Moreau"},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303
+                cookie = resp.headers["Set-Cookie"]
+                assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            async with http.get(link) as resp:
+                assert resp.status == 403  # one-time: used
+            assert daemon.console_link != link  # a new one was minted
+
+            async with http.get(base + "/") as resp:
+                assert resp.status == 200 and resp.headers["Cache-Control"] == "no-store"
+                page = await _read(resp)
+            assert "Lt. Moreau" in page
+            # Most urgent first.
+            assert page.index(f"/messages/{sealed.id}") < page.index(f"/messages/{routine.id}")
+
+            async with http.get(f"{base}/messages/{sealed.id}") as resp:
+                page = await _read(resp)
+            assert page.index("Handling restrictions") < page.index("Etruscan bronze mirror")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+            ack = f"{base}/messages/{sealed.id}/acknowledge"
+            async with http.post(ack, data={"confirm": "on"}, allow_redirects=False) as resp:
+                assert resp.status == 403  # no CSRF token
+            async with http.post(
+                ack,
+                data={"csrf": csrf.group(1), "confirm": "on"},
+                headers={"Origin": "http://evil.example"},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 403  # another origin
+            assert daemon.inbox is not None
+            assert (await daemon.inbox.received.get(sealed.id)).state == "new"  # type: ignore[union-attr]
+            async with http.post(
+                ack, data={"csrf": csrf.group(1), "confirm": "on"}, allow_redirects=False
+            ) as resp:
+                assert resp.status == 303
+            async with http.get(f"{base}/messages/{sealed.id}") as resp:
+                assert "Acknowledged by <strong>Lt. Moreau</strong>" in await _read(resp)
+
+            async def sender_sees_it() -> bool:
+                t = await relay.client("it-tpc").timeline(sealed.id)
+                return t.state == "acknowledged"
+
+            await until(sender_sees_it)
+            async with http.get(f"{base}/messages/not-a-message") as resp:
+                assert resp.status == 404
+            async with http.post(
+                base + "/logout", data={"csrf": csrf.group(1)}, allow_redirects=False
+            ) as resp:
+                assert resp.status == 303
+            async with http.get(base + "/") as resp:
+                assert resp.status == 401
+
+
+def test_the_console_refuses_a_non_loopback_address() -> None:
+    from clients.config import ClientSettings
+
+    with pytest.raises(ValueError, match="loopback"):
+        ClientSettings(root_key="x" * 43, console_port=8000, console_host="0.0.0.0")  # noqa: S104
