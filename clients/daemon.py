@@ -104,7 +104,14 @@ class Daemon:
         from clients.console.app import ConsoleContext, serve_console
 
         assert self.inbox is not None
-        ctx = ConsoleContext(self.settings, self.identity, self.inbox, self.clock)
+        ctx = ConsoleContext(
+            self.settings,
+            self.identity,
+            self.inbox,
+            self.clock,
+            directory=lambda: self.pin.current if self.pin is not None else None,
+            presence=lambda: self._http().presence(),
+        )
         s = self.settings
         assert s.console_port is not None
 

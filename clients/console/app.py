@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
@@ -26,9 +27,14 @@ from aiohttp import web
 from clients.config import ClientSettings
 from clients.console.sessions import Session, Sessions
 from clients.decisions import Decision, DecisionStatus, decide
+from clients.directory import PinnedDirectory
+from clients.errors import ClientError
+from clients.evidence import export_evidence
 from clients.kinds import describe, describe_handling
 from clients.refusal import RefusedError
 from clients.store import Inbox, InboxError, InboxMessage
+from keys import wire
+from keys.directory import Directory
 from keys.encoding import is_uuid7
 from keys.errors import KeysError
 from keys.identity import Identity
@@ -52,6 +58,10 @@ class ConsoleContext:
     inbox: Inbox
     clock: Callable[[], int]
     decide: Decide = decide
+    directory: Callable[[], Directory | None] = lambda: None
+    """The pinned directory the daemon uses (None: not pinned yet)."""
+    presence: Callable[[], Awaitable[wire.PresenceList]] | None = None
+    """Who the relay can reach now (None: no relay connection to ask)."""
 
 
 CONTEXT = web.AppKey("console_context", ConsoleContext)
@@ -332,6 +342,75 @@ async def reject(request: web.Request) -> web.StreamResponse:
     return await _decide(request, "rejected")
 
 
+# --- sent -------------------------------------------------------------------------------
+
+
+async def sent(request: web.Request) -> web.Response:
+    rows = await request.app[CONTEXT].inbox.sent.list(limit=500)
+    return _page(request, "sent.html", rows=rows)
+
+
+async def sent_one(request: web.Request) -> web.Response:
+    msg_id = request.match_info["id"]
+    inbox_ = request.app[CONTEXT].inbox
+    found = await inbox_.sent.get(msg_id) if is_uuid7(msg_id) else None
+    if found is None:
+        raise web.HTTPNotFound(reason="No such message", text="You sent no such message.")
+    timeline = await inbox_.sent.timeline(msg_id)
+    return _page(
+        request, "sent_one.html", m=found, timeline=timeline, error=request.query.get("error")
+    )
+
+
+async def evidence(request: web.Request) -> web.StreamResponse:
+    """The message's evidence bundle (notice evidence), verified before it is given."""
+    ctx = request.app[CONTEXT]
+    msg_id = request.match_info["id"]
+    if not is_uuid7(msg_id) or await ctx.inbox.sent.get(msg_id) is None:
+        raise web.HTTPNotFound(reason="No such message", text="You sent no such message.")
+    try:
+        pinned = await asyncio.to_thread(PinnedDirectory.load, ctx.settings)
+        data, _ = await export_evidence(ctx.settings, ctx.identity, pinned, msg_id, clock=ctx.clock)
+    except (ClientError, KeysError, RefusedError, OSError) as exc:
+        return _see_other(f"/sent/{msg_id}?error={quote(str(exc)[:300])}")
+    log.info("console: %s exported the evidence of message %s", request[SESSION].person, msg_id)
+    return web.Response(
+        body=data,
+        content_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="evidence-{msg_id}.json"'},
+    )
+
+
+# --- directory ----------------------------------------------------------------------------
+
+
+async def directory(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    current = ctx.directory()
+    reachable: dict[str, bool] = {}
+    if ctx.presence is not None:
+        try:
+            reachable = {p.id: p.reachable for p in (await ctx.presence()).authorities}
+        except (ClientError, KeysError, OSError):
+            reachable = {}
+    now = ctx.clock()
+    rows = []
+    for e in current.authorities if current is not None else []:
+        if e.role == "relay":
+            continue
+        local = None
+        if e.hours is not None:
+            there = datetime.fromtimestamp(now / 1000, tz=ZoneInfo(e.hours.tz))
+            local = there.strftime("%a %H:%M")
+        rows.append({"e": e, "local": local, "reachable": reachable.get(e.id)})
+    return _page(
+        request,
+        "directory.html",
+        rows=rows,
+        version=current.version if current is not None else None,
+    )
+
+
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = request.app[STATIC].get(name)
@@ -356,6 +435,10 @@ def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> w
     app.router.add_get("/messages/{id}/files/{name}", attachment)
     app.router.add_post("/messages/{id}/acknowledge", acknowledge)
     app.router.add_post("/messages/{id}/reject", reject)
+    app.router.add_get("/sent", sent)
+    app.router.add_get("/sent/{id}", sent_one)
+    app.router.add_get("/sent/{id}/evidence", evidence)
+    app.router.add_get("/directory", directory)
     app.router.add_get("/static/{name}", static)
     return app
 

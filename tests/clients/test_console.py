@@ -125,3 +125,65 @@ def test_the_console_refuses_a_non_loopback_address() -> None:
 
     with pytest.raises(ValueError, match="loopback"):
         ClientSettings(root_key="x" * 43, console_port=8000, console_host="0.0.0.0")  # noqa: S104
+
+
+async def _signed_in(http: aiohttp.ClientSession, link: str) -> str:
+    base = link.split("/login/")[0]
+    async with http.get(link) as resp:
+        token = re.search(r'name="token" value="([^"]+)"', await resp.text())
+    assert token is not None
+    async with http.post(
+        base + "/login", data={"token": token.group(1), "person": "Insp. Bianchi"}
+    ) as resp:
+        assert resp.status == 200
+    return base
+
+
+async def test_sent_timeline_evidence_and_directory_pages(relay: RelayEnv, tmp_path: Path) -> None:
+    from keys.evidence import verify_bundle
+    from keys.receipts import sign_receipt
+
+    net = relay.net
+    sealed = seal(net["it-tpc"], net.directory, to=["fr-oclcc"], content=NOTICE, now=relay.clock())
+    async with running_daemon(relay, "it-tpc", tmp_path / "it", console_port=0) as daemon:
+        assert daemon.inbox is not None and daemon.console_link is not None
+        await daemon.inbox.sent.record(
+            sealed.id,
+            to=["fr-oclcc"],
+            envelope_hash=sealed.hash,
+            created=relay.clock(),
+            priority="urgent",
+            summary="Identification: Etruscan bronze mirror",
+        )
+        await relay.client("it-tpc").send(sealed.token)
+        delivered = sign_receipt(
+            net["fr-oclcc"],
+            msg_id=sealed.id,
+            envelope_hash=sealed.hash,
+            status="delivered",
+            now=relay.clock(),
+        )
+        await relay.client("fr-oclcc").send_receipt(delivered)
+
+        async def recorded() -> bool:
+            assert daemon.inbox is not None
+            return len(await daemon.inbox.sent.timeline(sealed.id)) >= 1
+
+        await until(recorded)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            base = await _signed_in(http, daemon.console_link)
+            async with http.get(base + "/sent") as resp:
+                assert "Etruscan bronze mirror" in await resp.text()
+            async with http.get(f"{base}/sent/{sealed.id}") as resp:
+                page = await resp.text()
+            assert "delivered</strong> by fr-oclcc" in page
+            async with http.get(f"{base}/sent/{sealed.id}/evidence") as resp:
+                assert resp.status == 200
+                assert "attachment" in resp.headers["Content-Disposition"]
+                bundle = await resp.read()
+            proven = verify_bundle(bundle, [net.root.signing_key().public])
+            assert [s[0] for s in proven.statements()][:2] == ["sent", "accepted"]
+            async with http.get(base + "/directory") as resp:
+                page = await resp.text()
+            assert "fr-oclcc" in page and "Europe/Paris" in page
+            assert f">{net.relay.id}<" not in page  # the relay is not an authority to write to
