@@ -43,6 +43,7 @@ from keys.errors import KeysError, UnknownSenderError, UnknownSigningKeyError
 from keys.files import private_dir
 from keys.identity import Identity
 from keys.jws import unverified_header
+from keys.keystore import write_private_file
 from keys.loghead import SignedHead
 from keys.receipts import Receipt, receipt_body, sign_probe, sign_receipts, verify_receipt
 
@@ -118,6 +119,12 @@ class Daemon:
         def on_link(url: str) -> None:
             self.console_link = url
             log.info("console: sign in at %s (a one-time link)", url)
+            # Also in data_dir/console-link (0600), for the administrator and the demo.
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(write_private_file, s.data_dir / "console-link", url.encode())
+            )
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
 
         return await serve_console(ctx, s.console_host, s.console_port, on_link=on_link)
 

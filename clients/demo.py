@@ -25,6 +25,7 @@ every command is printed as it can be pasted into a shell there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -100,7 +101,8 @@ class DemoError(Exception):
 
 
 class Demo:
-    def __init__(self, workdir: Path, console: Console) -> None:
+    def __init__(self, workdir: Path, console: Console, *, keep_running: bool = False) -> None:
+        self.keep_running = keep_running
         self.dir = workdir
         self.console = console
         self.step_no = 0
@@ -165,6 +167,14 @@ class Demo:
         self.start_services()
         try:
             self.story()
+            self.consoles()
+            if self.keep_running:
+                self.console.print(
+                    "[bold]The network stays up[/bold] (relay, daemons, consoles) until Ctrl-C."
+                )
+                with contextlib.suppress(KeyboardInterrupt):
+                    while all(p.poll() is None for p in self.procs.values()):
+                        time.sleep(0.5)
         finally:
             self.stop_services()
         self.console.print(
@@ -297,7 +307,7 @@ class Demo:
             (d / aid / "client.toml").write_text(
                 f'relay_url = "https://127.0.0.1:{port}"\nkeystore = "authority.ks"\n'
                 f'passphrase_file = "../passphrase"\nroot_key = "{root_key}"\ndata_dir = "data"\n'
-                'log_level = "WARNING"\n'
+                f'log_level = "WARNING"\nconsole_port = {_free_port()}\n'
             )
         self.step("Start the relay (embedded SQLite store) and one daemon per authority")
         self.start_relay()
@@ -484,6 +494,20 @@ class Demo:
             time.sleep(0.2)
         raise DemoError(f"timed out waiting for {what} (logs in {self.dir})")
 
+    def consoles(self) -> None:
+        """Each authority's officer console, served by its daemon: a one-time link each."""
+        self.step("Officer consoles: each daemon serves one on loopback (one-time sign-in links)")
+        for aid, *_ in AUTHORITIES:
+            link = self.dir / aid / "data" / "console-link"
+            self._wait(link.exists, f"{aid}'s console", limit_s=15)
+            self.console.print(Text(f"{aid}: {link.read_text().strip()}"))
+        self.console.print(
+            "Open a link in a browser on this machine and give your name: it is recorded "
+            "with every decision. Each link works once; the daemon writes a new one to "
+            "<id>/data/console-link."
+            + ("" if self.keep_running else " (cpar-demo --keep-running keeps them up.)")
+        )
+
     def stop_services(self) -> None:
         self.step("Stop the daemons and the relay (SIGTERM: graceful)")
         for name, proc in reversed(list(self.procs.items())):
@@ -514,6 +538,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="put the demo's files here (default: a new cpar-demo-* folder in the system's "
         "temporary directory); they are kept afterwards",
     )
+    parser.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the story, leave the relay, the daemons and their consoles up until "
+        "Ctrl-C, so a person can try the consoles",
+    )
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     if args.workdir:
@@ -522,7 +552,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         workdir = Path(tempfile.mkdtemp(prefix="cpar-demo-")).resolve()
     try:
-        Demo(workdir, console).run()
+        Demo(workdir, console, keep_running=args.keep_running).run()
     except DemoError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         return 1

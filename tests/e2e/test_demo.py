@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +36,8 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
         "QUEUED ",
         "receipt not sent yet",
         "relay stopped (exit 0)",
+        "VERIFIED: evidence for message",
+        "Officer consoles",
         "Demo complete.",
     ):
         assert expected in out, expected
@@ -50,3 +56,35 @@ def test_demo_runs_end_to_end(tmp_path: Path, capfd: pytest.CaptureFixture[str])
         assert (os.stat(ks).st_mode & 0o777) == 0o600
     photos = list((tmp_path / "fr-ocbc" / "data" / "attachments").rglob("mirror.png"))
     assert len(photos) == 1 and photos[0].read_bytes() == (tmp_path / "mirror.png").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_keep_running_leaves_the_consoles_up_until_interrupted(tmp_path: Path) -> None:
+    """cpar-demo --keep-running: the links it prints open a console; Ctrl-C ends it all."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.demo", "--workdir", str(tmp_path), "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        link = None
+        for line in proc.stdout:
+            if line.startswith("it-tpc: http://127.0.0.1:"):
+                link = line.split(": ", 1)[1].strip()
+            if "stays up" in line:
+                break
+        assert link is not None
+        with urllib.request.urlopen(link, timeout=10) as resp:  # noqa: S310 - loopback
+            page = resp.read().decode()
+        assert resp.status == 200 and "Your name" in page
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=60)[0]
+        assert proc.returncode == 0, rest
+        assert "relay stopped (exit 0)" in rest and "Demo complete." in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
