@@ -44,9 +44,11 @@ __all__ = ["ConsoleContext", "console_app", "serve_console"]
 log = logging.getLogger(__name__)
 COOKIE = "cpar_console"
 CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
+    "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+LIVE_POLL_S = 1.0
+"""How often the live stream looks at the inbox for a change."""
 PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
 Decide = Callable[..., Awaitable[Decision]]
 
@@ -145,6 +147,8 @@ async def _guard(
             if exc.status < 400:
                 raise
             response = _problem(request, exc.status, exc.reason, exc.text or exc.reason)
+    if response.prepared:  # a stream (events) set its own headers before it started
+        return response
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -255,6 +259,41 @@ def _title(m: InboxMessage) -> str:
         return m.kind or "message"
     rows = describe(notice)
     return f"{rows[0][1]}: {rows[1][1]}" if len(rows) > 1 else rows[0][1]
+
+
+async def _inbox_state(inbox_: Inbox) -> tuple[object, ...]:
+    g = await inbox_.gauges()
+    newest = await inbox_.received.list(limit=1)
+    return (g.unhandled, newest[0].id if newest else None, g.decisions_pending)
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``inbox`` whenever the inbox changes (a new message, a
+    decision), so the page updates without a reload (static/console.js)."""
+    inbox_ = request.app[CONTEXT].inbox
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": CSP,
+            "X-Content-Type-Options": "nosniff",
+        }
+    )
+    await response.prepare(request)
+    last = await _inbox_state(inbox_)
+    await response.write(b"retry: 3000\nevent: ready\ndata: {}\n\n")
+    try:
+        while True:
+            await asyncio.sleep(LIVE_POLL_S)
+            now = await _inbox_state(inbox_)
+            if now != last:
+                last = now
+                await response.write(b"event: inbox\ndata: {}\n\n")
+            else:
+                await response.write(b": keep-alive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError, InboxError):
+        pass
+    return response
 
 
 async def _message(request: web.Request) -> InboxMessage:
@@ -431,6 +470,7 @@ def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> w
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_get("/", inbox)
+    app.router.add_get("/events", events)
     app.router.add_get("/messages/{id}", message)
     app.router.add_get("/messages/{id}/files/{name}", attachment)
     app.router.add_post("/messages/{id}/acknowledge", acknowledge)
@@ -455,7 +495,8 @@ async def serve_console(
             on_link(f"{where[0]}/login/{token}")
 
     app = await asyncio.to_thread(console_app, ctx, on_new_link=announce)
-    runner = web.AppRunner(app, access_log=None)
+    # An open live stream must not hold the daemon's shutdown for long.
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -4,6 +4,7 @@ through the daemon's signed receipt; CSRF, origin and sign-in refusals; strict h
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -187,3 +188,40 @@ async def test_sent_timeline_evidence_and_directory_pages(relay: RelayEnv, tmp_p
                 page = await resp.text()
             assert "fr-oclcc" in page and "Europe/Paris" in page
             assert f">{net.relay.id}<" not in page  # the relay is not an authority to write to
+
+
+async def test_the_inbox_is_told_of_a_new_message_live(relay: RelayEnv, tmp_path: Path) -> None:
+    net = relay.net
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with running_daemon(relay, "fr-oclcc", tmp_path / "fr", console_port=0) as daemon:
+            assert daemon.console_link is not None
+            base = await _signed_in(http, daemon.console_link)
+            async with http.get(base + "/") as resp:
+                page = await resp.text()
+            assert 'data-live="inbox"' in page and "/static/console.js" in page
+            async with http.get(base + "/static/console.js") as resp:
+                assert resp.status == 200 and "EventSource" in await resp.text()
+            async with http.get(base + "/events") as stream:
+                assert stream.headers["Content-Type"].startswith("text/event-stream")
+                assert b"event: ready" in await stream.content.readuntil(b"\n\n")
+                sealed = seal(
+                    net["it-tpc"],
+                    net.directory,
+                    to=["fr-oclcc"],
+                    content={"kind": "free_text", "text": "live"},
+                    now=relay.clock(),
+                )
+                await relay.client("it-tpc").send(sealed.token)
+                async with asyncio.timeout(10):
+                    while True:
+                        chunk = await stream.content.readuntil(b"\n\n")
+                        if b"event: inbox" in chunk:
+                            break
+            async with http.get(base + "/") as resp:
+                assert sealed.id in await resp.text()
+            # A browser keeping the live stream open does not hold the daemon's shutdown.
+            held = await http.get(base + "/events")
+            assert b"event: ready" in await held.content.readuntil(b"\n\n")
+            started = asyncio.get_running_loop().time()
+        assert asyncio.get_running_loop().time() - started < 10
+        held.release()
