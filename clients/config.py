@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from clients.hooks import HookConfig
@@ -20,6 +20,14 @@ from keys import settingsfile
 
 class ConfigError(Exception):
     """A client setting is missing or invalid."""
+
+
+class ConsoleUser(BaseModel):
+    """A person who may sign in to the officer console with a password."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1, max_length=200)
+    password_hash: str = Field(pattern=r"^\$argon2id\$", max_length=512)
 
 
 class ClientSettings(settingsfile.PinnedRootSettings):
@@ -63,6 +71,8 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     """When set, the daemon serves the officer console on this port (docs/OPERATIONS.md)."""
     console_host: str = "127.0.0.1"
     """The console's address: loopback only (it has no TLS of its own yet)."""
+    console_users: list[ConsoleUser] = Field(default_factory=list)
+    """People who sign in with a password (``notice console user add``)."""
     hooks: list[HookConfig] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

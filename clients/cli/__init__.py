@@ -49,6 +49,7 @@ from clients.cli.base import (
     parse_duration,
     parse_time,
 )
+from clients.cli.console import console_cmd
 from clients.cli.daemon import daemon_cmd
 from clients.cli.directory import directory_cmd
 from clients.cli.evidence import evidence_cmd
@@ -119,6 +120,7 @@ for _command in (
     watch_cmd,
     log_cmd,
     evidence_cmd,
+    console_cmd,
 ):
     cli.add_command(_command)
 

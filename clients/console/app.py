@@ -26,6 +26,7 @@ from aiohttp import web
 
 from clients.config import ClientSettings
 from clients.console.sessions import Session, Sessions
+from clients.console.users import Attempts, password_ok
 from clients.decisions import Decision, DecisionStatus, decide
 from clients.directory import PinnedDirectory
 from clients.errors import ClientError
@@ -50,6 +51,11 @@ CSP = (
 LIVE_POLL_S = 1.0
 """How often the live stream looks at the inbox for a change."""
 PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
+_DUMMY_HASH = (
+    "$argon2id$v=19$m=65536,t=2,p=1$SdgTn/1Y31mxBzzH7Fi2Uw$"
+    "0NlzXkt68HftwFrornfkqXX5/YVtbMm0avfxTsC2y4I"
+)
+"""Checked against when the name is unknown, so the answer takes as long."""
 Decide = Callable[..., Awaitable[Decision]]
 
 
@@ -68,6 +74,7 @@ class ConsoleContext:
 
 CONTEXT = web.AppKey("console_context", ConsoleContext)
 SESSIONS = web.AppKey("console_sessions", Sessions)
+ATTEMPTS = web.AppKey("console_attempts", Attempts)
 TEMPLATES = web.AppKey("console_templates", jinja2.Environment)
 STATIC = web.AppKey("console_static", dict)
 SESSION = web.RequestKey("console_session", Session)
@@ -99,11 +106,11 @@ def _load() -> tuple[jinja2.Environment, dict[str, bytes]]:
     return env, static
 
 
-def _page(request: web.Request, name: str, status: int = 200, **values: Any) -> web.Response:
+def _page(request: web.Request, template: str, status: int = 200, **values: Any) -> web.Response:
     session: Session | None = request.get(SESSION)
     body = (
         request.app[TEMPLATES]
-        .get_template(name)
+        .get_template(template)
         .render(
             authority=request.app[CONTEXT].identity.id,
             person=session.person if session else None,
@@ -191,8 +198,24 @@ async def login_form(request: web.Request) -> web.Response:
     return _page(request, "login.html", token=token, error=None)
 
 
+async def password_form(request: web.Request) -> web.Response:
+    if not request.app[CONTEXT].settings.console_users:
+        return _problem(
+            request,
+            401,
+            "Sign in with a link",
+            "No console passwords are set up here: open the one-time sign-in link the "
+            "daemon printed (or add people with 'notice console user add').",
+        )
+    return _page(request, "password.html", error=None, name="")
+
+
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
+    if "token" not in form:
+        return await _password_login(
+            request, str(form.get("name", "")), str(form.get("password", ""))
+        )
     token, person = str(form.get("token", "")), str(form.get("person", "")).strip()
     if not 1 <= len(person) <= 200:
         if not request.app[SESSIONS].link_ok(token):
@@ -205,23 +228,49 @@ async def login(request: web.Request) -> web.StreamResponse:
         return _problem(
             request, 403, "This sign-in link cannot be used", "It was used already or is wrong."
         )
-    cookie, _ = made
+    return _signed_in(request, made[0], person)
+
+
+async def _password_login(request: web.Request, name: str, password: str) -> web.StreamResponse:
+    users = {u.name: u.password_hash for u in request.app[CONTEXT].settings.console_users}
+    attempts = request.app[ATTEMPTS]
+    keys = (f"name:{name}", f"addr:{request.remote}")
+    wait = attempts.blocked(*keys)
+    if wait > 0:
+        log.warning("console: sign-in for %r refused: too many failed attempts", name[:64])
+        response = _page(
+            request,
+            "password.html",
+            429,
+            name=name,
+            error=f"Too many failed attempts: try again in {int(wait) + 1} s.",
+        )
+        response.headers["Retry-After"] = str(int(wait) + 1)
+        return response
+    # An unknown name costs the same work as a known one (no way to tell them apart).
+    stored = users.get(name, _DUMMY_HASH)
+    ok = await asyncio.to_thread(password_ok, stored, password) and name in users
+    if not ok:
+        attempts.failed(*keys)
+        log.warning("console: failed sign-in for %r", name[:64])
+        return _page(request, "password.html", 401, name=name, error="Wrong name or password.")
+    attempts.succeeded(*keys)
+    cookie, _ = request.app[SESSIONS].open(name)
+    return _signed_in(request, cookie, name)
+
+
+def _signed_in(request: web.Request, cookie: str, person: str) -> web.Response:
     log.info("console: %s signed in", person)
     response = _see_other("/")
     response.set_cookie(
-        COOKIE,
-        cookie,
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-        path="/",
+        COOKIE, cookie, httponly=True, samesite="Strict", secure=request.secure, path="/"
     )
     return response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     request.app[SESSIONS].sign_out(request.cookies.get(COOKIE))
-    response = _see_other("/login/signed-out")
+    response = _see_other("/login")
     response.del_cookie(COOKIE, path="/")
     return response
 
@@ -463,9 +512,11 @@ def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> w
     app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
     app[CONTEXT] = ctx
     app[SESSIONS] = Sessions(on_new_link=on_new_link)
+    app[ATTEMPTS] = Attempts()
     env, files = _load()
     app[TEMPLATES] = env
     app[STATIC] = files
+    app.router.add_get("/login", password_form)
     app.router.add_get("/login/{token}", login_form)
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)

@@ -51,6 +51,10 @@ class Sessions:
         if not self.link_ok(token):
             return None
         self.new_link()
+        return self.open(person)
+
+    def open(self, person: str) -> tuple[str, Session]:
+        """A new session for ``person`` (signed in by a link or a password)."""
         self._expire()
         cookie = secrets.token_urlsafe(32)
         session = Session(person, secrets.token_urlsafe(32), self._clock() + SESSION_S)

@@ -225,3 +225,93 @@ async def test_the_inbox_is_told_of_a_new_message_live(relay: RelayEnv, tmp_path
             started = asyncio.get_running_loop().time()
         assert asyncio.get_running_loop().time() - started < 10
         held.release()
+
+
+async def test_password_sign_in_is_checked_and_rate_limited(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    from clients.config import ConsoleUser
+    from clients.console.users import MAX_FAILURES, hash_password
+
+    users = [
+        ConsoleUser(
+            name=n, password_hash=await asyncio.to_thread(hash_password, f"{n} long secret")
+        )
+        for n in ("Lt. Rossi", "Sgt. Bruno")
+    ]
+    async with (
+        running_daemon(
+            relay, "fr-oclcc", tmp_path / "fr", console_port=0, console_users=users
+        ) as daemon,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+    ):
+        assert daemon.console_link is not None
+        base = daemon.console_link.split("/login/")[0]
+        async with http.get(base + "/login") as resp:
+            assert resp.status == 200 and 'type="password"' in await resp.text()
+
+        async def sign_in(name: str, password: str) -> aiohttp.ClientResponse:
+            return await http.post(
+                base + "/login", data={"name": name, "password": password}, allow_redirects=False
+            )
+
+        ok = await sign_in("Lt. Rossi", "Lt. Rossi long secret")
+        assert ok.status == 303 and "HttpOnly" in ok.headers["Set-Cookie"]
+        async with http.get(base + "/") as resp:
+            assert resp.status == 200 and "Lt. Rossi" in await resp.text()
+        assert (await sign_in("Nobody", "whatever whatever")).status == 401  # unknown name
+        for _ in range(MAX_FAILURES - 1):  # failures count per name and per address
+            assert (await sign_in("Sgt. Bruno", "wrong password!!")).status == 401
+        limited = await sign_in("Sgt. Bruno", "Sgt. Bruno long secret")  # right, but too late
+        assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+        assert "Too many failed attempts" in await limited.text()
+
+
+def test_console_users_are_managed_in_the_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clients.cli import main
+    from clients.config import load_client_settings
+
+    config = tmp_path / "client.toml"
+    config.write_text(
+        "# the authority's settings\nroot_key = \"" + "A" * 43 + '"\ndata_dir = "data"\n'
+    )
+    pw = tmp_path / "pw"
+    pw.write_text("a long enough password\n")
+    assert (
+        main(
+            [
+                "--config",
+                str(config),
+                "console",
+                "user",
+                "add",
+                "Lt. Rossi",
+                "--password-file",
+                str(pw),
+            ]
+        )
+        == 0
+    )
+    text_now = config.read_text()
+    assert text_now.startswith("# the authority's settings") and "$argon2id$" in text_now
+    (user,) = load_client_settings(config).console_users
+    assert user.name == "Lt. Rossi"
+    capsys.readouterr()
+    assert main(["--config", str(config), "console", "user", "list"]) == 0
+    assert "Lt. Rossi" in capsys.readouterr().out
+    short = tmp_path / "short"
+    short.write_text("short\n")
+    assert (
+        main(
+            ["--config", str(config), "console", "user", "add", "X", "--password-file", str(short)]
+        )
+        == 1
+    )
+    assert main(["--config", str(config), "console", "user", "remove", "Lt. Rossi"]) == 0
+    assert load_client_settings(config).console_users == []
+    capsys.readouterr()
+    assert main(["--config", str(config), "console", "user", "remove", "Lt. Rossi"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("notice: error: no console user") and err.count("\n") == 1
