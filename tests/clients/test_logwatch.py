@@ -81,9 +81,7 @@ async def test_the_daemon_refuses_a_rewritten_log_loudly(
         assert text["cpar_daemon_log_size"].samples[0].value == held.size
 
         async def alarmed() -> bool:  # the hook's file, renamed into place (not its temp)
-            return await asyncio.to_thread(
-                lambda: any(hooks_dir.glob("*.log_inconsistent.*.json"))
-            )
+            return await asyncio.to_thread(lambda: any(hooks_dir.glob("*.log_inconsistent.*.json")))
 
         await until(alarmed)
         (alarm,) = await asyncio.to_thread(lambda: list(hooks_dir.glob("*.json")))
