@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import secrets
+import shutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -25,19 +28,22 @@ import jinja2
 from aiohttp import web
 
 from clients.config import ClientSettings
+from clients.console.compose import FORMS, read_form
 from clients.console.sessions import Session, Sessions
 from clients.console.users import Attempts, password_ok
 from clients.decisions import Decision, DecisionStatus, decide
 from clients.directory import PinnedDirectory
 from clients.errors import ClientError
 from clients.evidence import export_evidence
-from clients.kinds import describe, describe_handling
+from clients.kinds import HANDLING_CODES, describe, describe_handling
 from clients.refusal import RefusedError
+from clients.sender import Outgoing, send
 from clients.store import Inbox, InboxError, InboxMessage
 from keys import wire
 from keys.directory import Directory
 from keys.encoding import is_uuid7
 from keys.errors import KeysError
+from keys.files import open_private, private_dir
 from keys.identity import Identity
 
 __all__ = ["ConsoleContext", "console_app", "serve_console"]
@@ -48,6 +54,8 @@ CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
     "img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+MAX_FORM_BYTES = 32 * 1024 * 1024
+"""The largest form (photos included) the console takes."""
 LIVE_POLL_S = 1.0
 """How often the live stream looks at the inbox for a change."""
 PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
@@ -446,7 +454,12 @@ async def sent_one(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(reason="No such message", text="You sent no such message.")
     timeline = await inbox_.sent.timeline(msg_id)
     return _page(
-        request, "sent_one.html", m=found, timeline=timeline, error=request.query.get("error")
+        request,
+        "sent_one.html",
+        m=found,
+        timeline=timeline,
+        error=request.query.get("error"),
+        sent=request.query.get("sent"),
     )
 
 
@@ -499,6 +512,127 @@ async def directory(request: web.Request) -> web.Response:
     )
 
 
+# --- compose ------------------------------------------------------------------------------
+
+
+async def _compose_page(
+    request: web.Request,
+    kind: str,
+    values: dict[str, str],
+    chosen: dict[str, list[str]],
+    errors: dict[str, str],
+    status: int = 200,
+) -> web.Response:
+    ctx = request.app[CONTEXT]
+    current = ctx.directory()
+    reachable: dict[str, bool] = {}
+    if ctx.presence is not None:
+        try:
+            reachable = {p.id: p.reachable for p in (await ctx.presence()).authorities}
+        except (ClientError, KeysError, OSError):
+            reachable = {}
+    authorities = [
+        {"id": e.id, "name": e.name, "country": e.country, "reachable": reachable.get(e.id)}
+        for e in (current.authorities if current is not None else [])
+        if e.role != "relay" and e.id != ctx.identity.id
+    ]
+    return _page(
+        request,
+        "compose.html",
+        status,
+        forms=FORMS,
+        form=FORMS.get(kind),
+        kind=kind,
+        values=values,
+        chosen=chosen,
+        errors=errors,
+        authorities=authorities,
+        handling_codes=HANDLING_CODES,
+    )
+
+
+async def compose_form(request: web.Request) -> web.Response:
+    kind = request.query.get("kind", "identification_notice")
+    if kind not in FORMS:
+        kind = "identification_notice"
+    defaults = {"priority": "urgent", "expires_hours": "168", "ack_minutes": ""}
+    return await _compose_page(
+        request, kind, defaults, {"to": [], "fallback": [], "handling": []}, {}
+    )
+
+
+async def compose(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    form = await request.post()
+    kind = str(form.get("kind", ""))
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    chosen = {
+        k: [v for v in form.getall(k, []) if isinstance(v, str)]
+        for k in ("to", "fallback", "handling")
+    }
+    photos = [v for v in form.getall("photo", []) if isinstance(v, web.FileField) and v.filename]
+    notice, errors = read_form(kind, values, [_safe_name(p.filename) for p in photos])
+    if not chosen["to"]:
+        errors["to"] = "Choose at least one recipient."
+    priority = values.get("priority", "urgent")
+    if priority not in PRIORITY_RANK:
+        errors["priority"] = "Choose a priority."
+    try:
+        ttl_ms = int(float(values.get("expires_hours") or "168") * 3_600_000)
+        ack_text = values.get("ack_minutes", "").strip()
+        ack_ms = int(float(ack_text) * 60_000) if ack_text else None
+        if ttl_ms <= 0 or (ack_ms is not None and not 0 < ack_ms <= ttl_ms):
+            raise ValueError
+    except ValueError:
+        errors["expires_hours"] = "Give hours (and minutes to acknowledge within them)."
+        ttl_ms, ack_ms = 0, None
+    if errors or notice is None:
+        return await _compose_page(request, kind, values, chosen, errors, 400)
+    spool = ctx.settings.data_dir / "console-uploads" / secrets.token_hex(8)
+    try:
+        paths = await asyncio.to_thread(_save_uploads, spool, photos)
+        out = Outgoing(
+            to=tuple(chosen["to"]),
+            fallback=tuple(f for f in chosen["fallback"] if f not in chosen["to"]),
+            priority=priority,  # type: ignore[arg-type]  # checked above
+            ttl_ms=ttl_ms,
+            ack_within_ms=ack_ms,
+            handling=tuple(chosen["handling"]),
+            attachments=tuple(paths),
+            content=notice.model_dump(mode="json", exclude_none=True),
+            notice=notice,
+        )
+        pinned = await asyncio.to_thread(PinnedDirectory.load, ctx.settings)
+        result = await send(ctx.settings, ctx.identity, pinned, out, clock=ctx.clock)
+    except (ClientError, KeysError, RefusedError, InboxError, OSError) as exc:
+        errors["kind"] = str(exc)[:300]
+        return await _compose_page(request, kind, values, chosen, errors, 400)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, spool, True)
+    log.info(
+        "console: %s sent message %s (%s)", request[SESSION].person, result.sealed.id, result.state
+    )
+    return _see_other(f"/sent/{result.sealed.id}?sent={result.state}")
+
+
+def _safe_name(name: str) -> str:
+    base = Path(name).name.strip() or "photo"
+    return "".join(c if c.isalnum() or c in "._- " else "_" for c in base)[:120]
+
+
+def _save_uploads(folder: Path, photos: list[web.FileField]) -> list[Path]:
+    if not photos:
+        return []
+    private_dir(folder)
+    out = []
+    for p in photos:
+        target = folder / _safe_name(p.filename)
+        with open_private(target) as fh:
+            shutil.copyfileobj(p.file, fh)
+        out.append(target)
+    return out
+
+
 async def static(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     body = request.app[STATIC].get(name)
@@ -509,7 +643,7 @@ async def static(request: web.Request) -> web.Response:
 
 
 def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> web.Application:
-    app = web.Application(middlewares=[_guard], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[_guard], client_max_size=MAX_FORM_BYTES)
     app[CONTEXT] = ctx
     app[SESSIONS] = Sessions(on_new_link=on_new_link)
     app[ATTEMPTS] = Attempts()
@@ -530,6 +664,8 @@ def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> w
     app.router.add_get("/sent/{id}", sent_one)
     app.router.add_get("/sent/{id}/evidence", evidence)
     app.router.add_get("/directory", directory)
+    app.router.add_get("/compose", compose_form)
+    app.router.add_post("/compose", compose)
     app.router.add_get("/static/{name}", static)
     return app
 

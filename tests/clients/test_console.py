@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from keys.envelope import seal
+from keys.envelope import open_envelope, seal
 from tests.daemonfixture import running_daemon
 from tests.inboxfixture import NOTICE
 from tests.relayfixture import RelayEnv
@@ -315,3 +315,68 @@ def test_console_users_are_managed_in_the_config_file(
     assert main(["--config", str(config), "console", "user", "remove", "Lt. Rossi"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("notice: error: no console user") and err.count("\n") == 1
+
+
+async def test_compose_an_identification_notice_with_a_photo(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    async with (
+        running_daemon(relay, "it-tpc", tmp_path / "it", console_port=0) as daemon,
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+    ):
+        assert daemon.console_link is not None
+        base = await _signed_in(http, daemon.console_link)
+        async with http.get(base + "/compose?kind=identification_notice") as resp:
+            page = await resp.text()
+        assert 'name="object_description"' in page and 'type="file"' in page
+        assert 'value="fr-oclcc"' in page and 'value="it-tpc"' not in page  # not to itself
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+
+        def form(**extra: str) -> aiohttp.FormData:
+            data = aiohttp.FormData()
+            fields = {
+                "csrf": csrf.group(1),
+                "kind": "identification_notice",
+                "priority": "urgent",
+                "expires_hours": "48",
+                "ack_minutes": "30",
+                "object_description": "Etruscan bronze mirror, 3rd c. BC",
+                "identified_where": "Online auction, lot 42",
+                "identified_at": "2027-01-15T07:00",
+                "country_of_origin": "IT",
+                **extra,
+            }
+            for k, v in fields.items():
+                data.add_field(k, v)
+            for aid in ("fr-oclcc", "de-bka"):
+                data.add_field("to", aid)
+            data.add_field("fallback", "fr-desk")
+            data.add_field("handling", "no-onward-sharing")
+            data.add_field(
+                "photo", b"\x89PNG fake photo bytes", filename="front.png", content_type="image/png"
+            )
+            return data
+
+        async with http.post(base + "/compose", data=form(object_description="")) as resp:
+            assert resp.status == 400  # a required field left empty: said beside it
+            assert "Field required" in await resp.text()
+        async with http.post(base + "/compose", data=form(), allow_redirects=False) as resp:
+            assert resp.status == 303, await resp.text()
+            target = resp.headers["Location"]
+        assert target.endswith("?sent=accepted")
+        msg_id = target.split("/sent/")[1].split("?")[0]
+        envelopes = {}
+        for aid in ("fr-oclcc", "de-bka"):
+            items = await relay.client(aid).poll()
+            assert [i.id for i in items if i.type == "envelope"] == [msg_id]
+            envelopes[aid] = items[0].envelope
+        opened = open_envelope(
+            envelopes["fr-oclcc"], relay.net.directory, relay.net["fr-oclcc"], now=relay.clock()
+        )
+        assert opened.header.prio == "urgent" and opened.header.fallbacks == ["fr-desk"]
+        assert opened.plaintext.handling == ["no-onward-sharing"]
+        assert opened.plaintext.content["photos"] == ["front.png"]
+        assert [a.name for a in opened.plaintext.attachments] == ["front.png"]
+        async with http.get(base + target) as resp:
+            assert "the relay accepted it" in await resp.text()
