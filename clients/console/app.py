@@ -138,7 +138,7 @@ async def _guard(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     path = request.path
-    public = path.startswith(("/login", "/static/"))
+    public = path.startswith(("/login", "/static/")) or path == "/favicon.ico"
     session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
     if session is not None:
         request[SESSION] = session
@@ -166,7 +166,9 @@ async def _guard(
         return response
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on
+    # form posts, and the same-origin check could not tell the console from elsewhere.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -615,6 +617,11 @@ async def compose(request: web.Request) -> web.StreamResponse:
     return _see_other(f"/sent/{result.sealed.id}?sent={result.state}")
 
 
+async def _no_icon(request: web.Request) -> web.Response:
+    """Browsers ask for one; there is none (a 204 instead of a logged 404)."""
+    return web.Response(status=204)
+
+
 def _safe_name(name: str) -> str:
     base = Path(name).name.strip() or "photo"
     return "".join(c if c.isalnum() or c in "._- " else "_" for c in base)[:120]
@@ -667,6 +674,7 @@ def console_app(ctx: ConsoleContext, *, on_new_link: Callable[[str], None]) -> w
     app.router.add_get("/compose", compose_form)
     app.router.add_post("/compose", compose)
     app.router.add_get("/static/{name}", static)
+    app.router.add_get("/favicon.ico", _no_icon)
     return app
 
 
