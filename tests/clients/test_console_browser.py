@@ -6,7 +6,8 @@ and for the same reasons. The walk: sign in with the one-time link, see the inbo
 a new notice arrive live (no reload), open it (the handling restrictions come first,
 the decrypted photo shows), acknowledge it, and the sender's timeline says so. Every
 page is also shot at 1280 and 390 px wide (kept in ``$CPAR_SCREENSHOTS`` when set), and
-the page must raise no script error and break no CSP rule.
+the page must raise no script error and break no CSP rule, and axe-core must find no
+serious or critical accessibility violation on any of them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ WIDTHS = (1280, 390)
 
 @dataclass
 class Seen:
+    axe: dict[str, list[str]] = field(default_factory=dict)
+    """Per page: the serious or critical accessibility violations axe-core found."""
     inbox_rows: int = 0
     live_row: bool = False
     handling_first: bool = False
@@ -60,7 +63,18 @@ async def browse(link: str, shots: Path) -> Seen:
         )
         page.on("request", lambda r: seen.requests.append(r.url))
 
+        axe_source = await asyncio.to_thread(_axe_source)
+
         async def shoot(name: str) -> None:
+            # axe-core, injected through the debugging protocol (the page's CSP allows no
+            # foreign script, rightly); its serious and critical violations are failures.
+            await page.evaluate(axe_source)
+            found = await page.evaluate(
+                "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations"
+                ".filter(v => ['serious', 'critical'].includes(v.impact))"
+                ".map(v => v.id + ': ' + v.help))"
+            )
+            seen.axe[name] = list(found)
             for width in WIDTHS:
                 await page.set_viewport_size({"width": width, "height": 900})
                 path = shots / f"console-{name}-{width}.png"
@@ -105,6 +119,13 @@ async def browse(link: str, shots: Path) -> Seen:
         await shoot("sent")
         await browser.close()
     return seen
+
+
+def _axe_source() -> str:
+    """axe-core as shipped by the axe-playwright-python package (a dev dependency)."""
+    import axe_playwright_python
+
+    return (Path(axe_playwright_python.__file__).parent / "axe.min.js").read_text()
 
 
 def _png(width: int = 40, height: int = 30) -> bytes:
@@ -219,6 +240,8 @@ async def test_console_walkthrough_in_a_headless_browser(relay: RelayEnv, tmp_pa
 
         await until(acknowledged)
     assert seen.errors == []  # no script error, no CSP violation
+    assert set(seen.axe) == {"inbox", "message", "compose", "sent"}
+    assert seen.axe == {page: [] for page in seen.axe}  # no serious or critical violation
     assert seen.inbox_rows == 1 and seen.live_row
     assert seen.handling_first and seen.photo_loaded
     assert "Acknowledged by Lt. Moreau" in seen.acknowledged
