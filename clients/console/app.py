@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from clients.config import ClientSettings
 from clients.console.compose import FORMS, read_form
@@ -88,10 +89,14 @@ STATIC = web.AppKey("console_static", dict)
 SESSION = web.RequestKey("console_session", Session)
 
 
-def _when(ms: int | None) -> str:
+def _when(ms: int | None) -> Markup:
+    """UTC as text, in a ``<time>`` the page's script adds the viewer's local time to."""
     if ms is None:
-        return "—"
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return Markup("—")
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return Markup('<time datetime="{}">{}</time>').format(
+        moment.isoformat(timespec="seconds"), moment.strftime("%Y-%m-%d %H:%M UTC")
+    )
 
 
 def _load() -> tuple[jinja2.Environment, dict[str, bytes]]:

@@ -37,6 +37,7 @@ class Seen:
     axe: dict[str, list[str]] = field(default_factory=dict)
     """Per page: the serious or critical accessibility violations axe-core found."""
     inbox_rows: int = 0
+    first_time: str = ""
     live_row: bool = False
     handling_first: bool = False
     photo_loaded: bool = False
@@ -54,7 +55,9 @@ async def browse(link: str, shots: Path) -> Seen:
     base = link.split("/login/")[0]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page = await browser.new_page(
+            viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris"
+        )
         page.set_default_timeout(TIMEOUT_MS)
         page.on("pageerror", lambda e: seen.errors.append(f"pageerror: {e}"))
         page.on(
@@ -90,6 +93,7 @@ async def browse(link: str, shots: Path) -> Seen:
         except Exception as exc:
             raise RuntimeError(f"no inbox at {page.url}: {(await page.content())[-1200:]}") from exc
         seen.inbox_rows = await page.locator("table.inbox tbody tr").count()
+        seen.first_time = await page.locator("table.inbox time").first.inner_text()
         print("loaded", flush=True)
         if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
             raise RuntimeError("no go")
@@ -243,6 +247,8 @@ async def test_console_walkthrough_in_a_headless_browser(relay: RelayEnv, tmp_pa
     assert set(seen.axe) == {"inbox", "message", "compose", "sent"}
     assert seen.axe == {page: [] for page in seen.axe}  # no serious or critical violation
     assert seen.inbox_rows == 1 and seen.live_row
+    # Dates in UTC, and in the viewer's own timezone beside them.
+    assert "UTC" in seen.first_time and "Europe/Paris" in seen.first_time
     assert seen.handling_first and seen.photo_loaded
     assert "Acknowledged by Lt. Moreau" in seen.acknowledged
     base = daemon.console_link.split("/login/")[0] if daemon.console_link else ""
