@@ -492,15 +492,20 @@ async def evidence(request: web.Request) -> web.StreamResponse:
 # --- directory ----------------------------------------------------------------------------
 
 
+async def _reachable(ctx: ConsoleContext) -> dict[str, bool]:
+    """Who the relay can reach now; empty when it cannot be asked (shown as unknown)."""
+    if ctx.presence is None:
+        return {}
+    try:
+        return {p.id: p.reachable for p in (await ctx.presence()).authorities}
+    except (ClientError, KeysError, OSError):
+        return {}
+
+
 async def directory(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     current = ctx.directory()
-    reachable: dict[str, bool] = {}
-    if ctx.presence is not None:
-        try:
-            reachable = {p.id: p.reachable for p in (await ctx.presence()).authorities}
-        except (ClientError, KeysError, OSError):
-            reachable = {}
+    reachable = await _reachable(ctx)
     now = ctx.clock()
     rows = []
     for e in current.authorities if current is not None else []:
@@ -532,12 +537,7 @@ async def _compose_page(
 ) -> web.Response:
     ctx = request.app[CONTEXT]
     current = ctx.directory()
-    reachable: dict[str, bool] = {}
-    if ctx.presence is not None:
-        try:
-            reachable = {p.id: p.reachable for p in (await ctx.presence()).authorities}
-        except (ClientError, KeysError, OSError):
-            reachable = {}
+    reachable = await _reachable(ctx)
     authorities = [
         {"id": e.id, "name": e.name, "country": e.country, "reachable": reachable.get(e.id)}
         for e in (current.authorities if current is not None else [])
