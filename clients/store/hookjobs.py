@@ -25,7 +25,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import JsonValue
 
@@ -54,16 +54,7 @@ EventName = Literal[
     "acknowledged",
     "log_inconsistent",
 ]
-EVENTS: tuple[EventName, ...] = (
-    "received",
-    "reminded",
-    "released",
-    "escalation",
-    "expired",
-    "sent",
-    "acknowledged",
-    "log_inconsistent",
-)
+EVENTS: tuple[EventName, ...] = get_args(EventName)
 
 
 @dataclass(frozen=True, slots=True)

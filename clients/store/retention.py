@@ -42,12 +42,15 @@ class Evidence:
 
 @dataclass(frozen=True, slots=True)
 class Forgotten:
-    received: int = 0
+    received_ids: tuple[str, ...] = ()
+    """The received messages forgotten (their downloaded files go too)."""
     sent: int = 0
     receipts: int = 0
     events: int = 0
-    received_ids: tuple[str, ...] = ()
-    """The received messages forgotten (their downloaded files go too)."""
+
+    @property
+    def received(self) -> int:
+        return len(self.received_ids)
 
 
 def _received(conn: sqlite3.Connection, before: int, now: int, limit: int) -> list[Evidence]:
@@ -144,12 +147,12 @@ def _forget(
         )
         mine = json.dumps(received)
         conn.execute(f"DELETE FROM receipt_uploads WHERE msg_id {inside}", (mine,))
-        n_received = conn.execute(f"DELETE FROM messages WHERE id {inside}", (mine,)).rowcount
+        conn.execute(f"DELETE FROM messages WHERE id {inside}", (mine,))
         theirs = json.dumps(sent)
         receipts = conn.execute(f"DELETE FROM receipts WHERE msg_id {inside}", (theirs,)).rowcount
         conn.execute(f"DELETE FROM outbox WHERE id {inside}", (theirs,))
         n_sent = conn.execute(f"DELETE FROM sent WHERE id {inside}", (theirs,)).rowcount
-    return Forgotten(n_received, n_sent, receipts, events, tuple(received))
+    return Forgotten(tuple(received), n_sent, receipts, events)
 
 
 class Retention:

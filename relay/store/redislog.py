@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -22,7 +22,6 @@ from keys.merkle import Frontier
 from relay.store.base import LogHead, StoreUnavailableError
 from relay.store.redisparts import PREFIX, WAITAOF_TIMEOUT_MS, _Script
 
-T = TypeVar("T")
 LOG = PREFIX + "log"
 LOG_NODES = PREFIX + "log:nodes"
 LOG_SIZE = PREFIX + "log:size"

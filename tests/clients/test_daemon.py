@@ -148,5 +148,7 @@ async def test_the_daemon_serves_its_metrics_on_loopback_when_asked(
         assert samples["cpar_daemon_unhandled_messages"] == 1  # nobody acknowledged it yet
         assert samples["cpar_daemon_outbox_queued"] == 0
         assert samples["cpar_daemon_retention_forgotten_total{what=received}"] == 0
-        assert samples["cpar_daemon_directory_expires_timestamp_seconds"] >= 0
+        pinned = fr.pin.current if fr.pin is not None else None
+        expires = pinned.expires if pinned is not None and pinned.expires is not None else 0
+        assert samples["cpar_daemon_directory_expires_timestamp_seconds"] == expires / 1000
         assert sealed.id not in text and "Lot 112" not in text  # counts only

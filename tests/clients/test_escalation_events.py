@@ -4,10 +4,9 @@ event, with the event's type; ``notice inbox`` shows and sorts them."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,15 +14,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from clients.config import ClientSettings
 from clients.daemon import Daemon
 from clients.escalations import inbox_view
 from clients.hooks import WebhookHook
 from keys import wire
-from keys.encoding import b64e
 from keys.envelope import seal
 from keys.receipts import sign_receipt
 from relay.api.state import CORE
+from tests.daemonfixture import running_daemon
 from tests.relayfixture import RelayEnv
 from tests.waiting import until
 
@@ -68,29 +66,12 @@ async def target() -> AsyncIterator[Target]:
     await t.server.close()
 
 
-@asynccontextmanager
-async def daemon(
+def daemon(
     relay: RelayEnv, aid: str, data_dir: Path, target: Target, **hook: object
-) -> AsyncIterator[Daemon]:
-    settings = ClientSettings(
-        relay_url=relay.base_url,
-        root_key=b64e(relay.net.root.signing_key().public),
-        data_dir=data_dir,
-        reconnect_min_s=0.05,
-        reconnect_max_s=0.2,
-        hook_interval_s=0.05,
-        hooks=[WebhookHook(type="webhook", name="pager", url=target.url(aid), **hook)],
-    )
-    d = Daemon(settings, relay.net[aid], clock=relay.clock)
-    stop = asyncio.Event()
-    task = asyncio.create_task(d.run(stop))
-    try:
-        async with asyncio.timeout(10):
-            await d.connected.wait()
-        yield d
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+) -> AbstractAsyncContextManager[Daemon]:
+    """``aid``'s daemon with one webhook hook ("pager") to ``target``."""
+    pager = WebhookHook(type="webhook", name="pager", url=target.url(aid), **hook)  # type: ignore[arg-type]
+    return running_daemon(relay, aid, data_dir, hook_interval_s=0.05, hooks=[pager])
 
 
 async def test_a_reminder_and_a_release_each_run_one_hook_with_their_event(
