@@ -305,6 +305,11 @@ class RelayClient:
         _, result = await self._typed(wire.PresenceList, "GET", "/v1/presence")
         return result
 
+    async def policy(self) -> wire.PolicyList:
+        """The relay's escalation policy per priority (``GET /v1/policy``)."""
+        _, result = await self._typed(wire.PolicyList, "GET", "/v1/policy")
+        return result
+
     async def directory_history(self) -> list[str]:
         return list((await self.directory_chain()).versions)
 

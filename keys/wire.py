@@ -168,6 +168,24 @@ class PresenceList(Outbound):
     authorities: list[Presence]
 
 
+class EscalationPolicy(Outbound):
+    """One priority's escalation policy: each step's delay after acceptance."""
+
+    priority: Literal["urgent", "high", "routine"]
+    remind_after_ms: int = Field(gt=0, description="step 1: remind the recipients")
+    release_after_ms: int = Field(gt=0, description="step 2: release to the fallbacks")
+    notify_after_ms: int = Field(gt=0, description="step 3: notify the supervisor")
+    working_hours: bool = Field(
+        description="reminders and notifications wait for the recipient's working hours"
+    )
+
+
+class PolicyList(Outbound):
+    """``GET /v1/policy``: the escalation policy a message accepted now would get."""
+
+    policies: list[EscalationPolicy]
+
+
 class BatchResults(Outbound):
     """The answer to a batch, one result per envelope in request order."""
 

@@ -570,6 +570,29 @@ async def presence(request: web.Request) -> web.Response:
     return json_response(wire.PresenceList.model_construct(at=now, authorities=out))
 
 
+@routes.get("/v1/policy")
+async def policy(request: web.Request) -> web.Response:
+    """The escalation policy per priority (what a message accepted now would get); a
+    sender shows it before sending. An ``ack_within`` earlier than the first step pulls
+    every step earlier (docs/PROTOCOL.md, section 6.1)."""
+    policies = request.app[CORE].intake.policies
+    out = [
+        wire.EscalationPolicy.model_construct(
+            priority=prio,
+            remind_after_ms=offsets[0][1],
+            release_after_ms=offsets[1][1],
+            notify_after_ms=offsets[2][1],
+            working_hours=p.working_hours,
+        )
+        for prio, p in sorted(policies.items(), key=lambda kv: _RANK.get(kv[0], 9))
+        for offsets in [p.offsets()]
+    ]
+    return json_response(wire.PolicyList.model_construct(policies=out))
+
+
+_RANK = {"urgent": 0, "high": 1, "routine": 2}
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_response(wire.Health())

@@ -201,6 +201,10 @@ ROUTES: dict[tuple[str, str], Route] = {
         "Which authorities' daemons are reachable now (no queue or message data)",
         {200: Answer("Every authority of the directory", wire.PresenceList), 401: UNSIGNED},
     ),
+    ("GET", "/v1/policy"): Route(
+        "The escalation policy per priority, as a message accepted now would get it",
+        {200: Answer("One policy per priority", wire.PolicyList), 401: UNSIGNED},
+    ),
     ("GET", "/healthz"): Route("Liveness", {200: Answer("Alive", wire.Health)}, auth="none"),
     ("GET", "/readyz"): Route(
         "Readiness: store and directory",

@@ -245,7 +245,7 @@ async def exercise(env: RelayEnv, bare: RelayEnv, http: aiohttp.ClientSession) -
     await call(("GET", p, 404), f"/v1/attachments/{digest}", by="de-bka")
 
     # directory, presence, health, this document
-    for d in ("/v1/directory", "/v1/directory/history", "/v1/presence"):
+    for d in ("/v1/directory", "/v1/directory/history", "/v1/presence", "/v1/policy"):
         await call(("GET", d, 200), d)
         await call(("GET", d, 401), d, by=None)
     await call(("GET", "/healthz", 200), "/healthz", by=None)

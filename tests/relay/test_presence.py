@@ -52,3 +52,32 @@ async def test_presence_lists_every_authority_and_nothing_else(relay: RelayEnv) 
     assert rows["fr-oclcc"].reachable and rows["fr-oclcc"].unreachable_since is None
     assert not rows["it-tpc"].reachable and rows["it-tpc"].unreachable_since is not None
     assert answer.at == relay.clock()
+
+
+async def test_policy_gives_each_prioritys_steps_as_a_message_accepted_now_gets_them(
+    relay: RelayEnv,
+) -> None:
+    from relay.core.policy import DEFAULT_POLICIES, parse_duration
+
+    answer = await relay.client("fr-oclcc").policy()
+    assert [p.priority for p in answer.policies] == ["urgent", "high", "routine"]
+    for p in answer.policies:
+        want = DEFAULT_POLICIES[p.priority]
+        assert p.remind_after_ms == parse_duration(want.remind_after)
+        assert p.release_after_ms == parse_duration(want.release_after)
+        assert p.notify_after_ms == parse_duration(want.notify_after)
+        assert p.working_hours == want.working_hours
+    # What it says is what an urgent message accepted now is given.
+    urgent = answer.policies[0]
+    sealed = seal(
+        relay.net["it-tpc"],
+        relay.net.directory,
+        to=["fr-oclcc"],
+        content=NOTICE,
+        now=relay.clock(),
+        priority="urgent",
+    )
+    sent = await relay.client("it-tpc").send(sealed.token)
+    assert sent.schedule is not None
+    due = {s.name: s.due for s in sent.schedule}
+    assert due["remind"] - urgent.remind_after_ms == due["release"] - urgent.release_after_ms
