@@ -146,10 +146,11 @@ async def families(daemon: DaemonView) -> list[Metric]:
         r = daemon.retention.stats
         forgotten = CounterMetricFamily(
             "cpar_daemon_retention_forgotten",
-            "Records forgotten by retention: received, sent, receipts, events; archived files",
+            "Records forgotten by retention: received, sent, receipts, events, audit entries;"
+            " archived files",
             labels=["what"],
         )
-        for what in ("received", "sent", "receipts", "events", "archived"):
+        for what in ("received", "sent", "receipts", "events", "audit", "archived"):
             forgotten.add_metric([what], getattr(r, what))
         out += [
             forgotten,

@@ -6,8 +6,9 @@ the local inbox (:mod:`clients.store.retention`), batch by batch. When
 signed receipt, and for a received message the decrypted notice) is first written there
 as one JSON file, ``<YYYY-MM>/<received|sent>-<id>.json`` (0600, fsynced), and only then
 deleted from the inbox, so a crash in between loses nothing. Downloaded attachments of a
-forgotten received message are deleted with it. Each run that forgets anything logs one
-line; the totals are in :class:`RetentionStats`.
+forgotten received message are deleted with it, and so are the audit trail's entries
+(:mod:`clients.store.audit`) older than the period. Each run that forgets anything logs
+one line; the totals are in :class:`RetentionStats`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class RetentionStats:
     receipts: int = 0
     events: int = 0
     archived: int = 0
+    audit: int = 0
+    """Audit-trail entries older than the period."""
     last_run_at: int | None = None
 
 
@@ -101,19 +104,21 @@ class RetentionWorker:
             run.events += gone.events
             if len(received) < BATCH and len(due) - len(received) < BATCH:
                 break
+        run.audit = await self.inbox.audit.prune(before)
         run.last_run_at = self.clock()
-        for name in ("received", "sent", "receipts", "events", "archived"):
+        for name in ("received", "sent", "receipts", "events", "archived", "audit"):
             setattr(self.stats, name, getattr(self.stats, name) + getattr(run, name))
         self.stats.last_run_at = run.last_run_at
-        if run.received or run.sent:
+        if run.received or run.sent or run.audit:
             log.info(
                 "retention: forgot %d received and %d sent closed message(s) older than "
-                "%g days (%d receipt(s), %d event(s))%s",
+                "%g days (%d receipt(s), %d event(s), %d audit entr(ies))%s",
                 run.received,
                 run.sent,
                 self.days,
                 run.receipts,
                 run.events,
+                run.audit,
                 f", evidence archived in {self.archive_dir}" if self.archive_dir else "",
             )
         return run

@@ -11,6 +11,7 @@
     notice ack MSGID --person NAME      take a message in hand (signed receipt to the sender)
     notice reject MSGID --reason TEXT   refuse a message (signed receipt to the sender)
     notice directory                    authorities, contact points, hours, who is reachable
+    notice audit                        the local audit trail: who did what, and when
 
 Settings come from the TOML file given by ``--config`` (or ``CPAR_CONFIG``) and
 ``CPAR_*`` variables (:mod:`clients.config`); ``--config`` and ``--passphrase-file`` work
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 
 import click
 
+from clients.cli.audit import audit_cmd
 from clients.cli.base import (
     CONFIG_HELP,
     EXIT_CONFIG,
@@ -121,6 +123,7 @@ for _command in (
     log_cmd,
     evidence_cmd,
     console_cmd,
+    audit_cmd,
 ):
     cli.add_command(_command)
 

@@ -1,4 +1,8 @@
-"""``notice inbox``, ``show``, ``ack`` and ``reject``: working the received messages."""
+"""``notice inbox``, ``show``, ``ack`` and ``reject``: working the received messages.
+
+A decision taken here is also recorded in the local audit trail (``notice audit``), with
+the person's name: ``ack``'s ``--person``, ``reject``'s ``--person`` or the login name.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,36 @@ from pathlib import Path
 
 import click
 
-from clients.cli.base import MSGID, CliContext, existing_inbox, global_options, resolve_id, run
+from clients.cli.audit import login_name
+from clients.cli.base import (
+    MSGID,
+    CliContext,
+    Clock,
+    existing_inbox,
+    global_options,
+    resolve_id,
+    run,
+)
 from clients.cli.render import (
     render_decision,
     render_inbox,
     render_message,
     render_notice_only,
 )
-from clients.decisions import decide
+from clients.config import ClientSettings
+from clients.decisions import Decision, DecisionStatus, decide
 from clients.escalations import InboxRow, inbox_view
-from clients.store import Inbox, InboxMessage, ReceiptUpload, StoredEvent, UnknownMessageError
+from clients.refusal import RefusedError
+from clients.store import (
+    Inbox,
+    InboxError,
+    InboxMessage,
+    ReceiptUpload,
+    StoredEvent,
+    UnknownMessageError,
+)
+from clients.store.received import MAX_PERSON
+from keys.identity import Identity
 
 
 @click.command("inbox")
@@ -113,16 +137,26 @@ def ack_cmd(obj: CliContext, msg_id: str, person: str, as_json: bool) -> None:
     naming the person and sends it to the relay for the sender. If the relay cannot be
     reached, the decision and its receipt are kept (exit 0) and the daemon sends the
     receipt as soon as the relay answers; 'notice inbox' shows it until then. MSGID may
-    be the first 8 or more characters of the id.
+    be the first 8 or more characters of the id. The decision is recorded in the local
+    audit trail ('notice audit') with the person's name.
     """
     settings = obj.settings()
     msg_id = resolve_id(settings, msg_id, "received")
     identity = obj.identity(settings)
     person = person.strip()
+    login = login_name()
     path = existing_inbox(settings)
     d = run(
-        lambda: decide(
-            settings, identity, path, msg_id, "acknowledged", person=person, clock=obj.clock
+        lambda: _decide(
+            settings,
+            identity,
+            path,
+            msg_id,
+            "acknowledged",
+            person,
+            person=person,
+            login=login,
+            clock=obj.clock,
         )
     )
     render_decision(d, as_json)
@@ -132,22 +166,118 @@ def ack_cmd(obj: CliContext, msg_id: str, person: str, as_json: bool) -> None:
 @global_options
 @click.argument("msg_id", type=MSGID, metavar="MSGID")
 @click.option("--reason", required=True, help="Why the message is rejected (sent to the sender).")
+@click.option(
+    "--person",
+    help="Who rejects it, for the local audit trail only (not sent). Default: the login name.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def reject_cmd(obj: CliContext, msg_id: str, reason: str, as_json: bool) -> None:
+def reject_cmd(
+    obj: CliContext, msg_id: str, reason: str, person: str | None, as_json: bool
+) -> None:
     """Reject a received message, with a reason the sender sees.
 
     Records the decision in the local inbox (final), signs a 'rejected' receipt with the
     reason and sends it to the relay. If the relay cannot be reached, the decision and
     its receipt are kept (exit 0) and the daemon sends the receipt as soon as the relay
-    answers. MSGID may be the first 8 or more characters of the id.
+    answers. MSGID may be the first 8 or more characters of the id. The decision is
+    recorded in the local audit trail ('notice audit') with --person, or the login name.
     """
+    login = login_name()
+    who = login if person is None else person.strip()
+    if not 1 <= len(who) <= MAX_PERSON:
+        raise RefusedError(f"the person's name must be 1 to {MAX_PERSON} characters")
     settings = obj.settings()
     msg_id = resolve_id(settings, msg_id, "received")
     identity = obj.identity(settings)
     reason = reason.strip()
     path = existing_inbox(settings)
     d = run(
-        lambda: decide(settings, identity, path, msg_id, "rejected", reason=reason, clock=obj.clock)
+        lambda: _decide(
+            settings,
+            identity,
+            path,
+            msg_id,
+            "rejected",
+            who,
+            reason=reason,
+            login=login,
+            clock=obj.clock,
+        )
     )
     render_decision(d, as_json)
+
+
+async def _decide(
+    settings: ClientSettings,
+    identity: Identity,
+    path: Path | None,
+    msg_id: str,
+    status: DecisionStatus,
+    who: str,
+    *,
+    person: str | None = None,
+    reason: str | None = None,
+    login: str,
+    clock: Clock,
+) -> Decision:
+    """:func:`clients.decisions.decide`, then the decision in the audit trail as ``who``'s
+    (the detail names the command, the ``login`` running it and a rejection's reason).
+
+    A decision recorded here whose receipt the relay refused still stands: it is
+    recorded too (then the refusal is raised). A decision refused (already taken
+    otherwise) is not.
+    """
+    detail = f"notice {'ack' if status == 'acknowledged' else 'reject'}, login {login}"
+    if reason is not None:
+        detail += f": {reason}"
+    started = clock()
+    try:
+        d = await decide(
+            settings, identity, path, msg_id, status, person=person, reason=reason, clock=clock
+        )
+    except RefusedError:
+        if path is not None and await _decided_now(path, msg_id, status, person, reason, started):
+            await _record(
+                path, who, status, msg_id, detail + " (the relay refused the receipt)", clock
+            )
+        raise
+    await _record(path, who, status, msg_id, detail + (" (again)" if d.repeat else ""), clock)
+    return d
+
+
+async def _decided_now(
+    path: Path,
+    msg_id: str,
+    status: DecisionStatus,
+    person: str | None,
+    reason: str | None,
+    since: int,
+) -> bool:
+    async with await Inbox.open(path) as inbox:
+        m = await inbox.received.get(msg_id)
+    return (
+        m is not None
+        and m.state == status
+        and (m.decided_at or 0) >= since
+        and (
+            m.acknowledged_by == person if status == "acknowledged" else m.rejected_reason == reason
+        )
+    )
+
+
+async def _record(
+    path: Path | None, who: str, status: DecisionStatus, msg_id: str, detail: str, clock: Clock
+) -> None:
+    """Record the decision in the audit trail; a failure is a warning (the decision stands)."""
+    if path is None:
+        return
+    try:
+        async with await Inbox.open(path) as inbox:
+            await inbox.audit.record(
+                person=who, action=status, at=clock(), message_id=msg_id, detail=detail
+            )
+    except InboxError as exc:
+        click.echo(
+            f"notice: warning: the audit trail did not record this decision: {exc}", err=True
+        )

@@ -1,6 +1,6 @@
 """The daemon's local inbox: one SQLite file, split by responsibility.
 
-``await Inbox.open(path)`` opens (and migrates) the file and gives three stores over one
+``await Inbox.open(path)`` opens (and migrates) the file and gives these stores over one
 connection and one worker thread (:mod:`clients.store.db`):
 
 * ``inbox.received`` (:mod:`clients.store.received`): messages received, verified and
@@ -13,7 +13,9 @@ connection and one worker thread (:mod:`clients.store.db`):
 * ``inbox.outbox`` and ``inbox.uploads`` (:mod:`clients.store.outbox`): envelopes and
   decision receipts the relay has not taken yet (the daemon submits them);
 * ``inbox.retention`` (:mod:`clients.store.retention`): closed messages past the
-  retention period, with their evidence, and forgetting them.
+  retention period, with their evidence, and forgetting them;
+* ``inbox.audit`` (:mod:`clients.store.audit`): the audit trail, every action a person
+  took (signed in, opened, acknowledged, sent, ...) with their name.
 
 Attachments are files beside the database (:meth:`Inbox.attachment_path`).
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from clients.store.audit import AuditAction, AuditEntry, AuditTrail
 from clients.store.db import (
     SCHEMA_VERSION,
     AlreadyDecidedError,
@@ -58,6 +61,9 @@ __all__ = [
     "EVENTS",
     "SCHEMA_VERSION",
     "AlreadyDecidedError",
+    "AuditAction",
+    "AuditEntry",
+    "AuditTrail",
     "EventName",
     "Events",
     "HookJob",
@@ -118,6 +124,7 @@ class Inbox:
         self.outbox = Outbox(db)
         self.uploads = ReceiptUploads(db)
         self.retention = Retention(db)
+        self.audit = AuditTrail(db)
 
     @classmethod
     async def open(

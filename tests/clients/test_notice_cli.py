@@ -58,6 +58,7 @@ COMMANDS = [
     "watch",
     "log",
     "evidence",
+    "audit",
 ]
 
 
