@@ -4,13 +4,14 @@
 #               (installs redis-server and chromium with apt-get when missing and root)
 #   make lint   ruff check, ruff format --check, mypy --strict
 #   make bench  run the benchmarks in bench/
+#   make messages  extract the console's texts into its catalogue (then translate fr.po)
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench install clean help system-deps
+.PHONY: demo test lint format bench install clean help system-deps messages
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -32,6 +33,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+messages: $(STAMP)
+	$(BIN)/python -m clients.console.catalogue
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

@@ -17,6 +17,9 @@ from pydantic_settings import SettingsConfigDict
 from clients.hooks import HookConfig
 from keys import settingsfile
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+"""The console addresses allowed without TLS and without ``console_allow_remote``."""
+
 
 class ConfigError(Exception):
     """A client setting is missing or invalid."""
@@ -70,7 +73,17 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     console_port: int | None = Field(None, ge=0, le=65535)
     """When set, the daemon serves the officer console on this port (docs/OPERATIONS.md)."""
     console_host: str = "127.0.0.1"
-    """The console's address: loopback only (it has no TLS of its own yet)."""
+    """The console's address: loopback by default. Any other address (``0.0.0.0``
+    included) also needs ``console_tls_cert``, ``console_tls_key`` and
+    ``console_allow_remote = true``: the console serves decrypted notices."""
+    console_tls_cert: Path | None = None
+    """The console's TLS certificate chain (PEM); with ``console_tls_key`` it serves HTTPS
+    and its session cookie is ``Secure``."""
+    console_tls_key: Path | None = None
+    """The private key of ``console_tls_cert`` (PEM, unencrypted); both or neither."""
+    console_allow_remote: bool = False
+    """An explicit yes to serving the console on a non-loopback ``console_host`` (TLS
+    required)."""
     console_users: list[ConsoleUser] = Field(default_factory=list)
     """People who sign in with a password (``notice console user add``)."""
     hooks: list[HookConfig] = Field(default_factory=list)
@@ -84,10 +97,15 @@ class ClientSettings(settingsfile.PinnedRootSettings):
             raise ValueError("relay_url must start with http:// or https://")
         if not all(u.startswith(("http://", "https://")) for u in self.relay_urls):
             raise ValueError("every relay_urls entry must start with http:// or https://")
-        if self.console_host not in ("127.0.0.1", "::1", "localhost"):
+        if (self.console_tls_cert is None) != (self.console_tls_key is None):
+            raise ValueError("console_tls_cert and console_tls_key must be set together")
+        tls = self.console_tls_cert is not None
+        if self.console_host not in LOOPBACK_HOSTS and not (tls and self.console_allow_remote):
             raise ValueError(
-                "console_host must be a loopback address (127.0.0.1, ::1 or localhost): the "
-                "console serves decrypted notices and has no TLS of its own yet"
+                f"console_host {self.console_host} is not a loopback address (127.0.0.1, "
+                "::1 or localhost): to serve the console on the network, set "
+                "console_tls_cert and console_tls_key (PEM files) and console_allow_remote = "
+                "true"
             )
         names = [h.name for h in self.hooks]
         if len(set(names)) != len(names):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import random
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clients.client import Event, QueueItem, RelayClient, RelayStream
-from clients.config import ClientSettings
+from clients.config import LOOPBACK_HOSTS, ClientSettings
 from clients.directory import DirectoryExpiredError, PinnedDirectory
 from clients.errors import ClientError, RelayProblem, StreamClosedError
 from clients.escalations import envelope_event, is_release, notice_event
@@ -102,7 +103,11 @@ class Daemon:
         """(host, port) of the metrics endpoint once it listens (``metrics_port``)."""
 
     async def _serve_console(self) -> Any:
+        # The console's modules (Jinja2, Babel) are imported off the loop: Babel reads
+        # the system's timezone files when imported.
+        await asyncio.to_thread(importlib.import_module, "clients.console.app")
         from clients.console.app import ConsoleContext, serve_console
+        from clients.console.tls import console_ssl_context
 
         assert self.inbox is not None
         ctx = ConsoleContext(
@@ -112,6 +117,7 @@ class Daemon:
             self.clock,
             directory=lambda: self.pin.current if self.pin is not None else None,
             presence=lambda: self._http().presence(),
+            policy=lambda: self._http().policy(),
         )
         s = self.settings
         assert s.console_port is not None
@@ -126,7 +132,14 @@ class Daemon:
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
 
-        return await serve_console(ctx, s.console_host, s.console_port, on_link=on_link)
+        ssl_context = await asyncio.to_thread(console_ssl_context, s)
+        if s.console_host not in LOOPBACK_HOSTS:
+            log.warning(
+                "console: listening on %s, reachable from the network (over TLS)", s.console_host
+            )
+        return await serve_console(
+            ctx, s.console_host, s.console_port, on_link=on_link, ssl_context=ssl_context
+        )
 
     @property
     def directory(self) -> Directory:

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
@@ -22,6 +22,7 @@ from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
 from keys import wire
 from keys.encoding import MESSAGE_ID_PATTERN
 from keys.lifecycle import STEP_NAMES
+from keys.models import Priority
 from relay.api.problems import relay_error_body
 from relay.api.state import (
     AUTHORITY,
@@ -578,7 +579,7 @@ async def policy(request: web.Request) -> web.Response:
     policies = request.app[CORE].intake.policies
     out = [
         wire.EscalationPolicy.model_construct(
-            priority=prio,
+            priority=cast(Priority, prio),
             remind_after_ms=offsets[0][1],
             release_after_ms=offsets[1][1],
             notify_after_ms=offsets[2][1],

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from keys.envelope import open_envelope, seal
+from tests.consolefixture import signed_in
 from tests.daemonfixture import running_daemon
 from tests.inboxfixture import NOTICE
 from tests.relayfixture import RelayEnv
@@ -104,7 +105,15 @@ async def test_sign_in_read_and_acknowledge_in_the_console(relay: RelayEnv, tmp_
             ) as resp:
                 assert resp.status == 303
             async with http.get(f"{base}/messages/{sealed.id}") as resp:
-                assert "Acknowledged by <strong>Lt. Moreau</strong>" in await _read(resp)
+                page = await _read(resp)
+            assert "Acknowledged by Lt. Moreau at" in page
+            # The message's history here: sent, received and verified, the decision and
+            # what became of its signed receipt.
+            history = page[page.index("<h2>History</h2>") : page.index('<section class="decision"')]
+            assert "signed and sent</strong> (it-tpc)" in history
+            assert "received here, signature verified, decrypted" in history
+            assert "acknowledged</strong> (Lt. Moreau)" in history
+            assert "the signed receipt of the decision" in history
 
             async def sender_sees_it() -> bool:
                 t = await relay.client("it-tpc").timeline(sealed.id)
@@ -126,18 +135,6 @@ def test_the_console_refuses_a_non_loopback_address() -> None:
 
     with pytest.raises(ValueError, match="loopback"):
         ClientSettings(root_key="x" * 43, console_port=8000, console_host="0.0.0.0")  # noqa: S104
-
-
-async def _signed_in(http: aiohttp.ClientSession, link: str) -> str:
-    base = link.split("/login/")[0]
-    async with http.get(link) as resp:
-        token = re.search(r'name="token" value="([^"]+)"', await resp.text())
-    assert token is not None
-    async with http.post(
-        base + "/login", data={"token": token.group(1), "person": "Insp. Bianchi"}
-    ) as resp:
-        assert resp.status == 200
-    return base
 
 
 async def test_sent_timeline_evidence_and_directory_pages(relay: RelayEnv, tmp_path: Path) -> None:
@@ -172,7 +169,7 @@ async def test_sent_timeline_evidence_and_directory_pages(relay: RelayEnv, tmp_p
 
         await until(recorded)
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            base = await _signed_in(http, daemon.console_link)
+            base = await signed_in(http, daemon.console_link)
             async with http.get(base + "/sent") as resp:
                 assert "Etruscan bronze mirror" in await resp.text()
             async with http.get(f"{base}/sent/{sealed.id}") as resp:
@@ -195,10 +192,10 @@ async def test_the_inbox_is_told_of_a_new_message_live(relay: RelayEnv, tmp_path
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
         async with running_daemon(relay, "fr-oclcc", tmp_path / "fr", console_port=0) as daemon:
             assert daemon.console_link is not None
-            base = await _signed_in(http, daemon.console_link)
+            base = await signed_in(http, daemon.console_link)
             async with http.get(base + "/") as resp:
                 page = await resp.text()
-            assert 'data-live="inbox"' in page and "/static/console.js" in page
+            assert 'data-live="1"' in page and "/static/console.js" in page
             async with http.get(base + "/static/console.js") as resp:
                 assert resp.status == 200 and "EventSource" in await resp.text()
             async with http.get(base + "/events") as stream:
@@ -215,7 +212,7 @@ async def test_the_inbox_is_told_of_a_new_message_live(relay: RelayEnv, tmp_path
                 async with asyncio.timeout(10):
                     while True:
                         chunk = await stream.content.readuntil(b"\n\n")
-                        if b"event: inbox" in chunk:
+                        if b"event: change" in chunk:
                             break
             async with http.get(base + "/") as resp:
                 assert sealed.id in await resp.text()
@@ -325,7 +322,7 @@ async def test_compose_an_identification_notice_with_a_photo(
         aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
     ):
         assert daemon.console_link is not None
-        base = await _signed_in(http, daemon.console_link)
+        base = await signed_in(http, daemon.console_link)
         async with http.get(base + "/compose?kind=identification_notice") as resp:
             page = await resp.text()
         assert 'name="object_description"' in page and 'type="file"' in page

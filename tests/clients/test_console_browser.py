@@ -1,13 +1,18 @@
 """The officer console in a real headless browser (Debian's chromium, Playwright).
 
-The relay and the recipient's daemon run in-process; the browser runs in a child
-process (this module run with ``python -m``), as tests/relay/test_ops_browser.py does
-and for the same reasons. The walk: sign in with the one-time link, see the inbox, see
-a new notice arrive live (no reload), open it (the handling restrictions come first,
-the decrypted photo shows), acknowledge it, and the sender's timeline says so. Every
-page is also shot at 1280 and 390 px wide (kept in ``$CPAR_SCREENSHOTS`` when set), and
-the page must raise no script error and break no CSP rule, and axe-core must find no
-serious or critical accessibility violation on any of them.
+The relay and two daemons with consoles run in-process: the sender (it-tpc, a person
+with a password) and the recipient (fr-oclcc, a one-time link). The browser runs in a
+child process (this module run with ``python -m``), as tests/relay/test_ops_browser.py
+does and for the same reasons. The walk: the recipient signs in and keeps the inbox
+open; the sender signs in with a password and composes an identification notice with a
+photo to two recipients with a fallback (seeing, before sending, who is unreachable and
+when escalation would start); the notice appears in the recipient's inbox live; opened,
+the handling restrictions come first and the decrypted photo shows; acknowledged, the
+sender's page shows it without a reload. A POST without the CSRF token is refused, and
+a wrong password is refused and then rate-limited. Every page is shot at 1280 and 390
+px wide (kept in ``$CPAR_SCREENSHOTS`` when set), must raise no script error and break
+no CSP rule, and axe-core must find no serious or critical violation on any of them
+(in English and, for the inbox, in French).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 TIMEOUT_MS = 15_000
 WIDTHS = (1280, 390)
+SENDER, PASSWORD = "Lt. Rossi", "Lt. Rossi's long secret"
+PAGES = ("inbox", "message", "compose", "sent", "sent-message", "directory", "inbox-fr")
 
 
 @dataclass
@@ -38,37 +45,55 @@ class Seen:
     """Per page: the serious or critical accessibility violations axe-core found."""
     inbox_rows: int = 0
     first_time: str = ""
+    plan: list[str] = field(default_factory=list)
+    unreachable: str = ""
+    sent_to: str = ""
+    msg_id: str = ""
     live_row: bool = False
     handling_first: bool = False
     photo_loaded: bool = False
     acknowledged: str = ""
+    sender_saw: str = ""
+    csrf_less: int = 0
+    wrong_password: list[int] = field(default_factory=list)
+    rate_limited_text: str = ""
+    french_heading: str = ""
     shots: list[str] = field(default_factory=list)
     requests: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-async def browse(link: str, shots: Path) -> Seen:
-    """The child's side: sign in, wait for "go" (a new notice sent), then the walk."""
-    from playwright.async_api import async_playwright
+async def browse(link: str, sender_base: str, shots: Path, work: Path) -> Seen:
+    """The child's side: the whole walk, in two browser contexts (two people)."""
+    from playwright.async_api import ConsoleMessage, Page, async_playwright
 
     seen = Seen()
     base = link.split("/login/")[0]
+    photo = work / "front.png"
+    await asyncio.to_thread(photo.write_bytes, _png())
+    axe_source = await asyncio.to_thread(_axe_source)
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        page = await browser.new_page(
-            viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris"
-        )
-        page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda e: seen.errors.append(f"pageerror: {e}"))
-        page.on(
-            "console",
-            lambda m: seen.errors.append(f"console: {m.text}") if m.type == "error" else None,
-        )
-        page.on("request", lambda r: seen.requests.append(r.url))
 
-        axe_source = await asyncio.to_thread(_axe_source)
+        async def new_page(*, refusals_expected: bool = False) -> Page:
+            context = await browser.new_context(
+                viewport={"width": 1280, "height": 900}, timezone_id="Europe/Paris"
+            )
+            page = await context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("pageerror", lambda e: seen.errors.append(f"pageerror: {e}"))
 
-        async def shoot(name: str) -> None:
+            def on_console(m: ConsoleMessage) -> None:
+                # The browser logs each 401/429 answer; the stranger's are the point.
+                expected = refusals_expected and m.text.startswith("Failed to load resource")
+                if m.type == "error" and not expected:
+                    seen.errors.append(f"console: {m.text}")
+
+            page.on("console", on_console)
+            page.on("request", lambda r: seen.requests.append(r.url))
+            return page
+
+        async def shoot(page: Page, name: str) -> None:
             # axe-core, injected through the debugging protocol (the page's CSP allows no
             # foreign script, rightly); its serious and critical violations are failures.
             await page.evaluate(axe_source)
@@ -85,42 +110,100 @@ async def browse(link: str, shots: Path) -> Seen:
                 seen.shots.append(path.name)
             await page.set_viewport_size({"width": 1280, "height": 900})
 
-        await page.goto(link)
-        await page.fill("#person", "Lt. Moreau")
-        await page.click("button[type=submit]")
-        try:
-            await page.wait_for_selector("table.inbox")
-        except Exception as exc:
-            raise RuntimeError(f"no inbox at {page.url}: {(await page.content())[-1200:]}") from exc
-        seen.inbox_rows = await page.locator("table.inbox tbody tr").count()
-        seen.first_time = await page.locator("table.inbox time").first.inner_text()
-        print("loaded", flush=True)
-        if (await asyncio.to_thread(sys.stdin.readline)).strip() != "go":
-            raise RuntimeError("no go")
-        # The new notice appears without a reload (server-sent events).
-        # (Polled from here: the page's CSP rightly forbids evaluating strings.)
-        rows = page.locator("table.inbox tbody tr")
+        # The recipient signs in with the one-time link and keeps the inbox open.
+        officer = await new_page()
+        await officer.goto(link)
+        await officer.fill("#person", "Lt. Moreau")
+        await officer.click("button[type=submit]")
+        await officer.wait_for_selector("table.inbox")
+        rows = officer.locator("table.inbox tbody tr")
+        seen.inbox_rows = await rows.count()
+        seen.first_time = await officer.locator("table.inbox time").first.inner_text()
+
+        # The sender signs in with a password.
+        sender = await new_page()
+        await sender.goto(sender_base + "/login")
+        await sender.fill("#name", SENDER)
+        await sender.fill("#password", PASSWORD)
+        await sender.click("button[type=submit]")
+        await sender.wait_for_selector("h1:has-text('Inbox')")
+
+        # ... and composes an identification notice with a photo, to two recipients with
+        # a fallback; before sending, the page says who is unreachable and the plan.
+        await sender.goto(sender_base + "/compose?kind=identification_notice")
+        await sender.check("input[name=to][value=fr-oclcc]")
+        await sender.check("input[name=to][value=de-bka]")
+        await sender.check("input[name=fallback][value=fr-desk]")
+        await sender.fill("#ack_minutes", "5")
+        await sender.check("input[name=handling][value=no-onward-sharing]")
+        await sender.fill("#f-object_description", "Etruscan bronze mirror, 3rd c. BC")
+        await sender.fill("#f-identified_where", "Online auction, lot 42")
+        await sender.fill("#f-identified_at", "2027-01-15T07:00")
+        await sender.fill("#f-country_of_origin", "IT")
+        await sender.fill("input[name='references.0.system']", "INTERPOL Works of Art")
+        await sender.fill("input[name='references.0.ref']", "2027/1234")
+        await sender.set_input_files("#photo", str(photo))
+        await sender.wait_for_selector("#photo-preview img")
+        seen.plan = await sender.locator("#plan .after").all_inner_texts()
+        seen.unreachable = await sender.locator("#unreachable").inner_text()
+        await shoot(sender, "compose")
+        await sender.click("form.card button[type=submit]:has-text('Send')")
+        await sender.wait_for_selector("p.ok")
+        seen.msg_id = sender.url.split("/sent/")[1].split("?")[0]
+        seen.sent_to = await sender.locator("p.meta strong").first.inner_text()
+        await shoot(sender, "sent-message")
+
+        # The notice appears in the recipient's inbox without a reload.
         async with asyncio.timeout(TIMEOUT_MS / 1000):
             while await rows.count() <= seen.inbox_rows:  # noqa: ASYNC110 - the page changes itself
                 await asyncio.sleep(0.1)
         seen.live_row = True
-        await shoot("inbox")
-        await page.click("table.inbox tbody tr:first-child a")
-        await page.wait_for_selector("section.handling")
-        html = await page.content()
+        await shoot(officer, "inbox")
+        await officer.click(f"a[href='/messages/{seen.msg_id}']")
+        await officer.wait_for_selector("section.handling")
+        html = await officer.content()
         seen.handling_first = html.index("Handling restrictions") < html.index("<h1>")
-        img = page.locator("figure img")
-        if await img.count():
-            seen.photo_loaded = await img.first.evaluate("i => i.complete && i.naturalWidth > 0")
-        await shoot("message")
-        await page.check("input[name=confirm]")
-        await page.click('button:has-text("Acknowledge")')
-        await page.wait_for_selector("text=Acknowledged by")
-        seen.acknowledged = await page.locator("section.decision").inner_text()
-        await page.goto(base + "/compose")
-        await shoot("compose")
-        await page.goto(base + "/sent")
-        await shoot("sent")
+        img = officer.locator("figure img")
+        async with asyncio.timeout(TIMEOUT_MS / 1000):
+            while not await img.count():  # the photo is fetched and decrypted by the daemon
+                await asyncio.sleep(0.2)
+                await officer.reload()
+        seen.photo_loaded = await img.first.evaluate("i => i.complete && i.naturalWidth > 0")
+        await shoot(officer, "message")
+
+        # A POST without the CSRF token is refused, even with the session's cookie.
+        refused = await officer.request.post(
+            f"{base}/messages/{seen.msg_id}/acknowledge", form={"confirm": "on"}
+        )
+        seen.csrf_less = refused.status
+        await officer.check("section.decision input[name=confirm] >> nth=0")
+        await officer.click('button:has-text("Acknowledge")')
+        await officer.wait_for_selector("text=Acknowledged by")
+        seen.acknowledged = await officer.locator("section.decision").inner_text()
+
+        # The sender's page, left open, shows the acknowledgement without a reload.
+        await sender.wait_for_selector("ol.timeline li:has-text('acknowledged')")
+        seen.sender_saw = await sender.locator("ol.timeline").inner_text()
+        await sender.goto(sender_base + "/sent")
+        await shoot(sender, "sent")
+        await officer.goto(base + "/directory")
+        await shoot(officer, "directory")
+        await officer.goto(base + "/")
+        await officer.click("footer a[hreflang=fr]")
+        await officer.wait_for_selector("html[lang=fr]")
+        seen.french_heading = await officer.locator("h1").inner_text()
+        await shoot(officer, "inbox-fr")
+
+        # A wrong password is refused, then rate-limited (another person's browser).
+        stranger = await new_page(refusals_expected=True)
+        for _ in range(6):
+            await stranger.goto(sender_base + "/login")
+            await stranger.fill("#name", SENDER)
+            await stranger.fill("#password", "not the password")
+            async with stranger.expect_response(lambda r: r.request.method == "POST") as info:
+                await stranger.click("button[type=submit]")
+            seen.wrong_password.append((await info.value).status)
+        seen.rate_limited_text = await stranger.locator("p.error").inner_text()
         await browser.close()
     return seen
 
@@ -151,11 +234,8 @@ def _png(width: int = 40, height: int = 30) -> bytes:
 
 
 async def test_console_walkthrough_in_a_headless_browser(relay: RelayEnv, tmp_path: Path) -> None:
-    from clients.config import ClientSettings
-    from clients.directory import PinnedDirectory
-    from clients.kinds import parse_notice
-    from clients.sender import Outgoing, send
-    from keys.encoding import b64e
+    from clients.config import ConsoleUser
+    from clients.console.users import hash_password
 
     net = relay.net
     shots = Path(os.environ.get("CPAR_SCREENSHOTS") or tmp_path)
@@ -168,7 +248,13 @@ async def test_console_walkthrough_in_a_headless_browser(relay: RelayEnv, tmp_pa
         now=relay.clock(),
         priority="routine",
     )
-    async with running_daemon(relay, "fr-oclcc", tmp_path / "fr", console_port=0) as daemon:
+    user = ConsoleUser(name=SENDER, password_hash=await asyncio.to_thread(hash_password, PASSWORD))
+    async with (
+        running_daemon(relay, "fr-oclcc", tmp_path / "fr", console_port=0) as daemon,
+        running_daemon(
+            relay, "it-tpc", tmp_path / "it", console_port=0, console_users=[user]
+        ) as sender,
+    ):
         await relay.client("it-tpc").send(first.token)
 
         async def stored(n: int) -> bool:
@@ -176,61 +262,22 @@ async def test_console_walkthrough_in_a_headless_browser(relay: RelayEnv, tmp_pa
             return len(await daemon.inbox.received.list()) >= n
 
         await until(lambda: stored(1))
-        assert daemon.console_link is not None
+        assert daemon.console_link is not None and sender.console_link is not None
+        sender_base = sender.console_link.split("/login/")[0]
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.clients.test_console_browser",
             daemon.console_link,
+            sender_base,
             str(shots),
-            stdin=asyncio.subprocess.PIPE,
+            str(tmp_path),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=REPO,
         )
-        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
         try:
-            async with asyncio.timeout(120):
-                line = await child.stdout.readline()
-                if line.strip() != b"loaded":
-                    await child.wait()
-                    raise AssertionError(
-                        f"the browser failed: {line!r}\n{(await child.stderr.read()).decode()}"
-                    )
-                # The sender sends an urgent identification notice with a photo.
-                photo = tmp_path / "front.png"
-                await asyncio.to_thread(photo.write_bytes, _png())
-                sender = ClientSettings(
-                    relay_url=relay.base_url,
-                    root_key=b64e(net.root.signing_key().public),
-                    data_dir=tmp_path / "it",
-                )
-                await asyncio.to_thread(sender.data_dir.mkdir)
-                notice = parse_notice(
-                    {
-                        "kind": "identification_notice",
-                        "object_description": "Etruscan bronze mirror",
-                        "identified_where": "Online auction, lot 42",
-                        "identified_at": relay.clock() - 3_600_000,
-                        "photos": ["front.png"],
-                    }
-                )
-                out = Outgoing(
-                    to=("fr-oclcc",),
-                    fallback=(),
-                    priority="urgent",
-                    ttl_ms=86_400_000,
-                    ack_within_ms=None,
-                    handling=("no-onward-sharing",),
-                    attachments=(photo,),
-                    content=notice.model_dump(mode="json", exclude_none=True),
-                    notice=notice,
-                )
-                pinned = await asyncio.to_thread(PinnedDirectory.load, sender)
-                result = await send(sender, net["it-tpc"], pinned, out, clock=relay.clock)
-                await until(lambda: stored(2))
-                child.stdin.write(b"go\n")
-                await child.stdin.drain()
+            async with asyncio.timeout(180):
                 out_bytes, err = await child.communicate()
         finally:
             if child.returncode is None:
@@ -240,29 +287,43 @@ async def test_console_walkthrough_in_a_headless_browser(relay: RelayEnv, tmp_pa
         seen = Seen(**json.loads(out_bytes.splitlines()[-1]))
 
         async def acknowledged() -> bool:
-            return (await relay.client("it-tpc").timeline(result.sealed.id)).state == "acknowledged"
+            return (await relay.client("it-tpc").timeline(seen.msg_id)).state == "acknowledged"
 
         await until(acknowledged)
+        (opened,) = [m for m in await relay.client("de-bka").poll() if m.type == "envelope"]
+        assert opened.id == seen.msg_id  # the second recipient got it too
     assert seen.errors == []  # no script error, no CSP violation
-    assert set(seen.axe) == {"inbox", "message", "compose", "sent"}
-    assert seen.axe == {page: [] for page in seen.axe}  # no serious or critical violation
+    assert set(seen.axe) == set(PAGES)
+    assert seen.axe == {page: [] for page in PAGES}  # no serious or critical violation
     assert seen.inbox_rows == 1 and seen.live_row
     # Dates in UTC, and in the viewer's own timezone beside them.
     assert "UTC" in seen.first_time and "Europe/Paris" in seen.first_time
+    # Before sending: an acknowledgement within 5 minutes pulls the urgent plan earlier,
+    # and de-bka (no daemon running) is named as not reachable now.
+    assert seen.plan == ["5 min", "25 min", "1 h 55 min"]
+    assert "de-bka" in seen.unreachable and "fr-oclcc" not in seen.unreachable
+    assert set(seen.sent_to.split(", ")) == {"fr-oclcc", "de-bka"}
     assert seen.handling_first and seen.photo_loaded
     assert "Acknowledged by Lt. Moreau" in seen.acknowledged
-    base = daemon.console_link.split("/login/")[0] if daemon.console_link else ""
-    assert seen.requests and all(u.startswith(base) for u in seen.requests)
-    for name in ("inbox", "message", "compose", "sent"):
-        for width in (1280, 390):
+    assert "acknowledged by fr-oclcc" in seen.sender_saw
+    assert seen.csrf_less == 403
+    assert seen.wrong_password[:4] == [401] * 4 and seen.wrong_password[-1] == 429
+    assert "Too many failed attempts" in seen.rate_limited_text
+    assert seen.french_heading == "Boîte de réception"
+    bases = (daemon.console_link or "").split("/login/")[0], sender_base
+    # Nothing but the two consoles (and the photo preview's local blob: URL).
+    local = (*bases, *(f"blob:{b}" for b in bases))
+    assert seen.requests and all(u.startswith(local) for u in seen.requests)
+    for name in PAGES:
+        for width in WIDTHS:
             data = await asyncio.to_thread((shots / f"console-{name}-{width}.png").read_bytes)
             assert data.startswith(b"\x89PNG") and len(data) > 5_000
 
 
 def main(argv: list[str]) -> int:
-    link, shots = argv
+    link, sender_base, shots, work = argv
     try:
-        seen = asyncio.run(browse(link, Path(shots)))
+        seen = asyncio.run(browse(link, sender_base, Path(shots), Path(work)))
     except Exception:
         traceback.print_exc()
         return 1
