@@ -36,7 +36,17 @@ LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", 
 TIMEOUT_MS = 15_000
 WIDTHS = (1280, 390)
 SENDER, PASSWORD = "Lt. Rossi", "Lt. Rossi's long secret"
-PAGES = ("inbox", "message", "compose", "sent", "sent-message", "directory", "inbox-fr")
+PAGES = (
+    "sign-in-link",
+    "sign-in-password",
+    "inbox",
+    "message",
+    "compose",
+    "sent",
+    "sent-message",
+    "directory",
+    "inbox-fr",
+)
 
 
 @dataclass
@@ -113,6 +123,7 @@ async def browse(link: str, sender_base: str, shots: Path, work: Path) -> Seen:
         # The recipient signs in with the one-time link and keeps the inbox open.
         officer = await new_page()
         await officer.goto(link)
+        await shoot(officer, "sign-in-link")
         await officer.fill("#person", "Lt. Moreau")
         await officer.click("button[type=submit]")
         await officer.wait_for_selector("table.inbox")
@@ -123,6 +134,7 @@ async def browse(link: str, sender_base: str, shots: Path, work: Path) -> Seen:
         # The sender signs in with a password.
         sender = await new_page()
         await sender.goto(sender_base + "/login")
+        await shoot(sender, "sign-in-password")
         await sender.fill("#name", SENDER)
         await sender.fill("#password", PASSWORD)
         await sender.click("button[type=submit]")
