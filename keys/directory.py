@@ -64,6 +64,8 @@ class Directory:
     root_kid: str
     _by_id: dict[str, DirectoryEntry] = field(repr=False)
     _by_kid: dict[str, tuple[DirectoryEntry, SigningKeyInfo]] = field(repr=False)
+    _sealable: frozenset[tuple[str, str]] = field(repr=False, default=frozenset())
+    """(authority, encryption kid) of every unrevoked encryption key of a non-relay."""
 
     @property
     def version(self) -> int:
@@ -88,6 +90,10 @@ class Directory:
 
     def get(self, authority_id: str) -> DirectoryEntry | None:
         return self._by_id.get(authority_id)
+
+    def sealable(self, authority_id: str, kid: str) -> bool:
+        """Whether ``authority_id`` (not a relay) holds the unrevoked encryption key ``kid``."""
+        return (authority_id, kid) in self._sealable
 
     def signer(self, kid: str) -> tuple[DirectoryEntry, SigningKeyInfo] | None:
         """Which entry owns signing key ``kid``, if any."""
@@ -159,6 +165,13 @@ class Directory:
             root_kid=root_kid,
             _by_id=by_id,
             _by_kid=by_kid,
+            _sealable=frozenset(
+                (e.id, k.kid)
+                for e in by_id.values()
+                if e.role != "relay"
+                for k in e.encryption_keys
+                if k.revoked is None
+            ),
         )
 
 

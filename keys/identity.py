@@ -49,15 +49,14 @@ class SigningKey:
     revoked: int | None = None
     public: bytes = field(init=False)
     secret: bytes = field(init=False)
+    kid: str = field(init=False)
+    """The key id, derived from ``public`` once (it is asked for on every signature)."""
 
     def __post_init__(self) -> None:
         pk, sk = nacl.bindings.crypto_sign_seed_keypair(self.seed)
         object.__setattr__(self, "public", pk)
         object.__setattr__(self, "secret", sk)
-
-    @property
-    def kid(self) -> str:
-        return key_id(self.public)
+        object.__setattr__(self, "kid", key_id(pk))
 
     @property
     def fingerprint(self) -> str:
@@ -89,13 +88,13 @@ class EncryptionKey:
     sig: bytes
     revoked: int | None = None
     public: bytes = field(init=False)
+    kid: str = field(init=False)
+    """The key id, derived from ``public`` once (it is asked for on every message)."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "public", nacl.bindings.crypto_scalarmult_base(self.secret))
-
-    @property
-    def kid(self) -> str:
-        return key_id(self.public)
+        public = nacl.bindings.crypto_scalarmult_base(self.secret)
+        object.__setattr__(self, "public", public)
+        object.__setattr__(self, "kid", key_id(public))
 
     @property
     def fingerprint(self) -> str:

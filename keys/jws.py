@@ -15,7 +15,7 @@ from typing import Any
 import nacl.bindings
 import nacl.exceptions
 
-from keys.encoding import b64d, b64e
+from keys.encoding import b64d, b64e, check_b64
 from keys.errors import EncodingError, TamperedError
 
 SIGNATURE_BYTES = 64
@@ -23,13 +23,22 @@ SIGNATURE_BYTES = 64
 
 @dataclass(frozen=True, slots=True)
 class CompactJWS:
-    """A compact JWS split into its parts; nothing has been verified yet."""
+    """A compact JWS split into its parts; nothing has been verified yet. The encoding
+    of the header and payload has been checked; each is decoded when asked for (a relay
+    verifying an envelope never needs its ciphertext; a batch of receipts shares one
+    header)."""
 
     protected_b64: str
     payload_b64: str
     signature: bytes
-    protected: bytes
-    payload: bytes
+
+    @property
+    def protected(self) -> bytes:
+        return b64d(self.protected_b64)
+
+    @property
+    def payload(self) -> bytes:
+        return b64d(self.payload_b64)
 
     @property
     def signing_input(self) -> bytes:
@@ -107,13 +116,9 @@ def parse_compact(
     signature = b64d(sig, what=f"{what} signature")
     if len(signature) != SIGNATURE_BYTES and not (batch and len(signature) > SIGNATURE_BYTES):
         raise TamperedError(f"{what} signature has the wrong length")
-    return CompactJWS(
-        protected_b64=head,
-        payload_b64=body,
-        signature=signature,
-        protected=b64d(head, what=f"{what} protected header"),
-        payload=b64d(body, what=f"{what} payload"),
-    )
+    check_b64(head, what=f"{what} protected header")
+    check_b64(body, what=f"{what} payload")
+    return CompactJWS(protected_b64=head, payload_b64=body, signature=signature)
 
 
 def verify_compact(jws: CompactJWS, public_key: bytes, *, what: str) -> None:

@@ -30,6 +30,7 @@ withdraw its copies still queued.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,6 +38,8 @@ from enum import IntEnum
 from typing import Any, Literal
 
 from keys.models import DirectoryEntry
+
+_PRIORITY = re.compile(r"[a-z]{1,32}")
 
 __all__ = [
     "CLOSED",
@@ -148,13 +151,18 @@ class Schedule:
         return next(((s, d) for s, d in self.steps if s > step), None)
 
     def dumps(self) -> str:
-        return json.dumps(
-            {
-                "priority": self.priority,
-                "steps": [list(s) for s in self.steps],
-                "working_hours": self.working_hours,
-            }
-        )
+        """JSON, as ``json.dumps`` writes it (built directly: once per accepted message)."""
+        if not _PRIORITY.fullmatch(self.priority):
+            return json.dumps(
+                {
+                    "priority": self.priority,
+                    "steps": [list(s) for s in self.steps],
+                    "working_hours": self.working_hours,
+                }
+            )
+        steps = ", ".join(f"[{int(s)}, {int(d)}]" for s, d in self.steps)
+        hours = "true" if self.working_hours else "false"
+        return f'{{"priority": "{self.priority}", "steps": [{steps}], "working_hours": {hours}}}'
 
     @classmethod
     def loads(cls, text: str) -> Schedule | None:

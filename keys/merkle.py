@@ -217,6 +217,34 @@ class Frontier:
         return r
 
 
+def tree_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[bytes]]:
+    """The root of a whole tree of leaf hashes and every leaf's audit path (leaf to root,
+    concatenated), built level by level: the tree RFC 9162 defines (a node without a
+    right sibling rises unchanged), each node hashed once, for a batch signed at once."""
+    if not leaves:
+        return EMPTY_ROOT, []
+    paths: list[list[bytes]] = [[] for _ in leaves]
+    level = list(leaves)
+    # members[j]: the leaves under node j of the current level
+    members: list[range] = [range(i, i + 1) for i in range(len(leaves))]
+    while len(level) > 1:
+        up: list[bytes] = []
+        up_members: list[range] = []
+        for j in range(0, len(level) - 1, 2):
+            left, right = level[j], level[j + 1]
+            for i in members[j]:
+                paths[i].append(right)
+            for i in members[j + 1]:
+                paths[i].append(left)
+            up.append(node_hash(left, right))
+            up_members.append(range(members[j].start, members[j + 1].stop))
+        if len(level) % 2:
+            up.append(level[-1])
+            up_members.append(members[-1])
+        level, members = up, up_members
+    return level[0], [b"".join(p) for p in paths]
+
+
 # --- proofs from stored perfect subtrees --------------------------------------------------
 
 

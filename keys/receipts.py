@@ -26,15 +26,17 @@ rejected       a recipient, or a relay
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pydantic_core
 from pydantic import ValidationError
 
 from keys.directory import Directory
-from keys.encoding import b64d, b64e, dumps
+from keys.encoding import b64d, b64e, dumps, public_key
 from keys.errors import (
     EncodingError,
     ReceiptError,
@@ -52,7 +54,7 @@ from keys.jws import (
     sign_compact,
     verify_compact,
 )
-from keys.merkle import Frontier, MerkleError, inclusion_proof, leaf_hash, root_from_path
+from keys.merkle import MerkleError, leaf_hash, root_from_path, tree_paths
 from keys.models import (
     TYP_RECEIPT,
     DirectoryEntry,
@@ -126,24 +128,17 @@ def sign_receipts(signer: Identity, bodies: Sequence[dict[str, object]], *, now:
         raise EncodingError(f"a receipt batch holds 1 to {MAX_BATCH} receipts")
     key = signer.signing_key(now)
     head = b64e(dumps({"alg": ALG_BATCH, "typ": TYP_RECEIPT, "kid": key.kid}))
-    inputs = [f"{head}.{b64e(dumps(body))}" for body in bodies]
-    nodes: dict[tuple[int, int], bytes] = {}
-    tree = Frontier()
-    for text in inputs:
-        for level, index, h in tree.append(leaf_hash(text.encode("ascii"))):
-            nodes[(level, index)] = h
+    # The bodies are checked flat objects of strings and integers (receipt_body): the
+    # Rust serialiser writes them as json.dumps would, in a fraction of the time.
+    inputs = [f"{head}.{b64e(pydantic_core.to_json(body))}" for body in bodies]
+    root, paths = tree_paths([leaf_hash(text.encode("ascii")) for text in inputs])
     size = len(inputs)
-    signature = ed25519_sign(key.secret, _root_message(size, tree.root()))
-
-    def perfect(level: int, index: int) -> bytes:
-        return nodes[(level, index)]
-
-    out = []
-    for i, text in enumerate(inputs):
-        path = b"".join(inclusion_proof(i, size, perfect))
-        part = i.to_bytes(4, "big") + size.to_bytes(4, "big") + path + signature
-        out.append(f"{text}.{b64e(part)}")
-    return out
+    signature = ed25519_sign(key.secret, _root_message(size, root))
+    tail = size.to_bytes(4, "big")
+    return [
+        f"{text}.{b64e(i.to_bytes(4, 'big') + tail + path + signature)}"
+        for i, (text, path) in enumerate(zip(inputs, paths, strict=True))
+    ]
 
 
 def sign_receipt(
@@ -219,6 +214,15 @@ def _verify_batch_signature(jws: CompactJWS, public_key: bytes, cache: RootCache
         raise TamperedError("receipt signature does not verify")
 
 
+@functools.lru_cache(maxsize=256)
+def _receipt_header(protected_b64: str) -> ReceiptHeader:
+    """The protected header of a receipt (one per batch: parsed once, then remembered)."""
+    try:
+        return ReceiptHeader.model_validate_json(b64d(protected_b64, what="receipt header"))
+    except ValidationError as exc:
+        raise EncodingError(f"receipt is malformed: {exc.errors()[0]['msg']}") from exc
+
+
 def verify_receipt(
     token: str | bytes,
     directory: Directory,
@@ -234,10 +238,7 @@ def verify_receipt(
     that very message and, for recipient statuses, that the signer is a recipient.
     """
     jws = parse_compact(token, what="receipt", max_bytes=MAX_RECEIPT_BYTES, batch=True)
-    try:
-        jh = ReceiptHeader.model_validate_json(jws.protected)
-    except ValidationError as exc:
-        raise EncodingError(f"receipt is malformed: {exc.errors()[0]['msg']}") from exc
+    jh = _receipt_header(jws.protected_b64)
     if jh.typ != TYP_RECEIPT:
         raise EncodingError(f"not a receipt (typ {jh.typ!r})")
     if jh.alg != ALG_BATCH:
@@ -253,7 +254,7 @@ def verify_receipt(
     if owner is None:
         raise UnknownSigningKeyError(f"receipt is signed by key {jh.kid}, not in the directory")
     entry, key = owner
-    _verify_batch_signature(jws, b64d(key.pk), cache)
+    _verify_batch_signature(jws, public_key(key.pk), cache)
     if entry.id != body.by:
         raise TamperedError(f"receipt says it is by {body.by} but is signed by {entry.id}")
     if key.revoked is not None:

@@ -36,6 +36,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic_core
+
 __all__ = [
     "SCHEMA_VERSION",
     "AlreadyDecidedError",
@@ -94,8 +96,13 @@ SCHEMA_VERSION = len(migrations())
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON for a TEXT column."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON for a TEXT column (pydantic-core's serialiser: the same text as
+    ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` for what is stored
+    here, several times faster; anything it cannot write goes the slow way)."""
+    try:
+        return pydantic_core.to_json(value).decode()
+    except pydantic_core.PydanticSerializationError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 @contextmanager

@@ -146,7 +146,7 @@ async def submit(request: web.Request) -> web.Response:
     body = await _parse(request, _SUBMIT, union=True)
     authority: str = request[AUTHORITY]
     if isinstance(body, wire.SubmitOne):
-        (result,) = await core.intake.submit(authority, [body.envelope])
+        (result,) = await core.intake.submit(authority, [body.envelope], plan=True)
         if isinstance(result, RelayError):
             raise result
         return json_response(_submitted(result, plan=True), status=200 if result.duplicate else 201)

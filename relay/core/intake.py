@@ -22,7 +22,7 @@ from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
 from keys.jws import unverified_header
-from keys.lifecycle import Schedule, Step
+from keys.lifecycle import Step, schedule
 from keys.models import ReceiptBody
 from keys.receipts import receipt_body, verify_receipt
 from relay.core.delivery import Clock, Delivery
@@ -37,7 +37,7 @@ from relay.core.errors import (
     guard,
 )
 from relay.core.metrics import Metrics
-from relay.core.policy import DEFAULT_POLICIES, PolicyConfig, snapshot
+from relay.core.policy import DEFAULT_POLICIES, PolicyConfig
 from relay.core.signing import BatchSigner
 from relay.store.base import (
     AcceptResult,
@@ -166,6 +166,11 @@ class Intake:
         self.index = index
         self.limits = limits or Limits()
         self.policies = dict(policies or DEFAULT_POLICIES)
+        self._offsets = {
+            prio: (p.offsets(), p.working_hours)
+            for prio, p in {**DEFAULT_POLICIES, **self.policies}.items()
+        }
+        """Each priority's step delays, parsed once (not per message)."""
         self.metrics = metrics
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -190,11 +195,14 @@ class Intake:
 
     # -- submit ---------------------------------------------------------------------
 
-    async def submit(self, authority: str, tokens: Sequence[str]) -> list[Submitted | RelayError]:
+    async def submit(
+        self, authority: str, tokens: Sequence[str], *, plan: bool = False
+    ) -> list[Submitted | RelayError]:
         """Verify, commit and queue envelopes from ``authority``; one outcome per token.
 
         Returns only after the accepted ones are committed: the receipts in the result
-        are the durable promise.
+        are the durable promise. With ``plan`` (a single envelope sent alone), a new
+        message's result also says who is reachable and when its steps are due.
         """
         if len(tokens) > self.limits.max_batch:
             raise MalformedError(f"a batch holds at most {self.limits.max_batch} envelopes")
@@ -252,7 +260,11 @@ class Intake:
                 out.append(Submitted(item.id, res.receipt, True))
             else:
                 assert res.receipt is not None
-                out.append(Submitted(item.id, res.receipt, False, *self._plan(item, now)))
+                out.append(
+                    Submitted(item.id, res.receipt, False, *self._plan(item, now))
+                    if plan
+                    else Submitted(item.id, res.receipt, False)
+                )
         return out
 
     def _plan(
@@ -265,8 +277,7 @@ class Intake:
             for aid in msg.to:
                 r = self.reachability(aid, now)
                 presence.append((aid, r.reachable, None if r.reachable else r.since))
-        snap = Schedule.loads(msg.policy)
-        return tuple(presence), (snap.steps if snap is not None else ())
+        return tuple(presence), msg.steps
 
     async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a commit-then-publish step to its end even if the caller is cancelled (a
@@ -334,18 +345,25 @@ class Intake:
                 code="lifetime_too_long",
             )
         for r in h.rcpt:
+            if directory.sealable(r.aid, r.kid):
+                continue
             entry = directory.get(r.aid)
             if entry is None or entry.role == "relay":
                 raise RejectedError(
                     f"recipient {r.aid} is not in the directory", code="unknown_recipient"
                 )
-            if not any(k.kid == r.kid and k.revoked is None for k in entry.encryption_keys):
-                raise RejectedError(
-                    f"message is sealed to key {r.kid}, which {r.aid} does not hold",
-                    code="unknown_recipient_key",
-                )
-        policy = self.policies.get(h.prio) or DEFAULT_POLICIES[h.prio]
-        snap = snapshot(policy, priority=h.prio, accepted_at=now, ack_by=h.ack_by)
+            raise RejectedError(
+                f"message is sealed to key {r.kid}, which {r.aid} does not hold",
+                code="unknown_recipient_key",
+            )
+        offsets, working_hours = self._offsets[h.prio]
+        snap = schedule(
+            offsets,
+            priority=h.prio,
+            accepted_at=now,
+            ack_by=h.ack_by,
+            working_hours=working_hours,
+        )
         return NewMessage(
             id=h.id,
             sender=h.from_,
@@ -362,6 +380,7 @@ class Intake:
             attachments=tuple(a.h for a in h.att),
             policy=snap.dumps(),
             timers=((Step.REMIND, snap.steps[0][1]), (Step.EXPIRE, h.expires)),
+            steps=snap.steps,
         )
 
         # -- receipts -------------------------------------------------------------------

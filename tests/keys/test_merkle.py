@@ -227,3 +227,21 @@ def test_bad_sizes_are_refused() -> None:
         verify_consistency(3, 3, ROOTS[3], ROOTS[4], [])
     with pytest.raises(MerkleError):
         verify_inclusion(leaf_hash(b""), 0, 2, [b"short"], ROOTS[2])
+
+
+def test_tree_paths_gives_rfc9162s_root_and_every_audit_path() -> None:
+    from keys.merkle import tree_paths
+
+    assert tree_paths([]) == (root_of([]), [])
+    for size in range(1, 70):
+        leaves = [leaf_hash(i.to_bytes(4, "big")) for i in range(size)]
+        nodes: dict[tuple[int, int], bytes] = {}
+        frontier = Frontier()
+        for leaf in leaves:
+            for level, index, h in frontier.append(leaf):
+                nodes[(level, index)] = h
+        root, paths = tree_paths(leaves)
+        assert root == root_of(leaves) == frontier.root()
+        for i in range(size):
+            want = inclusion_proof(i, size, lambda level, index, n=nodes: n[(level, index)])
+            assert paths[i] == b"".join(want), (size, i)
