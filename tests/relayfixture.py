@@ -54,6 +54,18 @@ class RelayEnv:
         assert self.server is not None
         return str(self.server.make_url("")).rstrip("/")
 
+    async def escalate_past_release(self) -> None:
+        """Run the relay's escalation to the default urgent policy's release step (10 min:
+        remind; 30 min: release, deputies and the duty desk told)."""
+        from relay.api.state import CORE
+
+        assert self.server is not None
+        core = self.server.app[CORE]
+        self.clock.advance(10 * 60_000)
+        await core.escalation.tick()
+        self.clock.advance(20 * 60_000)
+        await core.escalation.tick()
+
     def client(self, aid: str) -> RelayClient:
         if aid not in self.clients:
             self.clients[aid] = RelayClient(self.base_url, self.net[aid], clock=self.clock)

@@ -234,10 +234,6 @@ async def test_compose_a_stolen_property_update_from_rows_of_items(
 async def test_the_inbox_shows_an_escalation_as_escalated_to_you(
     relay: RelayEnv, tmp_path: Path
 ) -> None:
-    from relay.api.state import CORE
-
-    assert relay.server is not None
-    core = relay.server.app[CORE]
     net = relay.net
     async with (
         running_daemon(relay, "fr-deputy", tmp_path / "dep", console_port=0) as deputy,
@@ -252,10 +248,7 @@ async def test_the_inbox_shows_an_escalation_as_escalated_to_you(
             priority="urgent",
         )
         await relay.client("it-tpc").send(sealed.token)
-        relay.clock.advance(10 * 60_000)
-        await core.escalation.tick()
-        relay.clock.advance(20 * 60_000)
-        await core.escalation.tick()  # release: the deputy is told
+        await relay.escalate_past_release()  # the deputy is told
 
         async def notified() -> bool:
             return deputy.stats.escalations == 1

@@ -80,10 +80,6 @@ async def test_probe_is_answered_with_a_signed_nonce(relay: RelayEnv, tmp_path: 
 async def test_escalation_notices_reach_the_duty_desk_daemon(
     relay: RelayEnv, tmp_path: Path
 ) -> None:
-    from relay.api.state import CORE
-
-    assert relay.server is not None
-    core = relay.server.app[CORE]
     net = relay.net
     async with running_daemon(relay, "fr-deputy", tmp_path / "dep") as deputy:
         sealed = seal(
@@ -95,10 +91,7 @@ async def test_escalation_notices_reach_the_duty_desk_daemon(
             priority="urgent",
         )
         await relay.client("it-tpc").send(sealed.token)
-        relay.clock.advance(10 * 60_000)
-        await core.escalation.tick()
-        relay.clock.advance(20 * 60_000)
-        await core.escalation.tick()  # release: the deputy is notified
+        await relay.escalate_past_release()  # the deputy is notified
 
         async def notified() -> bool:
             return deputy.stats.escalations == 1
