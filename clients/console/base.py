@@ -12,7 +12,7 @@ import gettext
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -74,6 +74,8 @@ class ConsoleContext:
     """Who the relay can reach now (None: no relay connection to ask)."""
     policy: Callable[[], Awaitable[wire.PolicyList]] | None = None
     """The relay's escalation policy per priority (None: no relay connection to ask)."""
+    cache: dict[str, Any] = field(default_factory=dict)
+    """What pages remember between requests (the relay's policy)."""
 
 
 CONTEXT = web.AppKey("console_context", ConsoleContext)

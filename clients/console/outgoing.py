@@ -14,6 +14,7 @@ import asyncio
 import math
 import secrets
 import shutil
+import time
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -113,13 +114,22 @@ async def evidence(request: web.Request) -> web.StreamResponse:
 # --- directory ----------------------------------------------------------------------------
 
 
+ASK_RELAY_S = 3.0
+"""A page waits at most this long for the relay (presence, policy), then says "unknown":
+the console must answer while the relay is down or unreachable."""
+POLICY_CACHE_S = 300.0
+"""The relay's escalation policy changes only with its configuration: asked again after
+this long."""
+
+
 async def _reachable(ctx: ConsoleContext) -> dict[str, bool]:
     """Who the relay can reach now; empty when it cannot be asked (shown as unknown)."""
     if ctx.presence is None:
         return {}
     try:
-        return {p.id: p.reachable for p in (await ctx.presence()).authorities}
-    except (ClientError, KeysError, OSError):
+        async with asyncio.timeout(ASK_RELAY_S):
+            return {p.id: p.reachable for p in (await ctx.presence()).authorities}
+    except (ClientError, KeysError, OSError, TimeoutError):
         return {}
 
 
@@ -149,13 +159,21 @@ async def directory(request: web.Request) -> web.Response:
 
 
 async def plan(ctx: ConsoleContext) -> list[wire.EscalationPolicy]:
-    """The relay's escalation policy per priority; empty when it cannot be asked."""
+    """The relay's escalation policy per priority (remembered for a while); empty when
+    it cannot be asked."""
     if ctx.policy is None:
         return []
+    held = ctx.cache.get("policy")
+    now = time.monotonic()
+    if held is not None and held[0] > now:
+        return list(held[1])
     try:
-        return list((await ctx.policy()).policies)
-    except (ClientError, KeysError, OSError):
+        async with asyncio.timeout(ASK_RELAY_S):
+            policies = list((await ctx.policy()).policies)
+    except (ClientError, KeysError, OSError, TimeoutError):
         return []
+    ctx.cache["policy"] = (now + POLICY_CACHE_S, policies)
+    return policies
 
 
 def _steps(policy: wire.EscalationPolicy, ack_ms: int | None) -> list[tuple[str, int]]:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from clients.console.compose import FORMS
 from keys.envelope import open_envelope, seal
@@ -342,3 +343,67 @@ async def test_malformed_compose_forms_are_answered_never_a_server_error(
                 body = await resp.text()
                 assert resp.status in (303, 400), body[-2000:]
                 assert "<script>alert(1)</script>" not in body  # escaped wherever shown
+
+
+async def test_compose_answers_while_the_relay_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay that accepts connections and never answers (a real socket, silent):
+    compose and the directory still come back, saying "unknown", and a refused relay
+    likewise; the console never waits for the relay longer than ASK_RELAY_S."""
+    from clients.client import RelayClient
+    from clients.config import ClientSettings
+    from clients.console import outgoing
+    from clients.console.app import ConsoleContext, serve_console
+    from clients.store import Inbox
+    from keys.encoding import b64e
+    from tests.netfixture import NOW, make_network
+
+    monkeypatch.setattr(outgoing, "ASK_RELAY_S", 0.5)
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    net = await asyncio.to_thread(make_network)
+    links: list[str] = []
+    async with (
+        await Inbox.open(tmp_path / "inbox.sqlite3") as inbox,
+        RelayClient(f"http://127.0.0.1:{port}", net["it-tpc"], clock=lambda: NOW) as client,
+        _jar() as http,
+    ):
+        settings = await asyncio.to_thread(
+            lambda: ClientSettings(
+                relay_url=f"http://127.0.0.1:{port}",
+                root_key=b64e(net.root.signing_key().public),
+                data_dir=tmp_path,
+            )
+        )
+        ctx = ConsoleContext(
+            settings,
+            net["it-tpc"],
+            inbox,
+            lambda: NOW,
+            directory=lambda: net.directory,
+            presence=client.presence,
+            policy=client.policy,
+        )
+        runner = await serve_console(ctx, "127.0.0.1", 0, on_link=links.append)
+        try:
+            base = await signed_in(http, links[-1])
+            async with asyncio.timeout(10):
+                for path in ("/compose?kind=free_text", "/directory"):
+                    async with http.get(base + path) as resp:
+                        assert resp.status == 200
+                        page = await resp.text()
+                    assert "unknown" in page
+            async with http.get(base + "/compose") as resp:
+                assert "The relay cannot be asked now" in await resp.text()
+        finally:
+            await runner.cleanup()
+            server.close()
+            for w in held:
+                w.close()
+            await server.wait_closed()
