@@ -117,18 +117,31 @@ async def send(
     *,
     clock: Clock,
     queue: bool = True,
+    refresh_timeout_s: float | None = None,
 ) -> SendResult:
     """Seal ``out``, submit it, record it, and verify the relay's ``accepted`` receipt.
 
     With ``queue`` (the default), a relay that cannot be reached or answers 503 does not
     stop the message: it is sealed with the pinned directory and queued in the outbox.
+    ``refresh_timeout_s`` bounds the first exchange (the directory refresh): a relay
+    that has not answered by then counts as unreachable (the officer console uses it,
+    so a relay that accepts connections and never answers does not hold a person).
     """
     async with RelayClient(
         settings.relay_url, identity, clock=clock, tls_pins=pinned.tls_pins
     ) as client:
         try:
-            directory = pinned.usable(await pinned.refresh(client), clock())
+            async with asyncio.timeout(refresh_timeout_s):
+                refreshed = await pinned.refresh(client)
+            directory = pinned.usable(refreshed, clock())
             offline: str | None = None
+        except TimeoutError:
+            offline = (
+                "the relay did not answer in time"
+                if refresh_timeout_s is None
+                else f"the relay did not answer within {refresh_timeout_s:g} s"
+            )
+            directory = _offline_directory(pinned, offline, queue=queue)
         except UNREACHABLE as exc:
             offline = one_line(str(exc))
             directory = _offline_directory(pinned, offline, queue=queue)

@@ -117,6 +117,9 @@ async def evidence(request: web.Request) -> web.StreamResponse:
 ASK_RELAY_S = 3.0
 """A page waits at most this long for the relay (presence, policy), then says "unknown":
 the console must answer while the relay is down or unreachable."""
+SEND_ASK_RELAY_S = 5.0
+"""Sending waits this long for the relay's first answer, then queues the notice in the
+outbox (the daemon submits it when the relay answers again)."""
 POLICY_CACHE_S = 300.0
 """The relay's escalation policy changes only with its configuration: asked again after
 this long."""
@@ -317,7 +320,14 @@ async def compose(request: web.Request) -> web.StreamResponse:
             notice=notice,
         )
         pinned = await asyncio.to_thread(PinnedDirectory.load, ctx.settings)
-        result = await send(ctx.settings, ctx.identity, pinned, out, clock=ctx.clock)
+        result = await send(
+            ctx.settings,
+            ctx.identity,
+            pinned,
+            out,
+            clock=ctx.clock,
+            refresh_timeout_s=SEND_ASK_RELAY_S,
+        )
     except (ClientError, KeysError, RefusedError, InboxError, OSError) as exc:
         errors["kind"] = str(exc)[:300]
         return await _compose_page(request, kind, values, chosen, errors, 400)

@@ -14,14 +14,27 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from clients.config import ClientSettings
 from clients.console.compose import FORMS
 from keys.envelope import open_envelope, seal
 from keys.receipts import sign_receipt
 from tests.consolefixture import csrf_of, signed_in
 from tests.daemonfixture import running_daemon
 from tests.inboxfixture import NOTICE
+from tests.netfixture import Network
 from tests.relayfixture import RelayEnv
 from tests.waiting import until
+
+
+def _pin(settings: ClientSettings, net: Network) -> None:
+    """Pin ``net``'s directory history as the daemon's first refresh would (blocking)."""
+    from clients.directory import PinnedDirectory
+    from keys.keystore import write_private_file
+
+    pinned = PinnedDirectory.load(settings)
+    current = pinned.pin.accept_history([d.token for d in net.history])
+    write_private_file(pinned.path, pinned.pin.dump().encode())
+    write_private_file(pinned.path.with_name("directory-current.jws"), current.token.encode())
 
 
 def _jar() -> aiohttp.ClientSession:
@@ -360,6 +373,7 @@ async def test_compose_answers_while_the_relay_does_not(
     from tests.netfixture import NOW, make_network
 
     monkeypatch.setattr(outgoing, "ASK_RELAY_S", 0.5)
+    monkeypatch.setattr(outgoing, "SEND_ASK_RELAY_S", 0.5)
     held: list[asyncio.StreamWriter] = []
 
     async def silent(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -381,6 +395,7 @@ async def test_compose_answers_while_the_relay_does_not(
                 data_dir=tmp_path,
             )
         )
+        await asyncio.to_thread(_pin, settings, net)
         ctx = ConsoleContext(
             settings,
             net["it-tpc"],
@@ -400,7 +415,29 @@ async def test_compose_answers_while_the_relay_does_not(
                         page = await resp.text()
                     assert "unknown" in page
             async with http.get(base + "/compose") as resp:
-                assert "The relay cannot be asked now" in await resp.text()
+                page = await resp.text()
+            assert "The relay cannot be asked now" in page
+            # Sending does not wait for the silent relay either: the notice is sealed
+            # with the pinned directory and kept in the outbox for the daemon.
+            async with (
+                asyncio.timeout(outgoing.SEND_ASK_RELAY_S + 10),
+                http.post(
+                    base + "/compose",
+                    data={
+                        "csrf": csrf_of(page),
+                        "kind": "free_text",
+                        "priority": "urgent",
+                        "expires_hours": "24",
+                        "to": "fr-oclcc",
+                        "text": "Lot 112 closes at 18:00",
+                    },
+                    allow_redirects=False,
+                ) as resp,
+            ):
+                assert resp.status == 303, await resp.text()
+                assert resp.headers["Location"].endswith("?sent=queued")
+            (queued,) = await inbox.outbox.due(NOW + 3_600_000)
+            assert queued.state == "queued"
         finally:
             await runner.cleanup()
             server.close()
