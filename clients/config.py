@@ -86,6 +86,9 @@ class ClientSettings(settingsfile.PinnedRootSettings):
     required)."""
     console_users: list[ConsoleUser] = Field(default_factory=list)
     """People who sign in with a password (``notice console user add``)."""
+    console_link_person: str | None = Field(None, min_length=1, max_length=200)
+    """When set, opening the one-time sign-in link signs this person in at once (no name
+    asked): for a demonstration or a single-officer desk. Unset, the link asks a name."""
     hooks: list[HookConfig] = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -308,6 +308,8 @@ class Demo:
                 f'relay_url = "https://127.0.0.1:{port}"\nkeystore = "authority.ks"\n'
                 f'passphrase_file = "../passphrase"\nroot_key = "{root_key}"\ndata_dir = "data"\n'
                 f'log_level = "WARNING"\nconsole_port = {_free_port()}\n'
+                # Demo only: the one-time link signs this officer in when opened.
+                f'console_link_person = "Demo officer, {aid}"\n'
             )
         self.step("Start the relay (embedded SQLite store) and one daemon per authority")
         self.start_relay()
@@ -502,9 +504,9 @@ class Demo:
             self._wait(link.exists, f"{aid}'s console", limit_s=15)
             self.console.print(Text(f"{aid}: {link.read_text().strip()}"))
         self.console.print(
-            "Open a link in a browser on this machine and give your name: it is recorded "
-            "with every decision. Each link works once; the daemon writes a new one to "
-            "<id>/data/console-link."
+            "Open a link in a browser on this machine: it signs in that authority's demo "
+            "officer (recorded with every decision and in the audit trail). Each link works "
+            "once; the daemon writes a new one to <id>/data/console-link."
             + ("" if self.keep_running else " (cpar-demo --keep-running keeps them up.)")
         )
 

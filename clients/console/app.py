@@ -119,7 +119,9 @@ def _same_origin(request: web.Request) -> bool:
 # --- pages ----------------------------------------------------------------------------
 
 
-async def login_form(request: web.Request) -> web.Response:
+async def login_form(request: web.Request) -> web.StreamResponse:
+    """The one-time link: a form asking for the person's name, or, when the daemon is
+    configured with ``console_link_person`` (the demo), that person signed in at once."""
     token = request.match_info["token"]
     if not request.app[SESSIONS].link_ok(token):
         return problem(
@@ -128,6 +130,11 @@ async def login_form(request: web.Request) -> web.Response:
             N_("This sign-in link cannot be used"),
             N_("It was used already or is wrong. The daemon logs a new one-time link."),
         )
+    person = request.app[CONTEXT].settings.console_link_person
+    if person is not None:
+        made = request.app[SESSIONS].sign_in(token, person)
+        if made is not None:
+            return await _signed_in(request, made[0], person, "one-time link")
     return page(request, "login.html", token=token, error=None)
 
 

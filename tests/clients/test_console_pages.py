@@ -444,3 +444,31 @@ async def test_compose_answers_while_the_relay_does_not(
             for w in held:
                 w.close()
             await server.wait_closed()
+
+
+async def test_a_link_can_sign_a_configured_person_in_when_opened(
+    relay: RelayEnv, tmp_path: Path
+) -> None:
+    """``console_link_person`` (the demo sets it): opening the link is the sign-in."""
+    async with (
+        running_daemon(
+            relay,
+            "fr-oclcc",
+            tmp_path / "fr",
+            console_port=0,
+            console_link_person="Demo officer, fr-oclcc",
+        ) as daemon,
+        _jar() as http,
+    ):
+        assert daemon.console_link is not None and daemon.inbox is not None
+        link = daemon.console_link
+        async with http.get(link, allow_redirects=False) as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/"
+            assert "HttpOnly" in resp.headers["Set-Cookie"]
+        base = link.split("/login/")[0]
+        async with http.get(base + "/") as resp:
+            assert resp.status == 200 and "Demo officer, fr-oclcc" in await resp.text()
+        async with http.get(link, allow_redirects=False) as resp:
+            assert resp.status == 403  # used: one time only
+        (entry,) = await daemon.inbox.audit.list()
+        assert (entry.person, entry.action) == ("Demo officer, fr-oclcc", "signed_in")
