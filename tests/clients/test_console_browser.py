@@ -26,14 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from keys.envelope import seal
+from tests.browserfixture import CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, watch
 from tests.daemonfixture import running_daemon
 from tests.relayfixture import RelayEnv
 from tests.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
-TIMEOUT_MS = 15_000
 WIDTHS = (1280, 390)
 SENDER, PASSWORD = "Lt. Rossi", "Lt. Rossi's long secret"
 PAGES = (
@@ -75,7 +73,7 @@ class Seen:
 
 async def browse(link: str, sender_base: str, shots: Path, work: Path) -> Seen:
     """The child's side: the whole walk, in two browser contexts (two people)."""
-    from playwright.async_api import ConsoleMessage, Page, async_playwright
+    from playwright.async_api import Page, async_playwright
 
     seen = Seen()
     base = link.split("/login/")[0]
@@ -91,16 +89,7 @@ async def browse(link: str, sender_base: str, shots: Path, work: Path) -> Seen:
             )
             page = await context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
-            page.on("pageerror", lambda e: seen.errors.append(f"pageerror: {e}"))
-
-            def on_console(m: ConsoleMessage) -> None:
-                # The browser logs each 401/429 answer; the stranger's are the point.
-                expected = refusals_expected and m.text.startswith("Failed to load resource")
-                if m.type == "error" and not expected:
-                    seen.errors.append(f"console: {m.text}")
-
-            page.on("console", on_console)
-            page.on("request", lambda r: seen.requests.append(r.url))
+            watch(page, seen.requests, seen.errors, refusals_expected=refusals_expected)
             return page
 
         async def shoot(page: Page, name: str) -> None:

@@ -27,6 +27,7 @@ import pytest
 from relay.api import ops
 from relay.api.ops import token_digest
 from relay.settings import OperatorCredential, RelaySettings
+from tests.browserfixture import CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS, watch
 from tests.netfixture import AUTHORITIES, Network
 from tests.opsfixture import (
     OPERATOR_TOKEN,
@@ -38,18 +39,7 @@ from tests.opsfixture import (
 )
 from tests.relayfixture import RelayEnv, write_relay_files
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
 
 
 @pytest.fixture
@@ -88,12 +78,7 @@ async def browse(base_url: str, escalated_id: str, delivered_id: str, shot: Path
                 viewport={"width": 1400, "height": 1000},
             )
             page = await context.new_page()
-            page.on("request", lambda r: seen.requests.append(r.url))
-            page.on("pageerror", lambda e: seen.errors.append(f"page error: {e}"))
-            page.on(
-                "console",
-                lambda m: seen.errors.append(f"console: {m.text}") if m.type == "error" else None,
-            )
+            watch(page, seen.requests, seen.errors)
             reply = await page.goto(base_url + "/ops", timeout=TIMEOUT_MS)
             assert reply is not None and reply.status == 200
             # The inline script has received a snapshot over SSE and redrawn the page.
