@@ -10,11 +10,17 @@ refusal (4xx) is recorded as failed and reported. Running it again with the same
 decision re-sends the same statement (same time), which the relay recognises as a
 repeat; a different decision is refused. Refusals are
 :class:`clients.refusal.RefusedError`.
+
+With an :class:`Actor` the decision also goes into the audit trail
+(:mod:`clients.store.audit`), as soon as it stands locally and before the receipt is
+sent: whatever the relay then says, the trail holds what the person did. A decision
+refused (already taken otherwise) is not recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +32,31 @@ from clients.directory import PinnedDirectory
 from clients.errors import ClientError
 from clients.outbox import retryable
 from clients.refusal import RefusedError, one_line
-from clients.store import AlreadyDecidedError, Inbox, InboxMessage, UnknownMessageError
+from clients.store import (
+    AlreadyDecidedError,
+    Inbox,
+    InboxError,
+    InboxMessage,
+    UnknownMessageError,
+)
 from clients.store.received import MAX_PERSON, MAX_REASON
 from keys.identity import Identity
 from keys.receipts import sign_receipt
 
-__all__ = ["Decision", "DecisionStatus", "decide"]
+__all__ = ["Actor", "Decision", "DecisionStatus", "decide"]
 
+log = logging.getLogger(__name__)
 Clock = Callable[[], int]
 DecisionStatus = Literal["acknowledged", "rejected"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who takes a decision, for the audit trail: the person's name and how (the console
+    and its address, or the command and the login running it)."""
+
+    person: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -61,9 +83,11 @@ async def decide(
     person: str | None = None,
     reason: str | None = None,
     clock: Clock,
+    actor: Actor | None = None,
 ) -> Decision:
     """Acknowledge (``person``) or reject (``reason``) message ``msg_id`` of the inbox at
-    ``path`` (None: there is no inbox yet), and send the signed receipt to the relay."""
+    ``path`` (None: there is no inbox yet), and send the signed receipt to the relay;
+    with ``actor``, record it in the audit trail."""
     if path is None:
         raise UnknownMessageError(f"no message {msg_id} in the inbox")
     now = clock()
@@ -124,6 +148,18 @@ async def decide(
         await inbox.uploads.add(msg_id, token, status=status, now=now)
         if repeat:
             await inbox.uploads.resend(msg_id, now=now)
+        if actor is not None:
+            detail = actor.detail + (f": {reason}" if reason is not None else "")
+            try:
+                await inbox.audit.record(
+                    person=actor.person,
+                    action=status,
+                    at=now,
+                    message_id=msg_id,
+                    detail=detail + (" (again)" if repeat else ""),
+                )
+            except InboxError as exc:  # the decision stands; say the trail missed it
+                log.warning("the audit trail did not record the decision on %s: %s", msg_id, exc)
         decided_at = msg.decided_at if msg.decided_at is not None else now
         try:
             pinned = await asyncio.to_thread(PinnedDirectory.load, settings)

@@ -11,35 +11,18 @@ from pathlib import Path
 import click
 
 from clients.cli.audit import login_name
-from clients.cli.base import (
-    MSGID,
-    CliContext,
-    Clock,
-    existing_inbox,
-    global_options,
-    resolve_id,
-    run,
-)
+from clients.cli.base import MSGID, CliContext, existing_inbox, global_options, resolve_id, run
 from clients.cli.render import (
     render_decision,
     render_inbox,
     render_message,
     render_notice_only,
 )
-from clients.config import ClientSettings
-from clients.decisions import Decision, DecisionStatus, decide
+from clients.decisions import Actor, decide
 from clients.escalations import InboxRow, inbox_view
 from clients.refusal import RefusedError
-from clients.store import (
-    Inbox,
-    InboxError,
-    InboxMessage,
-    ReceiptUpload,
-    StoredEvent,
-    UnknownMessageError,
-)
+from clients.store import Inbox, InboxMessage, ReceiptUpload, StoredEvent, UnknownMessageError
 from clients.store.received import MAX_PERSON
-from keys.identity import Identity
 
 
 @click.command("inbox")
@@ -144,19 +127,18 @@ def ack_cmd(obj: CliContext, msg_id: str, person: str, as_json: bool) -> None:
     msg_id = resolve_id(settings, msg_id, "received")
     identity = obj.identity(settings)
     person = person.strip()
-    login = login_name()
+    actor = Actor(person, f"notice ack, login {login_name()}")
     path = existing_inbox(settings)
     d = run(
-        lambda: _decide(
+        lambda: decide(
             settings,
             identity,
             path,
             msg_id,
             "acknowledged",
-            person,
             person=person,
-            login=login,
             clock=obj.clock,
+            actor=actor,
         )
     )
     render_decision(d, as_json)
@@ -192,92 +174,17 @@ def reject_cmd(
     identity = obj.identity(settings)
     reason = reason.strip()
     path = existing_inbox(settings)
+    actor = Actor(who, f"notice reject, login {login}")
     d = run(
-        lambda: _decide(
+        lambda: decide(
             settings,
             identity,
             path,
             msg_id,
             "rejected",
-            who,
             reason=reason,
-            login=login,
             clock=obj.clock,
+            actor=actor,
         )
     )
     render_decision(d, as_json)
-
-
-async def _decide(
-    settings: ClientSettings,
-    identity: Identity,
-    path: Path | None,
-    msg_id: str,
-    status: DecisionStatus,
-    who: str,
-    *,
-    person: str | None = None,
-    reason: str | None = None,
-    login: str,
-    clock: Clock,
-) -> Decision:
-    """:func:`clients.decisions.decide`, then the decision in the audit trail as ``who``'s
-    (the detail names the command, the ``login`` running it and a rejection's reason).
-
-    A decision recorded here whose receipt the relay refused still stands: it is
-    recorded too (then the refusal is raised). A decision refused (already taken
-    otherwise) is not.
-    """
-    detail = f"notice {'ack' if status == 'acknowledged' else 'reject'}, login {login}"
-    if reason is not None:
-        detail += f": {reason}"
-    started = clock()
-    try:
-        d = await decide(
-            settings, identity, path, msg_id, status, person=person, reason=reason, clock=clock
-        )
-    except RefusedError:
-        if path is not None and await _decided_now(path, msg_id, status, person, reason, started):
-            await _record(
-                path, who, status, msg_id, detail + " (the relay refused the receipt)", clock
-            )
-        raise
-    await _record(path, who, status, msg_id, detail + (" (again)" if d.repeat else ""), clock)
-    return d
-
-
-async def _decided_now(
-    path: Path,
-    msg_id: str,
-    status: DecisionStatus,
-    person: str | None,
-    reason: str | None,
-    since: int,
-) -> bool:
-    async with await Inbox.open(path) as inbox:
-        m = await inbox.received.get(msg_id)
-    return (
-        m is not None
-        and m.state == status
-        and (m.decided_at or 0) >= since
-        and (
-            m.acknowledged_by == person if status == "acknowledged" else m.rejected_reason == reason
-        )
-    )
-
-
-async def _record(
-    path: Path | None, who: str, status: DecisionStatus, msg_id: str, detail: str, clock: Clock
-) -> None:
-    """Record the decision in the audit trail; a failure is a warning (the decision stands)."""
-    if path is None:
-        return
-    try:
-        async with await Inbox.open(path) as inbox:
-            await inbox.audit.record(
-                person=who, action=status, at=clock(), message_id=msg_id, detail=detail
-            )
-    except InboxError as exc:
-        click.echo(
-            f"notice: warning: the audit trail did not record this decision: {exc}", err=True
-        )

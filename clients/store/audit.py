@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from clients.store.db import Database, InboxError, transaction
+from clients.store.received import MAX_PERSON
 from keys.encoding import is_uuid7
 
 __all__ = ["AUDIT_ACTIONS", "MAX_DETAIL", "AuditAction", "AuditEntry", "AuditTrail"]
@@ -40,7 +41,6 @@ AuditAction = Literal[
     "exported_evidence",
 ]
 AUDIT_ACTIONS: tuple[AuditAction, ...] = get_args(AuditAction)
-MAX_PERSON = 200  # as ReceiptBody.person
 MAX_DETAIL = 500
 """A longer detail is cut to this many characters."""
 

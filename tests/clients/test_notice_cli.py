@@ -1148,6 +1148,13 @@ async def test_a_decision_receipt_the_relay_refuses_is_shown_and_not_retried(
     assert "REFUSED" in (await notice(fr, "inbox")).out
     async with await Inbox.open(fr.data_dir / "inbox.sqlite3") as inbox:
         assert await inbox.uploads.due(relay.clock() + 3_600_000) == []  # not retried
+        # The decision stands locally, so the audit trail holds it, refusal or not.
+        [entry] = await inbox.audit.list()
+    assert (entry.person, entry.action, entry.message_id) == (
+        "Lt. Durand",
+        "acknowledged",
+        sealed.id,
+    )
 
 
 def test_the_daemon_takes_its_options_after_the_command_too(
