@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from keys.encoding import AUTHORITY_ID_PATTERN, MESSAGE_ID_PATTERN
+from keys.models import Priority
 
 MAX_SEQ = 2**63 - 1
 """Largest sequence number (a signed 64-bit integer, as SQLite and Redis store it)."""
@@ -171,7 +172,7 @@ class PresenceList(Outbound):
 class EscalationPolicy(Outbound):
     """One priority's escalation policy: each step's delay after acceptance."""
 
-    priority: Literal["urgent", "high", "routine"]
+    priority: Priority
     remind_after_ms: int = Field(gt=0, description="step 1: remind the recipients")
     release_after_ms: int = Field(gt=0, description="step 2: release to the fallbacks")
     notify_after_ms: int = Field(gt=0, description="step 3: notify the supervisor")

@@ -38,7 +38,6 @@ __all__ = [
     "CONTEXT",
     "CSP",
     "LANG",
-    "PRIORITY_RANK",
     "SESSION",
     "SESSIONS",
     "STATIC",
@@ -46,6 +45,7 @@ __all__ = [
     "ConsoleContext",
     "audit",
     "load",
+    "origin",
     "page",
     "problem",
     "see_other",
@@ -57,7 +57,6 @@ CSP = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; "
     "img-src 'self' blob:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
 Decide = Callable[..., Awaitable[Decision]]
 
 
@@ -179,6 +178,11 @@ def see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
+def origin(request: web.Request) -> str:
+    """How an action came, for the audit trail's detail."""
+    return f"console, from {request.remote}"
+
+
 async def audit(
     request: web.Request,
     action: AuditAction,
@@ -198,7 +202,7 @@ async def audit(
             action=action,
             at=ctx.clock(),
             message_id=message_id,
-            detail=f"console, from {request.remote}" + (f": {detail}" if detail else ""),
+            detail=origin(request) + (f": {detail}" if detail else ""),
         )
     except (InboxError, ClientError, KeysError) as exc:
         log.error("console: could not record %s by %s in the audit trail: %s", action, who, exc)

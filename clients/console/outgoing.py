@@ -17,6 +17,7 @@ import shutil
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import get_args
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,6 @@ from aiohttp import web
 
 from clients.console.base import (
     CONTEXT,
-    PRIORITY_RANK,
     SESSION,
     ConsoleContext,
     audit,
@@ -46,6 +46,8 @@ from keys import wire
 from keys.encoding import is_uuid7
 from keys.errors import KeysError
 from keys.files import open_private, private_dir
+from keys.lifecycle import STEP_NAMES, Step, schedule
+from keys.models import Priority
 
 __all__ = [
     "compose",
@@ -180,17 +182,21 @@ async def plan(ctx: ConsoleContext) -> list[wire.EscalationPolicy]:
 
 
 def _steps(policy: wire.EscalationPolicy, ack_ms: int | None) -> list[tuple[str, int]]:
-    """(step, delay after sending) as the relay would fix them (PROTOCOL.md section 6.1:
-    an acknowledgement time earlier than the first step pulls every step earlier)."""
-    steps = [
-        ("remind", policy.remind_after_ms),
-        ("release", policy.release_after_ms),
-        ("notify", policy.notify_after_ms),
+    """(step name, delay after sending) as the relay would fix them: its own
+    :func:`keys.lifecycle.schedule`, for a message accepted at time 0."""
+    offsets = [
+        (Step.REMIND, policy.remind_after_ms),
+        (Step.RELEASE, policy.release_after_ms),
+        (Step.NOTIFY, policy.notify_after_ms),
     ]
-    if ack_ms is not None and ack_ms < steps[0][1]:
-        shift = steps[0][1] - max(ack_ms, 0)
-        steps = [(name, due - shift) for name, due in steps]
-    return steps
+    planned = schedule(
+        offsets,
+        priority=policy.priority,
+        accepted_at=0,
+        ack_by=ack_ms,
+        working_hours=policy.working_hours,
+    )
+    return [(STEP_NAMES[step], due) for step, due in planned.steps]
 
 
 def duration(ms: int, units: dict[str, str]) -> str:
@@ -291,7 +297,7 @@ async def compose(request: web.Request) -> web.StreamResponse:
     if not chosen["to"]:
         errors["to"] = tr(request, N_("Choose at least one recipient."))
     priority = values.get("priority", "urgent")
-    if priority not in PRIORITY_RANK:
+    if priority not in get_args(Priority):
         errors["priority"] = tr(request, N_("Choose a priority."))
     hours = _number(values.get("expires_hours") or "168")
     ack_text = values.get("ack_minutes", "").strip()

@@ -11,29 +11,36 @@ while the relay is down.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from clients.console.base import CONTEXT, SESSION, audit, log, page, see_other, tr
+from clients.console.base import (
+    CONTEXT,
+    CSP,
+    SESSION,
+    audit,
+    log,
+    origin,
+    page,
+    see_other,
+    tr,
+)
 from clients.console.i18n import N_
-from clients.decisions import DecisionStatus
-from clients.escalations import InboxRow, inbox_view
+from clients.decisions import Actor, DecisionStatus
+from clients.escalations import InboxRow, inbox_view, overdue_ms
 from clients.kinds import HANDLING_CODES, describe
 from clients.refusal import RefusedError
-from clients.store import Inbox, InboxError, InboxMessage, StoredEvent
+from clients.store import InboxError, InboxMessage, StoredEvent
 from keys.encoding import is_uuid7
 from keys.errors import KeysError
 
-__all__ = ["acknowledge", "attachment", "events", "inbox", "message", "reject", "stream_state"]
+__all__ = ["acknowledge", "attachment", "events", "inbox", "message", "reject"]
 
 LIVE_POLL_S = 1.0
 """How often the live stream looks at the inbox for a change."""
-
-
-def _overdue(m: InboxMessage, now: int) -> bool:
-    return m.state == "new" and m.ack_by is not None and m.ack_by < now
 
 
 def _title(m: InboxMessage) -> tuple[str, str]:
@@ -45,11 +52,13 @@ def _title(m: InboxMessage) -> tuple[str, str]:
     return rows[0][1], rows[1][1] if len(rows) > 1 else ""
 
 
+def _released(m: InboxMessage | None, events_: Sequence[StoredEvent]) -> bool:
+    """Released to this authority: pushed as a fallback by escalation, or addressed to it
+    as a fallback in the first place."""
+    return (m is not None and m.role == "fallback") or any(e.event == "released" for e in events_)
+
+
 def _row(r: InboxRow) -> dict[str, Any]:
-    reminders = sum(1 for e in r.events if e.event == "reminded")
-    released = any(e.event == "released" for e in r.events) or (
-        r.msg is not None and r.msg.role == "fallback"
-    )
     escalated = None
     if r.notice is not None:
         d = r.notice.data
@@ -67,8 +76,8 @@ def _row(r: InboxRow) -> dict[str, Any]:
         "priority": r.priority,
         "title": _title(r.msg) if r.msg is not None else (r.msg_id, ""),
         "overdue": r.overdue is not None,
-        "reminders": reminders,
-        "released": released,
+        "reminders": r.reminders,
+        "released": _released(r.msg, r.events),
         "escalated": escalated,
     }
 
@@ -81,29 +90,9 @@ async def inbox(request: web.Request) -> web.Response:
     return page(request, "inbox.html", rows=[_row(r) for r in rows])
 
 
-async def stream_state(inbox_: Inbox) -> tuple[object, ...]:
-    """Changes whenever something a page shows changes: a message, a decision, an
-    event (reminder, release, escalation notice), a receipt about a sent message."""
-    g = await inbox_.gauges()
-    newest = await inbox_.received.list(limit=1)
-    sent = await inbox_.sent.list(limit=1)
-    receipts = await inbox_.sent.receipt_count()
-    events = await inbox_.events.count()
-    return (
-        g.unhandled,
-        newest[0].id if newest else None,
-        g.decisions_pending,
-        sent[0].id if sent else None,
-        receipts,
-        events,
-    )
-
-
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``change`` whenever the inbox, the sent messages or their
     receipts change, so the page updates without a reload (static/console.js)."""
-    from clients.console.base import CSP
-
     inbox_ = request.app[CONTEXT].inbox
     response = web.StreamResponse(
         headers={
@@ -114,12 +103,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    last = await stream_state(inbox_)
+    last = await inbox_.changes()
     await response.write(b"retry: 3000\nevent: ready\ndata: {}\n\n")
     try:
         while True:
             await asyncio.sleep(LIVE_POLL_S)
-            now = await stream_state(inbox_)
+            now = await inbox_.changes()
             if now != last:
                 last = now
                 await response.write(b"event: change\ndata: {}\n\n")
@@ -162,9 +151,9 @@ async def message(request: web.Request) -> web.Response:
         rows=describe(notice) if notice is not None else [("Content", str(m.content))],
         handling=[(code, HANDLING_CODES.get(code)) for code in m.handling],
         files=files,
-        overdue=_overdue(m, ctx.clock()),
+        overdue=overdue_ms(m, events_, ctx.clock()) is not None,
         reminders=sum(1 for e in events_ if e.event == "reminded"),
-        released=m.role == "fallback" or any(e.event == "released" for e in events_),
+        released=_released(m, events_),
         history=_history(m, events_),
         upload=upload,
         error=request.query.get("error"),
@@ -224,7 +213,7 @@ async def _decide(request: web.Request, status: DecisionStatus) -> web.StreamRes
             wanted = tr(request, N_("Give a reason to reject."))
             return see_other(f"/messages/{m.id}?error={quote(wanted)}")
         kwargs = {"reason": reason}
-    try:
+    try:  # the decision goes into the audit trail as soon as it stands (decide)
         await ctx.decide(
             ctx.settings,
             ctx.identity,
@@ -232,12 +221,11 @@ async def _decide(request: web.Request, status: DecisionStatus) -> web.StreamRes
             m.id,
             status,
             clock=ctx.clock,
+            actor=Actor(session.person, origin(request)),
             **kwargs,
         )
     except (RefusedError, InboxError, KeysError) as exc:
         return see_other(f"/messages/{m.id}?error={quote(str(exc)[:300])}")
-    detail = kwargs.get("reason", "")
-    await audit(request, status, message_id=m.id, detail=str(detail)[:300])
     log.info("console: %s %s message %s", session.person, status, m.id)
     return see_other(f"/messages/{m.id}")
 

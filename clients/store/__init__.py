@@ -180,6 +180,24 @@ class Inbox:
 
         return await self._db.run(q)
 
+    async def changes(self) -> tuple[int, ...]:
+        """A marker that changes whenever something the officer console shows changes:
+        a message received or decided, a decision's receipt taken, a message sent, a
+        receipt or an event recorded (one query; a live page asks every second)."""
+
+        def q(conn: sqlite3.Connection) -> tuple[int, ...]:
+            row = conn.execute(
+                "SELECT (SELECT MAX(rowid) FROM messages), "
+                "(SELECT COUNT(*) FROM messages WHERE state = 'new'), "
+                "(SELECT COUNT(*) FROM receipt_uploads WHERE state = 'pending'), "
+                "(SELECT MAX(rowid) FROM sent), "
+                "(SELECT MAX(rowid) FROM receipts), "
+                "(SELECT MAX(rowid) FROM events)"
+            ).fetchone()
+            return tuple(int(v or 0) for v in row)
+
+        return await self._db.run(q)
+
     @property
     def attachments_dir(self) -> Path:
         """Where downloaded attachments go: ``attachments/`` beside the database file."""

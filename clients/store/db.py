@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import sqlite3
@@ -96,13 +95,10 @@ SCHEMA_VERSION = len(migrations())
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON for a TEXT column (pydantic-core's serialiser: the same text as
-    ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` for what is stored
-    here, several times faster; anything it cannot write goes the slow way)."""
-    try:
-        return pydantic_core.to_json(value).decode()
-    except pydantic_core.PydanticSerializationError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON for a TEXT column (pydantic-core's serialiser: the text
+    ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` writes for the JSON
+    values stored here, several times faster)."""
+    return pydantic_core.to_json(value).decode()
 
 
 @contextmanager

@@ -216,12 +216,6 @@ class Events:
     async def of_message(self, msg_id: str) -> builtins.list[StoredEvent]:
         return (await self.of_messages([msg_id])).get(msg_id, [])
 
-    async def count(self) -> int:
-        """How many events are held (a live page watches it change)."""
-        return int(
-            await self._db.run(lambda c: c.execute("SELECT count(*) FROM events").fetchone()[0])
-        )
-
     async def latest(
         self, event: EventName, *, since: int = 0, limit: int = 200
     ) -> builtins.list[StoredEvent]:

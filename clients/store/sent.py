@@ -207,12 +207,6 @@ class SentMessages:
 
         return await self._db.run(q)
 
-    async def receipt_count(self) -> int:
-        """How many receipts are held (a live page watches it change)."""
-        return int(
-            await self._db.run(lambda c: c.execute("SELECT count(*) FROM receipts").fetchone()[0])
-        )
-
     async def timeline(self, msg_id: str) -> builtins.list[StoredReceipt]:
         """Every receipt recorded for ``msg_id``, oldest first."""
 

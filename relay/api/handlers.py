@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, get_args
 
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, JsonValue, TypeAdapter, ValidationError
@@ -573,25 +573,24 @@ async def presence(request: web.Request) -> web.Response:
 
 @routes.get("/v1/policy")
 async def policy(request: web.Request) -> web.Response:
-    """The escalation policy per priority (what a message accepted now would get); a
-    sender shows it before sending. An ``ack_within`` earlier than the first step pulls
-    every step earlier (docs/PROTOCOL.md, section 6.1)."""
-    policies = request.app[CORE].intake.policies
-    out = [
-        wire.EscalationPolicy.model_construct(
-            priority=cast(Priority, prio),
-            remind_after_ms=offsets[0][1],
-            release_after_ms=offsets[1][1],
-            notify_after_ms=offsets[2][1],
-            working_hours=p.working_hours,
+    """The escalation policy per priority, as a message accepted now gets it; a sender
+    shows it before sending. An ``ack_by`` earlier than the first step pulls every step
+    earlier (docs/PROTOCOL.md, section 6.1)."""
+    delays = request.app[CORE].intake.delays
+    out = []
+    for prio in get_args(Priority):  # most urgent first
+        offsets, working_hours = delays[prio]
+        remind, release, notify = (delay for _, delay in offsets)
+        out.append(
+            wire.EscalationPolicy.model_construct(
+                priority=prio,
+                remind_after_ms=remind,
+                release_after_ms=release,
+                notify_after_ms=notify,
+                working_hours=working_hours,
+            )
         )
-        for prio, p in sorted(policies.items(), key=lambda kv: _RANK.get(kv[0], 9))
-        for offsets in [p.offsets()]
-    ]
     return json_response(wire.PolicyList.model_construct(policies=out))
-
-
-_RANK = {"urgent": 0, "high": 1, "routine": 2}
 
 
 @routes.get("/healthz")

@@ -22,7 +22,7 @@ from keys.envelope import VerifiedEnvelope, verify_envelope
 from keys.errors import KeysError
 from keys.identity import Identity
 from keys.jws import unverified_header
-from keys.lifecycle import Step, schedule
+from keys.lifecycle import Schedule, Step, schedule
 from keys.models import ReceiptBody
 from keys.receipts import receipt_body, verify_receipt
 from relay.core.delivery import Clock, Delivery
@@ -166,11 +166,12 @@ class Intake:
         self.index = index
         self.limits = limits or Limits()
         self.policies = dict(policies or DEFAULT_POLICIES)
-        self._offsets = {
+        self.delays: dict[str, tuple[list[tuple[int, int]], bool]] = {
             prio: (p.offsets(), p.working_hours)
             for prio, p in {**DEFAULT_POLICIES, **self.policies}.items()
         }
-        """Each priority's step delays, parsed once (not per message)."""
+        """Each priority's (step, delay) offsets and working-hours flag, as a message
+        accepted now gets them (parsed once; ``GET /v1/policy`` says them)."""
         self.metrics = metrics
         self._background: set[asyncio.Future[Any]] = set()
 
@@ -277,7 +278,8 @@ class Intake:
             for aid in msg.to:
                 r = self.reachability(aid, now)
                 presence.append((aid, r.reachable, None if r.reachable else r.since))
-        return tuple(presence), msg.steps
+        snap = Schedule.loads(msg.policy)  # a single submission only: parsed back here
+        return tuple(presence), (snap.steps if snap is not None else ())
 
     async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a commit-then-publish step to its end even if the caller is cancelled (a
@@ -356,7 +358,7 @@ class Intake:
                 f"message is sealed to key {r.kid}, which {r.aid} does not hold",
                 code="unknown_recipient_key",
             )
-        offsets, working_hours = self._offsets[h.prio]
+        offsets, working_hours = self.delays[h.prio]
         snap = schedule(
             offsets,
             priority=h.prio,
@@ -380,7 +382,6 @@ class Intake:
             attachments=tuple(a.h for a in h.att),
             policy=snap.dumps(),
             timers=((Step.REMIND, snap.steps[0][1]), (Step.EXPIRE, h.expires)),
-            steps=snap.steps,
         )
 
         # -- receipts -------------------------------------------------------------------

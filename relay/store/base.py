@@ -56,8 +56,6 @@ class NewMessage:
     """The escalation policy snapshot (JSON), fixed at accept time."""
     timers: tuple[tuple[int, int], ...] = ()
     """(step, due) timers to start: the first escalation step and the expiry."""
-    steps: tuple[tuple[int, int], ...] = ()
-    """The snapshot's (step, due) pairs, as ``policy`` holds them (told to the sender)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pydantic_core
+
 from keys.lifecycle import Transition, transition
 from keys.merkle import Frontier
 from relay.store.base import (
@@ -167,11 +169,8 @@ class _Log:
 
 
 def _ids(values: Sequence[str]) -> str:
-    """A JSON array of identifiers (authority ids, hex digests: nothing to escape), as
-    ``json.dumps`` writes it, without its general machinery (several per message)."""
-    if any('"' in v or "\\" in v for v in values):  # pragma: no cover - checked upstream
-        return json.dumps(list(values))
-    return "[" + ", ".join(f'"{v}"' for v in values) + "]"
+    """A JSON array of identifiers, by pydantic-core's serialiser (several per message)."""
+    return pydantic_core.to_json(values).decode()
 
 
 def _close(conn: sqlite3.Connection, msg_id: str) -> None:
